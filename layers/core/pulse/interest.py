@@ -1,0 +1,232 @@
+"""The interest model (DESIGN.md): exponentially time-decayed, multi-timescale interest vectors.
+
+State per time scale s with half-life h: a vector v and the time T it is decayed to. An event at t with
+weight w and embedding e contributes w·2^(-(T-t)/h)·e, whatever order events arrive in:
+  t >= T: v <- v·2^(-(t-T)/h) + w·e, T <- t
+  t <  T: v <- v + w·2^(-(T-t)/h)·e
+Everything here is pure NumPy: no AWS, no clocks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pulse.events import BehaviourEvent
+
+
+@dataclass(slots=True)
+class ScaleState:
+    """One time scale: v (float64 while computing) decayed to time t; t is None while empty."""
+
+    vector: np.ndarray
+    t: float | None = None
+
+    @classmethod
+    def empty(cls, dim: int) -> ScaleState:
+        return cls(np.zeros(dim, dtype=np.float64), None)
+
+
+def decay_factor(elapsed_seconds: float | np.ndarray, half_life_seconds: float) -> float | np.ndarray:
+    return np.exp2(-np.asarray(elapsed_seconds, dtype=np.float64) / half_life_seconds)
+
+
+def fold_events(state: ScaleState, times: np.ndarray, weights: np.ndarray, embeddings: np.ndarray,
+                half_life_seconds: float) -> ScaleState:
+    """Apply many events at once; equal (up to rounding) to applying them one by one in any order."""
+    if len(times) == 0:
+        return state
+    times = np.asarray(times, dtype=np.float64)
+    latest = float(times.max())
+    horizon = latest if state.t is None else max(state.t, latest)
+    vector = state.vector.astype(np.float64, copy=True)
+    if state.t is not None and horizon > state.t:
+        vector *= decay_factor(horizon - state.t, half_life_seconds)
+    coefficients = np.asarray(weights, dtype=np.float64) * decay_factor(horizon - times, half_life_seconds)
+    vector += coefficients @ np.asarray(embeddings, dtype=np.float64)
+    return ScaleState(vector, horizon)
+
+
+def decay_to(state: ScaleState, at: float, half_life_seconds: float) -> np.ndarray:
+    """The scale's vector as of `at`. Asking before T gives the state at T (events are never un-applied)."""
+    if state.t is None or at <= state.t:
+        return state.vector.copy()
+    return state.vector * decay_factor(at - state.t, half_life_seconds)
+
+
+def blend(vectors: Mapping[str, np.ndarray], blend_weights: Mapping[str, float]) -> np.ndarray:
+    """Weighted sum of the per-scale vectors, each first scaled to unit length so scales compare.
+
+    A scale's length still matters through a soft cap: a scale whose interest has decayed far below one
+    event's worth fades out instead of being re-inflated to full strength.
+    """
+    total = None
+    for name, vector in vectors.items():
+        norm = float(np.linalg.norm(vector))
+        if norm == 0.0:
+            continue
+        contribution = blend_weights.get(name, 0.0) * min(1.0, norm) / norm * vector
+        total = contribution if total is None else total + contribution
+    if total is None:
+        return np.zeros(next(iter(vectors.values())).shape, dtype=np.float64) if vectors else np.zeros(0)
+    return total
+
+
+@dataclass(frozen=True, slots=True)
+class TypeWeights:
+    """How much each behaviour counts; negative for dislike/skip. Ratings and dwell scale the weight."""
+
+    by_type: Mapping[str, float]
+    rating_neutral: float = 2.5
+    rating_max: float = 5.0
+    full_dwell_seconds: float = 30.0
+
+    def weight(self, event: BehaviourEvent) -> float:
+        base = self.by_type[event.type]
+        if event.type == "rate" and event.value is not None:
+            span = self.rating_max - self.rating_neutral
+            return base * float(np.clip((event.value - self.rating_neutral) / span, -1.0, 1.0))
+        if event.type == "view" and event.value is not None:
+            return base * float(np.clip(event.value / self.full_dwell_seconds, 0.1, 1.0))
+        return base
+
+
+DEFAULT_TYPE_WEIGHTS: dict[str, float] = {
+    "view": 0.5, "click": 1.0, "add_to_cart": 2.0, "purchase": 3.0, "like": 2.0,
+    "dislike": -2.0, "skip": -0.5, "rate": 2.0, "search": 1.0,
+}
+
+
+def event_digest(event_id: str) -> bytes:
+    """8-byte digest of an event_id: the de-duplication window stores these, not the ids."""
+    return hashlib.blake2b(event_id.encode("utf-8"), digest_size=8).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPosition:
+    shard_id: str
+    sequence_number: str
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedEvent:
+    """A valid event ready to apply: its stream position, weight and embedding."""
+
+    event: BehaviourEvent
+    position: StreamPosition | None
+    weight: float
+    embedding: np.ndarray
+
+
+@dataclass(slots=True)
+class UserInterest:
+    """Everything Pulse keeps about one user (the DynamoDB item, in domain form)."""
+
+    user_id: str
+    scales: dict[str, ScaleState]
+    recent_items: dict[str, float] = field(default_factory=dict)  # item_id -> latest event time
+    recent_event_ids: list[bytes] = field(default_factory=list)  # oldest first
+    applied_sequence: dict[str, str] = field(default_factory=dict)  # shard_id -> highest applied seq
+    event_count: int = 0
+    first_event_ts: float | None = None
+    last_event_ts: float | None = None
+    version: int | None = None
+
+    @classmethod
+    def new(cls, user_id: str, scale_names: Sequence[str], dim: int) -> UserInterest:
+        return cls(user_id=user_id, scales={name: ScaleState.empty(dim) for name in scale_names})
+
+
+@dataclass(frozen=True, slots=True)
+class InterestSettings:
+    half_lives: Mapping[str, float]  # scale name -> half-life in seconds
+    recent_items_limit: int = 200
+    dedup_window: int = 512
+    max_tracked_shards: int = 16
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    applied: int = 0
+    duplicates: int = 0
+    redelivered: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return self.applied > 0
+
+
+def apply_user_events(user: UserInterest, batch: Sequence[EmbeddedEvent],
+                      settings: InterestSettings) -> ApplyResult:
+    """Fold one user's events of a batch into their state, exactly once.
+
+    Skips records at or below the shard's applied sequence number (a batch delivered again) and
+    event_ids already in the de-duplication window (a producer retry). Mutates `user` in place.
+    """
+    result = ApplyResult()
+    seen_ids = set(user.recent_event_ids)
+    fresh: list[EmbeddedEvent] = []
+    for item in sorted(batch, key=_stream_order):
+        if item.position is not None and _already_applied(user, item.position):
+            result.redelivered += 1
+            continue
+        digest = event_digest(item.event.event_id)
+        if digest in seen_ids:
+            result.duplicates += 1
+        else:
+            seen_ids.add(digest)
+            user.recent_event_ids.append(digest)
+            fresh.append(item)
+        if item.position is not None:
+            user.applied_sequence[item.position.shard_id] = item.position.sequence_number
+    if not fresh:
+        return result
+    _fold_into_scales(user, fresh, settings)
+    _remember_items(user, fresh, settings.recent_items_limit)
+    del user.recent_event_ids[: max(0, len(user.recent_event_ids) - settings.dedup_window)]
+    _forget_old_shards(user, settings.max_tracked_shards)
+    times = [item.event.ts for item in fresh]
+    user.event_count += len(fresh)
+    user.first_event_ts = min(times + ([user.first_event_ts] if user.first_event_ts is not None else []))
+    user.last_event_ts = max(times + ([user.last_event_ts] if user.last_event_ts is not None else []))
+    result.applied = len(fresh)
+    return result
+
+
+def _fold_into_scales(user: UserInterest, fresh: Sequence[EmbeddedEvent], settings: InterestSettings) -> None:
+    times = np.array([item.event.ts for item in fresh], dtype=np.float64)
+    weights = np.array([item.weight for item in fresh], dtype=np.float64)
+    embeddings = np.stack([item.embedding for item in fresh])
+    for name, half_life in settings.half_lives.items():
+        state = user.scales.get(name) or ScaleState.empty(embeddings.shape[1])
+        user.scales[name] = fold_events(state, times, weights, embeddings, half_life)
+
+
+def _remember_items(user: UserInterest, fresh: Sequence[EmbeddedEvent], limit: int) -> None:
+    for item in fresh:
+        item_id = item.event.item_id
+        if item_id is not None:
+            user.recent_items[item_id] = max(item.event.ts, user.recent_items.get(item_id, item.event.ts))
+    if len(user.recent_items) > limit:
+        newest = sorted(user.recent_items.items(), key=lambda pair: pair[1], reverse=True)[:limit]
+        user.recent_items = dict(newest)
+
+
+def _already_applied(user: UserInterest, position: StreamPosition) -> bool:
+    applied = user.applied_sequence.get(position.shard_id)
+    return applied is not None and int(position.sequence_number) <= int(applied)
+
+
+def _forget_old_shards(user: UserInterest, limit: int) -> None:
+    if len(user.applied_sequence) > limit:
+        kept = sorted(user.applied_sequence.items(), key=lambda pair: int(pair[1]), reverse=True)[:limit]
+        user.applied_sequence = dict(kept)
+
+
+def _stream_order(item: EmbeddedEvent) -> tuple[str, int]:
+    if item.position is None:
+        return ("", 0)
+    return (item.position.shard_id, int(item.position.sequence_number))

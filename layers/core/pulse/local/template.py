@@ -1,0 +1,157 @@
+"""Read template.yaml (the single source of truth) and create its data resources against any AWS endpoint."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Resources the local runtime plays itself rather than creating through an API.
+PLAYED_LOCALLY = frozenset({
+    "AWS::Serverless::Function", "AWS::Serverless::LayerVersion", "AWS::CloudWatch::Alarm",
+})
+PROVISIONED = frozenset({"AWS::Kinesis::Stream", "AWS::DynamoDB::Table", "AWS::SQS::Queue"})
+
+
+class _CloudFormationLoader(yaml.SafeLoader):
+    """YAML loader that understands the short intrinsic-function tags (!Ref, !GetAtt, !Sub ...)."""
+
+
+def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {name: value}
+
+
+_CloudFormationLoader.add_multi_constructor("!", _intrinsic)
+
+
+def load_template(path: Path) -> dict[str, Any]:
+    return yaml.load(path.read_text(), Loader=_CloudFormationLoader)
+
+
+def resource_name(logical_id: str, prefix: str = "pulse") -> str:
+    """EventStream -> pulse-event-stream: stable local names for the template's resources."""
+    words = re.findall(r"[A-Z]+(?=[A-Z][a-z]|$)|[A-Z]?[a-z0-9]+", logical_id)
+    return "-".join([prefix, *(word.lower() for word in words)])
+
+
+@dataclass(frozen=True)
+class ProvisionedResource:
+    logical_id: str
+    type: str
+    name: str  # stream name, table name, queue URL
+    arn: str | None = None
+
+
+class TemplateResolver:
+    """Resolves parameter defaults and references to provisioned names (enough for data resources)."""
+
+    def __init__(self, template: dict[str, Any], overrides: dict[str, str] | None = None):
+        self.parameters = {name: str(spec.get("Default", "")) for name, spec in
+                           (template.get("Parameters") or {}).items()}
+        self.parameters.update(overrides or {})
+        self.names: dict[str, str] = {}
+
+    def value(self, node: Any) -> Any:
+        if isinstance(node, dict) and len(node) == 1:
+            (key, argument), = node.items()
+            if key == "Ref":
+                return self.parameters.get(argument, self.names.get(argument, argument))
+            if key.startswith("Fn::"):
+                raise ValueError(f"{key} is not supported in a data resource's properties locally")
+        if isinstance(node, dict):
+            return {key: self.value(item) for key, item in node.items()}
+        if isinstance(node, list):
+            return [self.value(item) for item in node]
+        return node
+
+
+def data_resources(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {logical_id: spec for logical_id, spec in template["Resources"].items()
+            if spec["Type"] not in PLAYED_LOCALLY}
+
+
+def provision(template: dict[str, Any], session: Any, *, prefix: str = "pulse",
+              overrides: dict[str, str] | None = None) -> dict[str, ProvisionedResource]:
+    """Create every data resource of the template (idempotently) through `session`'s clients."""
+    resolver = TemplateResolver(template, overrides)
+    created: dict[str, ProvisionedResource] = {}
+    for logical_id, spec in data_resources(template).items():
+        kind = spec["Type"]
+        if kind not in PROVISIONED:
+            raise NotImplementedError(f"{logical_id}: the local stack cannot create {kind} yet")
+        properties = resolver.value(spec.get("Properties") or {})
+        name = resource_name(logical_id, prefix)
+        created[logical_id] = _CREATORS[kind](session, logical_id, name, properties)
+        resolver.names[logical_id] = created[logical_id].name
+    return created
+
+
+def _kinesis_stream(session: Any, logical_id: str, name: str, properties: dict[str, Any]) -> ProvisionedResource:
+    kinesis = session.client("kinesis")
+    try:
+        kinesis.create_stream(StreamName=name, ShardCount=int(properties.get("ShardCount", 1)))
+    except kinesis.exceptions.ResourceInUseException:
+        pass
+    kinesis.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
+    hours = properties.get("RetentionPeriodHours")
+    if hours and int(hours) > 24:
+        kinesis.increase_stream_retention_period(StreamName=name, RetentionPeriodHours=int(hours))
+    encryption = properties.get("StreamEncryption")
+    if encryption:
+        kinesis.start_stream_encryption(StreamName=name, EncryptionType=encryption["EncryptionType"],
+                                        KeyId=encryption["KeyId"])
+    arn = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamARN"]
+    return ProvisionedResource(logical_id, "AWS::Kinesis::Stream", name, arn)
+
+
+def _dynamodb_table(session: Any, logical_id: str, name: str, properties: dict[str, Any]) -> ProvisionedResource:
+    dynamodb = session.client("dynamodb")
+    arguments = {key: properties[key] for key in ("AttributeDefinitions", "KeySchema", "BillingMode",
+                                                  "GlobalSecondaryIndexes") if key in properties}
+    if "SSESpecification" in properties:
+        arguments["SSESpecification"] = {"Enabled": bool(properties["SSESpecification"].get("SSEEnabled"))}
+    try:
+        dynamodb.create_table(TableName=name, **arguments)
+    except dynamodb.exceptions.ResourceInUseException:
+        pass
+    dynamodb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
+    ttl = properties.get("TimeToLiveSpecification")
+    if ttl and ttl.get("Enabled"):
+        dynamodb.update_time_to_live(TableName=name, TimeToLiveSpecification={
+            "AttributeName": ttl["AttributeName"], "Enabled": True})
+    pitr = properties.get("PointInTimeRecoverySpecification")
+    if pitr and pitr.get("PointInTimeRecoveryEnabled"):
+        dynamodb.update_continuous_backups(TableName=name, PointInTimeRecoverySpecification={
+            "PointInTimeRecoveryEnabled": True})
+    arn = dynamodb.describe_table(TableName=name)["Table"]["TableArn"]
+    return ProvisionedResource(logical_id, "AWS::DynamoDB::Table", name, arn)
+
+
+def _sqs_queue(session: Any, logical_id: str, name: str, properties: dict[str, Any]) -> ProvisionedResource:
+    sqs = session.client("sqs")
+    attributes = {key: str(value).lower() if isinstance(value, bool) else str(value)
+                  for key, value in properties.items()
+                  if key in ("MessageRetentionPeriod", "VisibilityTimeout", "SqsManagedSseEnabled",
+                             "DelaySeconds", "MaximumMessageSize", "ReceiveMessageWaitTimeSeconds")}
+    url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    return ProvisionedResource(logical_id, "AWS::SQS::Queue", url, arn)
+
+
+_CREATORS = {
+    "AWS::Kinesis::Stream": _kinesis_stream,
+    "AWS::DynamoDB::Table": _dynamodb_table,
+    "AWS::SQS::Queue": _sqs_queue,
+}

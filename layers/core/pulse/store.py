@@ -1,0 +1,209 @@
+"""Where user interest lives: a small interface, a DynamoDB implementation (PynamoDB) and an in-memory fake.
+
+Each update is one conditional write per user (optimistic locking on `version`), retried on conflict.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Protocol, TypeVar
+
+import numpy as np
+from pynamodb.attributes import (
+    BinaryAttribute,
+    ListAttribute,
+    MapAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+    VersionAttribute,
+)
+from pynamodb.exceptions import DeleteError, DoesNotExist, PutError
+from pynamodb.models import Model
+
+from pulse.interest import ApplyResult, ScaleState, UserInterest
+
+Result = TypeVar("Result", bound=ApplyResult)
+DIGEST_BYTES = 8
+
+
+class WriteConflictError(RuntimeError):
+    """The user's item kept changing under us (or kept being throttled) through every attempt."""
+
+
+class InterestStore(Protocol):
+    def get(self, user_id: str) -> UserInterest | None: ...
+
+    def update(self, user_id: str, mutate: Callable[[UserInterest], Result]) -> Result:
+        """Load (or create) the user, mutate it, write it back once if it changed; retry on conflict."""
+        ...
+
+    def delete(self, user_id: str) -> bool: ...
+
+
+# --- DynamoDB -------------------------------------------------------------------------------------
+
+
+class ScaleAttribute(MapAttribute):
+    name = UnicodeAttribute()
+    vector = BinaryAttribute(legacy_encoding=False)  # float32 little-endian
+    t = NumberAttribute(null=True)
+
+
+class RecentItemAttribute(MapAttribute):
+    item_id = UnicodeAttribute()
+    ts = NumberAttribute()
+
+
+class UserInterestItem(Model):
+    """The DynamoDB item. The table's key schema and TTL attribute are declared in template.yaml."""
+
+    class Meta:
+        table_name = "pulse-interest"
+
+    user_id = UnicodeAttribute(hash_key=True)
+    version = VersionAttribute()
+    scales = ListAttribute(of=ScaleAttribute, default=list)
+    recent_items = ListAttribute(of=RecentItemAttribute, default=list)
+    recent_event_ids = BinaryAttribute(legacy_encoding=False, null=True)  # 8-byte digests, oldest first
+    applied_sequence = MapAttribute(default=dict)  # shard_id -> sequence number (string)
+    event_count = NumberAttribute(default=0)
+    first_event_ts = NumberAttribute(null=True)
+    last_event_ts = NumberAttribute(null=True)
+    updated_at = NumberAttribute(default=0)
+    expires_at = TTLAttribute(null=True)
+
+
+@lru_cache(maxsize=8)
+def user_interest_model(table_name: str) -> type[UserInterestItem]:
+    """The model bound to a table, created lazily so tests and the local stack can point it anywhere."""
+    meta = type("Meta", (), {"table_name": table_name, "max_retry_attempts": 8, "base_backoff_ms": 25})
+    return type("BoundUserInterestItem", (UserInterestItem,), {"Meta": meta})
+
+
+class DynamoInterestStore:
+    def __init__(self, table_name: str, *, ttl_days: float, attempts: int = 6,
+                 clock: Callable[[], float] = time.time):
+        self.model = user_interest_model(table_name)
+        self.ttl = timedelta(days=ttl_days)
+        self.attempts = attempts
+        self.clock = clock
+        self.conflicts = 0
+
+    def get(self, user_id: str) -> UserInterest | None:
+        try:
+            return _to_domain(self.model.get(user_id, consistent_read=True))
+        except DoesNotExist:
+            return None
+
+    def update(self, user_id: str, mutate: Callable[[UserInterest], Result]) -> Result:
+        for attempt in range(self.attempts):
+            user = self.get(user_id) or UserInterest(user_id=user_id, scales={})
+            result = mutate(user)
+            if not result.changed:
+                return result
+            item = _to_item(self.model, user, self.clock(), self.ttl)
+            try:
+                item.save()  # VersionAttribute makes this conditional on the version we read
+                return result
+            except PutError as error:
+                if error.cause_response_code not in RETRYABLE_WRITE_ERRORS:
+                    raise
+                self.conflicts += 1
+                _backoff(attempt)
+        raise WriteConflictError(f"user item still conflicting or throttled after {self.attempts} attempts")
+
+    def delete(self, user_id: str) -> bool:
+        try:
+            self.model.get(user_id, consistent_read=True).delete()
+        except DoesNotExist:
+            return False
+        except DeleteError as error:
+            if error.cause_response_code != "ConditionalCheckFailedException":
+                raise
+            self.model(user_id).delete()  # changed meanwhile: forget it all the same
+        return True
+
+
+RETRYABLE_WRITE_ERRORS = frozenset({
+    "ConditionalCheckFailedException", "ProvisionedThroughputExceededException", "ThrottlingException",
+    "RequestLimitExceeded", "TransactionConflictException",
+})
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
+
+
+def _to_domain(item: UserInterestItem) -> UserInterest:
+    digests = item.recent_event_ids or b""
+    return UserInterest(
+        user_id=item.user_id,
+        scales={scale.name: ScaleState(np.frombuffer(scale.vector, dtype="<f4").astype(np.float64), scale.t)
+                for scale in item.scales},
+        recent_items={entry.item_id: float(entry.ts) for entry in item.recent_items},
+        recent_event_ids=[digests[i:i + DIGEST_BYTES] for i in range(0, len(digests), DIGEST_BYTES)],
+        applied_sequence={str(shard): str(seq) for shard, seq in item.applied_sequence.as_dict().items()},
+        event_count=int(item.event_count),
+        first_event_ts=item.first_event_ts,
+        last_event_ts=item.last_event_ts,
+        version=item.version,
+    )
+
+
+def _to_item(model: type[UserInterestItem], user: UserInterest, now: float, ttl: timedelta) -> UserInterestItem:
+    item = model(
+        user.user_id,
+        scales=[ScaleAttribute(name=name, vector=state.vector.astype("<f4").tobytes(), t=state.t)
+                for name, state in user.scales.items()],
+        recent_items=[RecentItemAttribute(item_id=item_id, ts=ts) for item_id, ts in user.recent_items.items()],
+        recent_event_ids=b"".join(user.recent_event_ids) or None,
+        applied_sequence=MapAttribute(**user.applied_sequence),
+        event_count=user.event_count,
+        first_event_ts=user.first_event_ts,
+        last_event_ts=user.last_event_ts,
+        updated_at=now,
+        expires_at=datetime.fromtimestamp(now, tz=UTC) + ttl,
+    )
+    item.version = user.version
+    return item
+
+
+# --- In memory (unit tests, benchmarks) -----------------------------------------------------------
+
+
+class InMemoryInterestStore:
+    """Same semantics as DynamoInterestStore (copies in and out, version bumps, counted writes)."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, UserInterest] = {}
+        self.writes = 0
+        self._lock = threading.Lock()
+
+    def get(self, user_id: str) -> UserInterest | None:
+        with self._lock:
+            found = self.items.get(user_id)
+            return copy.deepcopy(found) if found is not None else None
+
+    def update(self, user_id: str, mutate: Callable[[UserInterest], Result]) -> Result:
+        user = self.get(user_id) or UserInterest(user_id=user_id, scales={})
+        result = mutate(user)
+        if result.changed:
+            with self._lock:
+                current = self.items.get(user_id)
+                if (current.version if current else None) != user.version:
+                    raise WriteConflictError("concurrent update")  # single-threaded use never gets here
+                user.version = (user.version or 0) + 1
+                self.items[user_id] = copy.deepcopy(user)
+                self.writes += 1
+        return result
+
+    def delete(self, user_id: str) -> bool:
+        with self._lock:
+            return self.items.pop(user_id, None) is not None

@@ -1,0 +1,42 @@
+"""Kinesis records as the ingest pipeline sees them."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+
+from pulse.interest import StreamPosition
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRecord:
+    shard_id: str
+    sequence_number: str
+    partition_key: str
+    data: bytes
+    arrival_ts: float | None = None
+    event_source_arn: str | None = None
+
+    @property
+    def position(self) -> StreamPosition:
+        return StreamPosition(self.shard_id, self.sequence_number)
+
+    @classmethod
+    def from_lambda(cls, record: dict[str, Any]) -> StreamRecord:
+        """One record of a Kinesis event source mapping's event; `data` is base64 there."""
+        kinesis = record["kinesis"]
+        raw = kinesis.get("data") or ""
+        try:
+            data = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            data = raw.encode("utf-8", "surrogatepass")  # validation reports it as not JSON
+        return cls(
+            shard_id=record.get("eventID", "").split(":", 1)[0] or "shardId-unknown",
+            sequence_number=str(kinesis["sequenceNumber"]),
+            partition_key=str(kinesis.get("partitionKey", "")),
+            data=data,
+            arrival_ts=kinesis.get("approximateArrivalTimestamp"),
+            event_source_arn=record.get("eventSourceARN"),
+        )

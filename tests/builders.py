@@ -1,0 +1,56 @@
+"""Builders for behaviour events and real-shaped Lambda events (events/*.json are generated from these)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/pulse-event-stream"
+SHARD = "shardId-000000000000"
+BASE_SEQUENCE = 49_650_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000
+
+
+def behaviour(event_id: str, user_id: str, *, type: str = "view", ts: float | str = 1_700_000_000,  # noqa: A002
+              item_id: str | None = None, text: str | None = None, value: float | None = None,
+              **extra: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {"event_id": event_id, "user_id": user_id, "type": type, "ts": ts}
+    for key, field_value in (("item_id", item_id), ("text", text), ("value", value)):
+        if field_value is not None:
+            event[key] = field_value
+    event.update(extra)
+    return event
+
+
+def kinesis_record(data: bytes | str | dict[str, Any], sequence: int, *, partition_key: str | None = None,
+                   shard: str = SHARD, arrival: float = 1_700_000_100.0) -> dict[str, Any]:
+    if isinstance(data, dict):
+        partition_key = partition_key or str(data.get("user_id", "unknown"))
+        data = json.dumps(data)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    sequence_number = str(BASE_SEQUENCE + sequence)
+    return {
+        "kinesis": {
+            "kinesisSchemaVersion": "1.0",
+            "partitionKey": partition_key or "unknown",
+            "sequenceNumber": sequence_number,
+            "data": base64.b64encode(raw).decode("ascii"),
+            "approximateArrivalTimestamp": arrival,
+        },
+        "eventSource": "aws:kinesis",
+        "eventVersion": "1.0",
+        "eventID": f"{shard}:{sequence_number}",
+        "eventName": "aws:kinesis:record",
+        "invokeIdentityArn": "arn:aws:iam::123456789012:role/pulse-ingest-role",
+        "awsRegion": "us-east-1",
+        "eventSourceARN": STREAM_ARN,
+    }
+
+
+def kinesis_event(payloads: list[bytes | str | dict[str, Any]], *, first_sequence: int = 1) -> dict[str, Any]:
+    return {"Records": [kinesis_record(payload, first_sequence + offset)
+                        for offset, payload in enumerate(payloads)]}
+
+
+def sequence_number(sequence: int) -> str:
+    return str(BASE_SEQUENCE + sequence)

@@ -1,0 +1,155 @@
+"""The interest model: decay math, order independence and exactly-once application."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pulse.events import BehaviourEvent
+from pulse.interest import (
+    DEFAULT_TYPE_WEIGHTS,
+    EmbeddedEvent,
+    InterestSettings,
+    ScaleState,
+    StreamPosition,
+    TypeWeights,
+    UserInterest,
+    apply_user_events,
+    blend,
+    decay_to,
+    fold_events,
+)
+
+HOUR = 3600.0
+HALF_LIVES = {"short": 1800.0, "long": 30 * 86400.0}
+DIM = 8
+
+
+def embedded(index: int, ts: float, *, weight: float = 1.0, seq: int | None = None, item: str | None = None,
+             event_id: str | None = None, dim: int = DIM) -> EmbeddedEvent:
+    rng = np.random.default_rng(index)
+    vector = rng.normal(size=dim)
+    event = BehaviourEvent(event_id=event_id or f"e{index}", user_id="u", type="view", ts=ts,
+                           item_id=item or f"i{index}")
+    position = StreamPosition("shardId-0", str(1000 + (index if seq is None else seq)))
+    return EmbeddedEvent(event, position, weight, vector / np.linalg.norm(vector))
+
+
+def expected_state(events, horizon: float, half_life: float) -> np.ndarray:
+    return sum(e.weight * 2 ** (-(horizon - e.event.ts) / half_life) * e.embedding for e in events)
+
+
+def test_one_half_life_halves_the_interest():
+    state = fold_events(ScaleState.empty(2), np.array([0.0]), np.array([1.0]), np.array([[1.0, 0.0]]), HOUR)
+    assert decay_to(state, HOUR, HOUR) == pytest.approx([0.5, 0.0])
+    assert decay_to(state, 3 * HOUR, HOUR) == pytest.approx([0.125, 0.0])
+
+
+def test_a_late_event_is_discounted_to_the_state_time():
+    state = fold_events(ScaleState.empty(2), np.array([10 * HOUR]), np.array([1.0]), np.array([[1.0, 0.0]]), HOUR)
+    late = fold_events(state, np.array([9 * HOUR]), np.array([1.0]), np.array([[0.0, 1.0]]), HOUR)
+    assert late.t == 10 * HOUR
+    assert late.vector == pytest.approx([1.0, 0.5])
+
+
+def test_asking_before_the_state_time_never_undoes_events():
+    state = fold_events(ScaleState.empty(2), np.array([HOUR]), np.array([2.0]), np.array([[1.0, 0.0]]), HOUR)
+    assert decay_to(state, 0.0, HOUR) == pytest.approx([2.0, 0.0])
+
+
+def test_blend_scales_each_time_scale_to_unit_strength_and_lets_faded_ones_fade():
+    strong = np.array([10.0, 0.0])
+    faded = np.array([0.0, 0.01])
+    mixed = blend({"long": strong, "short": faded}, {"long": 0.5, "short": 0.5})
+    assert mixed == pytest.approx([0.5, 0.005])
+    assert not blend({"long": np.zeros(2)}, {"long": 1.0}).any()
+
+
+def test_type_weights_use_ratings_and_dwell():
+    weights = TypeWeights(DEFAULT_TYPE_WEIGHTS)
+
+    def weight(event_type, value=None):
+        return weights.weight(BehaviourEvent("e", "u", event_type, 0.0, item_id="i", value=value))
+
+    assert weight("rate", 5) == pytest.approx(2.0)
+    assert weight("rate", 1) < 0 < weight("rate", 3) < weight("rate", 4)
+    assert weight("dislike") < 0 and weight("skip") < 0
+    assert weight("view", 3) == pytest.approx(0.05)
+    assert weight("view", 600) == weight("view") == 0.5
+
+
+times = st.lists(st.floats(min_value=0, max_value=90 * 86400, allow_nan=False), min_size=1, max_size=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(times=times, order=st.randoms(use_true_random=False), data=st.data())
+def test_any_order_gives_the_same_state(times, order, data):
+    weights = data.draw(st.lists(st.floats(-2, 3), min_size=len(times), max_size=len(times)))
+    events = [embedded(i, t, weight=w) for i, (t, w) in enumerate(zip(times, weights, strict=True))]
+    shuffled = events[:]
+    order.shuffle(shuffled)
+    one_by_one = ScaleState.empty(DIM)
+    for e in shuffled:
+        one_by_one = fold_events(one_by_one, np.array([e.event.ts]), np.array([e.weight]), e.embedding[None], HOUR)
+    together = fold_events(ScaleState.empty(DIM), np.array([e.event.ts for e in events]),
+                           np.array([e.weight for e in events]), np.stack([e.embedding for e in events]), HOUR)
+    horizon = max(times)
+    assert one_by_one.t == together.t == horizon
+    np.testing.assert_allclose(one_by_one.vector, together.vector, atol=1e-9)
+    np.testing.assert_allclose(together.vector, expected_state(events, horizon, HOUR), atol=1e-9)
+
+
+def apply_in_batches(events, batches, settings_):
+    user = UserInterest.new("u", HALF_LIVES, DIM)
+    for batch in batches:
+        apply_user_events(user, [events[i] for i in batch], settings_)
+    return user
+
+
+@settings(max_examples=60, deadline=None)
+@given(times=times, data=st.data())
+def test_redelivery_and_duplicates_change_nothing(times, data):
+    """Any split into batches, any re-delivery of a prefix (Lambda retry) and producer duplicates converge."""
+    config = InterestSettings(half_lives=HALF_LIVES)
+    events = [embedded(i, t) for i, t in enumerate(times)]
+    clean = apply_in_batches(events, [range(len(events))], config)
+
+    cut = data.draw(st.integers(0, len(events)))
+    retry_from = data.draw(st.integers(0, cut))
+    # batch 1 applied up to `cut`, then Lambda re-delivers from `retry_from` (records already applied come again)
+    redelivered = apply_in_batches(events, [range(cut), range(retry_from, len(events)), range(len(events))], config)
+    duplicate_index = data.draw(st.integers(0, len(events) - 1))
+    producer_retry = embedded(duplicate_index, times[duplicate_index], seq=len(events) + 5,
+                              event_id=f"e{duplicate_index}")
+    duplicated = apply_in_batches(events + [producer_retry], [range(len(events) + 1)], config)
+
+    for user in (redelivered, duplicated):
+        assert user.event_count == clean.event_count == len(events)
+        for name in HALF_LIVES:
+            assert user.scales[name].t == clean.scales[name].t
+            np.testing.assert_allclose(user.scales[name].vector, clean.scales[name].vector, atol=1e-9)
+
+
+def test_apply_counts_and_remembers():
+    config = InterestSettings(half_lives=HALF_LIVES, recent_items_limit=2, dedup_window=3)
+    user = UserInterest.new("u", HALF_LIVES, DIM)
+    first = apply_user_events(user, [embedded(0, 100.0), embedded(1, 300.0), embedded(2, 200.0)], config)
+    assert (first.applied, first.duplicates, first.redelivered, first.changed) == (3, 0, 0, True)
+    assert user.recent_items == {"i1": 300.0, "i2": 200.0}  # newest by event time, bounded
+    assert (user.first_event_ts, user.last_event_ts, user.event_count) == (100.0, 300.0, 3)
+    assert user.applied_sequence == {"shardId-0": "1002"}
+
+    again = apply_user_events(user, [embedded(2, 200.0)], config)
+    assert (again.applied, again.redelivered, again.changed) == (0, 1, False)
+    retry = apply_user_events(user, [embedded(2, 200.0, seq=9)], config)
+    assert (retry.applied, retry.duplicates) == (0, 1)
+    apply_user_events(user, [embedded(3, 400.0), embedded(4, 500.0)], config)
+    assert len(user.recent_event_ids) == 3  # the de-duplication window is bounded
+
+
+def test_sequence_numbers_compare_as_numbers_not_strings():
+    config = InterestSettings(half_lives=HALF_LIVES)
+    user = UserInterest.new("u", HALF_LIVES, DIM)
+    apply_user_events(user, [embedded(0, 1.0, seq=9)], config)  # "1009"
+    result = apply_user_events(user, [embedded(1, 2.0, seq=10_000)], config)  # "11000" > "1009"
+    assert result.applied == 1
