@@ -22,10 +22,11 @@ def behaviour(event_id: str, user_id: str, *, type: str = "view", ts: float | st
     return event
 
 
-def kinesis_record(data: bytes | str | dict[str, Any], sequence: int, *, partition_key: str | None = None,
+def kinesis_record(data: bytes | str | dict[str, Any] | list[Any], sequence: int, *, partition_key: str | None = None,
                    shard: str = SHARD, arrival: float = 1_700_000_100.0) -> dict[str, Any]:
-    if isinstance(data, dict):
-        partition_key = partition_key or str(data.get("user_id", "unknown"))
+    if isinstance(data, dict | list):
+        if isinstance(data, dict):
+            partition_key = partition_key or str(data.get("user_id", "unknown"))
         data = json.dumps(data)
     raw = data.encode("utf-8") if isinstance(data, str) else data
     sequence_number = str(BASE_SEQUENCE + sequence)
@@ -47,7 +48,7 @@ def kinesis_record(data: bytes | str | dict[str, Any], sequence: int, *, partiti
     }
 
 
-def kinesis_event(payloads: list[bytes | str | dict[str, Any]], *, first_sequence: int = 1) -> dict[str, Any]:
+def kinesis_event(payloads: list[Any], *, first_sequence: int = 1) -> dict[str, Any]:
     return {"Records": [kinesis_record(payload, first_sequence + offset)
                         for offset, payload in enumerate(payloads)]}
 

@@ -171,7 +171,8 @@ def _to_item(model: type[UserInterestItem], user: UserInterest, now: float, ttl:
         updated_at=now,
         expires_at=datetime.fromtimestamp(now, tz=UTC) + ttl,
     )
-    item.version = user.version
+    if user.version is not None:
+        item.version = user.version  # PynamoDB then writes only if the stored version is still this one
     return item
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,19 +58,24 @@ class ProvisionedResource:
 class TemplateResolver:
     """Resolves parameter defaults and references to provisioned names (enough for data resources)."""
 
-    def __init__(self, template: dict[str, Any], overrides: dict[str, str] | None = None):
+    def __init__(self, template: dict[str, Any], overrides: dict[str, str] | None = None,
+                 resources: dict[str, ProvisionedResource] | None = None):
         self.parameters = {name: str(spec.get("Default", "")) for name, spec in
                            (template.get("Parameters") or {}).items()}
         self.parameters.update(overrides or {})
-        self.names: dict[str, str] = {}
+        self.resources: dict[str, ProvisionedResource] = dict(resources or {})
 
     def value(self, node: Any) -> Any:
         if isinstance(node, dict) and len(node) == 1:
             (key, argument), = node.items()
             if key == "Ref":
-                return self.parameters.get(argument, self.names.get(argument, argument))
+                if argument in self.resources:
+                    return self.resources[argument].name
+                return self.parameters.get(argument, argument)
+            if key == "Fn::GetAtt" and argument[0] in self.resources and argument[1] == "Arn":
+                return self.resources[argument[0]].arn
             if key.startswith("Fn::"):
-                raise ValueError(f"{key} is not supported in a data resource's properties locally")
+                raise ValueError(f"{key} {argument} cannot be resolved by the local stack")
         if isinstance(node, dict):
             return {key: self.value(item) for key, item in node.items()}
         if isinstance(node, list):
@@ -94,16 +100,14 @@ def provision(template: dict[str, Any], session: Any, *, prefix: str = "pulse",
         properties = resolver.value(spec.get("Properties") or {})
         name = resource_name(logical_id, prefix)
         created[logical_id] = _CREATORS[kind](session, logical_id, name, properties)
-        resolver.names[logical_id] = created[logical_id].name
+        resolver.resources[logical_id] = created[logical_id]
     return created
 
 
 def _kinesis_stream(session: Any, logical_id: str, name: str, properties: dict[str, Any]) -> ProvisionedResource:
     kinesis = session.client("kinesis")
-    try:
+    with contextlib.suppress(kinesis.exceptions.ResourceInUseException):
         kinesis.create_stream(StreamName=name, ShardCount=int(properties.get("ShardCount", 1)))
-    except kinesis.exceptions.ResourceInUseException:
-        pass
     kinesis.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
     hours = properties.get("RetentionPeriodHours")
     if hours and int(hours) > 24:
@@ -122,10 +126,8 @@ def _dynamodb_table(session: Any, logical_id: str, name: str, properties: dict[s
                                                   "GlobalSecondaryIndexes") if key in properties}
     if "SSESpecification" in properties:
         arguments["SSESpecification"] = {"Enabled": bool(properties["SSESpecification"].get("SSEEnabled"))}
-    try:
+    with contextlib.suppress(dynamodb.exceptions.ResourceInUseException):
         dynamodb.create_table(TableName=name, **arguments)
-    except dynamodb.exceptions.ResourceInUseException:
-        pass
     dynamodb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
     ttl = properties.get("TimeToLiveSpecification")
     if ttl and ttl.get("Enabled"):

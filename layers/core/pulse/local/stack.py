@@ -1,0 +1,126 @@
+"""The embedded local stack: moto's server speaking the AWS APIs, the template's resources, the real handlers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from pulse.local.functions import FunctionSpec, LambdaContext, function_environment, function_spec, load_handler
+from pulse.local.poller import MappingSettings, StreamPoller, sqs_destination
+from pulse.local.template import ProvisionedResource, TemplateResolver, load_template, provision
+
+log = logging.getLogger(__name__)
+REPO_ROOT = Path(__file__).resolve().parents[4]
+LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "pulse-local", "AWS_SECRET_ACCESS_KEY": "pulse-local"}
+
+
+@dataclass
+class LocalStack:
+    root: Path = REPO_ROOT
+    host: str = "127.0.0.1"
+    port: int = 4566
+    region: str = "us-east-1"
+    resources: dict[str, ProvisionedResource] = field(default_factory=dict)
+    _server: Any = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> LocalStack:
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per AWS call otherwise
+        if _port_in_use(self.host, self.port):
+            raise RuntimeError(f"{self.host}:{self.port} is in use (another local stack?); pick another port")
+        self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
+        self._server.start()
+        self.port = self._server.get_host_and_port()[1]
+        os.environ.update({**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint, "AWS_REGION": self.region,
+                           "AWS_DEFAULT_REGION": self.region})
+        self.template = load_template(self.root / "template.yaml")
+        self.resources = provision(self.template, self.session())
+        log.info("local AWS endpoint %s with %s", self.endpoint, ", ".join(sorted(self.resources)))
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def session(self) -> boto3.session.Session:
+        return boto3.session.Session(region_name=self.region)
+
+    def client(self, service: str) -> Any:
+        return self.session().client(service, endpoint_url=self.endpoint)
+
+    def name_of(self, resource_type: str) -> str:
+        found = [r.name for r in self.resources.values() if r.type == resource_type]
+        if len(found) != 1:
+            raise LookupError(f"expected one {resource_type} in template.yaml, found {len(found)}")
+        return found[0]
+
+    def function(self, logical_id: str) -> FunctionSpec:
+        resolver = TemplateResolver(self.template, resources=self.resources)
+        return function_spec(self.template, logical_id, self.root, resolver)
+
+    def stream_pollers(self) -> list[StreamPoller]:
+        """One poller per Kinesis event source of the template's functions, with the mapping's settings."""
+        pollers = []
+        for logical_id, spec in self.template["Resources"].items():
+            if spec["Type"] != "AWS::Serverless::Function":
+                continue
+            function = self.function(logical_id)
+            for event in function.events.values():
+                if event["Type"] != "Kinesis":
+                    continue
+                pollers.append(self._poller(function, event))
+        return pollers
+
+    def _poller(self, function: FunctionSpec, event: dict[str, Any]) -> StreamPoller:
+        stream = self._resource_for_arn_ref(event["Stream"])
+        with function_environment(function, {"POWERTOOLS_TRACE_DISABLED": "true",
+                                             "POWERTOOLS_METRICS_DISABLED": "true"}):
+            handler = load_handler(function)
+        destination = ((event.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
+        on_failure = None
+        if destination is not None:
+            on_failure = sqs_destination(self.client("sqs"), self._resource_for_arn_ref(destination).name)
+
+        def invoke(payload: dict[str, Any], context: Any) -> Any:
+            with function_environment(function, {"POWERTOOLS_TRACE_DISABLED": "true",
+                                                 "POWERTOOLS_METRICS_DISABLED": "true"}):
+                return handler(payload, context)
+
+        context = LambdaContext(function.logical_id, function.memory, function.timeout)
+        return StreamPoller(self.client("kinesis"), stream.name, invoke, context,
+                            MappingSettings.from_event(event), on_failure)
+
+    def _resource_for_arn_ref(self, reference: str) -> ProvisionedResource:
+        for resource in self.resources.values():
+            if reference in (resource.arn, resource.name):
+                return resource
+        raise LookupError(f"no provisioned resource for {reference!r}")
+
+    def describe(self) -> dict[str, str]:
+        """The content of .pulse/local.json (contract 3)."""
+        return {
+            "aws_endpoint": self.endpoint,
+            "region": self.region,
+            "stream": self.name_of("AWS::Kinesis::Stream"),
+            "table": self.name_of("AWS::DynamoDB::Table"),
+            "dlq": self.name_of("AWS::SQS::Queue"),
+        }
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    if port == 0:
+        return False
+    with socket.socket() as probe:
+        return probe.connect_ex((host, port)) == 0

@@ -1,0 +1,107 @@
+"""The SAM build is valid and runnable: `sam validate --lint`, `sam build`, then the *built* functions run
+with only their built code and layers on the path (as /var/task and /opt/python) against moto.
+
+The closest check to `sam local invoke` without Docker: it catches missing dependencies, wrong handler
+paths and layer layout mistakes.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import EVENTS, dead_letters, table_items
+
+ROOT = Path(__file__).resolve().parents[2]
+SAM = ROOT / ".venv" / "sam-cli" / "bin" / "sam"
+BUILD = ROOT / ".aws-sam" / "build"
+LAMBDA_LIMIT_BYTES = 262_144_000
+# What the Lambda Python runtime itself provides besides the standard library.
+RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six.py", "urllib3")
+
+pytestmark = pytest.mark.slow
+
+
+def sam(*arguments: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "SAM_CLI_TELEMETRY": "0",
+                   "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run([str(SAM), *arguments], cwd=ROOT, env=environment, capture_output=True, text=True,
+                          timeout=900)
+
+
+def test_template_passes_sam_validate_lint():
+    result = sam("validate", "--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def built():
+    result = sam("build", "--cached")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return BUILD
+
+
+@pytest.fixture(scope="module")
+def lambda_runtime(tmp_path_factory) -> Path:
+    """A folder with only what the Lambda runtime adds to the standard library (boto3 and its needs)."""
+    folder = tmp_path_factory.mktemp("lambda-runtime")
+    site = Path(sysconfig.get_paths()["purelib"])
+    for name in RUNTIME_PACKAGES:
+        (folder / name).symlink_to(site / name)
+    return folder
+
+
+def run_built(function: str, layers: list[str], event_file: Path, runtime: Path, environment: dict) -> dict:
+    """Invoke the built handler in a fresh interpreter that sees no site-packages at all."""
+    path = [BUILD / function, *(BUILD / layer / "python" for layer in layers), runtime]
+    script = (
+        "import json, sys, importlib\n"
+        "app = importlib.import_module('app')\n"
+        "class Context:\n"
+        "    function_name = 'built'; memory_limit_in_mb = 1024; aws_request_id = 'local'\n"
+        "    invoked_function_arn = 'arn:aws:lambda:us-east-1:123456789012:function:built'\n"
+        "    def get_remaining_time_in_millis(self): return 60000\n"
+        f"response = app.lambda_handler(json.load(open({str(event_file)!r})), Context())\n"
+        "modules = {name: getattr(sys.modules.get(name), '__file__', None) for name in\n"
+        "           ('pulse', 'pulse_encoder', 'onnxruntime', 'tokenizers', 'numpy', 'pynamodb',\n"
+        "            'aws_lambda_powertools', 'boto3')}\n"
+        "print(json.dumps({'response': response, 'modules': modules}))\n"
+    )
+    result = subprocess.run([sys.executable, "-S", "-c", script], capture_output=True, text=True, timeout=300,
+                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join(map(str, path)),
+                                 **environment})
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_the_built_ingest_function_runs_with_only_its_layers(built, lambda_runtime, stack):
+    function = stack.function("IngestFunction")
+    environment = {**function.environment, "POWERTOOLS_TRACE_DISABLED": "true",
+                   "POWERTOOLS_METRICS_DISABLED": "true",
+                   **{key: os.environ[key] for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+                                                       "AWS_SECRET_ACCESS_KEY", "AWS_REGION",
+                                                       "AWS_DEFAULT_REGION")}}
+    outcome = run_built("IngestFunction", ["CoreLayer", "EncoderLayer"], EVENTS / "ingest-poison-batch.json",
+                        lambda_runtime, environment)
+    assert outcome["response"] == {"batchItemFailures": []}
+    for name, location in outcome["modules"].items():
+        assert location is not None, f"{name} was not imported"
+        assert str(BUILD) in location or str(lambda_runtime) in location, f"{name} came from {location}"
+    assert int(table_items(stack)["305"]["event_count"]["N"]) == 2
+    assert len(dead_letters(stack)) == 8
+
+
+def test_layers_and_function_fit_lambdas_unzipped_limit(built):
+    from pulse_encoder.layer_size import unzipped_size
+
+    parts = {name: unzipped_size(built / name) for name in ("IngestFunction", "CoreLayer", "EncoderLayer")}
+    total = sum(parts.values())
+    print("\n" + "\n".join(f"{name:16s} {size / 1e6:8.1f} MB" for name, size in parts.items()) +
+          f"\n{'total':16s} {total / 1e6:8.1f} MB of {LAMBDA_LIMIT_BYTES / 1e6:.1f} MB")
+    assert total < LAMBDA_LIMIT_BYTES
+    assert (built / "EncoderLayer" / "python" / "pulse_encoder" / "model" / "model.int8.onnx").is_file()
+    assert not list((built / "EncoderLayer").rglob("torch")), "torch must not reach the Lambda layer"

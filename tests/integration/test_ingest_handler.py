@@ -1,0 +1,175 @@
+"""The real ingest handler on moto (over HTTP) with the sample events of events/: exact DynamoDB and DLQ state."""
+
+import base64
+import json
+from unittest import mock
+
+import numpy as np
+import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+
+from pulse.events import parse_event
+from pulse.interest import DEFAULT_TYPE_WEIGHTS, TypeWeights
+from pulse.runtime import ingest_pipeline
+from pulse.settings import DEFAULT_HALF_LIVES
+from tests.builders import kinesis_event, sequence_number
+from tests.integration.conftest import dead_letters, sample_event, table_items
+from tests.scenarios import POISON_REASONS, SCENARIOS, duplicate_event_ids, late_events, render, valid_batch
+
+WEIGHTS = TypeWeights(DEFAULT_TYPE_WEIGHTS)
+
+
+def stored_vectors(item) -> dict[str, tuple[np.ndarray, float]]:
+    return {scale["M"]["name"]["S"]: (np.frombuffer(scale["M"]["vector"]["B"], dtype="<f4"),
+                                      float(scale["M"]["t"]["N"]))
+            for scale in item["scales"]["L"]}
+
+
+def expected_vectors(encoder, payloads) -> dict[str, tuple[np.ndarray, float]]:
+    """The interest model written out directly: sum of w·2^(-(T-t)/h)·e over the unique events."""
+    events = list({event.event_id: event for event in map(parse_event, payloads)}.values())
+    embeddings = encoder.encode([event.text for event in events])
+    horizon = max(event.ts for event in events)
+    return {name: (sum(WEIGHTS.weight(event) * 2 ** (-(horizon - event.ts) / half_life) * embedding
+                       for event, embedding in zip(events, embeddings, strict=True)), horizon)
+            for name, half_life in DEFAULT_HALF_LIVES.items()}
+
+
+def assert_state(item, encoder, payloads):
+    expected = expected_vectors(encoder, payloads)
+    stored = stored_vectors(item)
+    assert stored.keys() == expected.keys()
+    for name, (vector, horizon) in expected.items():
+        assert stored[name][1] == horizon
+        np.testing.assert_allclose(stored[name][0], vector, rtol=1e-5, atol=1e-6)
+
+
+def test_sample_events_are_generated_from_the_builders():
+    for name in SCENARIOS:
+        assert sample_event(name) == json.loads(render(name)), f"events/{name}.json drifted: python -m tests.scenarios"
+
+
+def test_a_valid_batch_is_applied_with_one_write_per_user(stack, ingest, encoder):
+    assert ingest(sample_event("ingest-valid-batch")) == {"batchItemFailures": []}
+    items = table_items(stack)
+    assert sorted(items) == ["186", "196", "22"]
+    by_user = {}
+    for payload in valid_batch():
+        by_user.setdefault(payload["user_id"], []).append(payload)
+    for user_id, payloads in by_user.items():
+        item = items[user_id]
+        assert_state(item, encoder, payloads)
+        assert int(item["event_count"]["N"]) == len(payloads)
+        assert int(item["version"]["N"]) == 1  # one conditional write per user per batch
+        assert int(item["expires_at"]["N"]) > float(item["updated_at"]["N"])
+    assert [entry["M"]["item_id"]["S"] for entry in items["22"]["recent_items"]["L"]] == ["100", "288", "313"]
+    assert items["196"]["applied_sequence"]["M"] == {"shardId-000000000000": {"S": sequence_number(3)}}
+    assert dead_letters(stack) == []
+
+
+def test_poison_records_are_parked_with_payload_and_reason_and_the_rest_applies(stack, ingest, encoder):
+    event = sample_event("ingest-poison-batch")
+    assert ingest(event) == {"batchItemFailures": []}
+    item = table_items(stack)["305"]
+    valid = [json.loads(base64.b64decode(event["Records"][i]["kinesis"]["data"])) for i in (0, 8)]
+    assert int(item["event_count"]["N"]) == 2
+    assert_state(item, encoder, valid)
+
+    letters = {letter["sequence_number"]: letter for letter in dead_letters(stack)}
+    assert len(letters) == len(POISON_REASONS)
+    for position, reason in POISON_REASONS.items():
+        record = event["Records"][position - 1]["kinesis"]
+        letter = letters[record["sequenceNumber"]]
+        assert reason in letter["reason"]
+        assert letter["data_base64"] == record["data"]  # the full payload, byte for byte
+        assert letter["shard_id"] == "shardId-000000000000"
+        assert letter["partition_key"] == record["partitionKey"]
+        assert letter["truncated"] is False
+    parsed = letters[event["Records"][6]["kinesis"]["sequenceNumber"]]["payload"]
+    assert parsed["item_id"] == "999999"
+
+
+def test_a_batch_delivered_twice_changes_nothing(stack, ingest):
+    event = sample_event("ingest-valid-batch")
+    ingest(event)
+    before = table_items(stack)
+    assert ingest(event) == {"batchItemFailures": []}
+    assert table_items(stack) == before  # not even a write: versions unchanged
+
+
+def test_duplicate_event_ids_count_once(stack, ingest, encoder):
+    ingest(sample_event("ingest-duplicate-event-ids"))
+    item = table_items(stack)["42"]
+    assert int(item["event_count"]["N"]) == 3
+    assert_state(item, encoder, duplicate_event_ids())
+
+
+def test_late_events_converge_to_the_time_ordered_state(stack, ingest, encoder):
+    ingest(sample_event("ingest-late-events"))
+    item = table_items(stack)["77"]
+    assert_state(item, encoder, late_events())
+    in_order = sorted(late_events(), key=lambda payload: payload["ts"])
+    for offset, payload in enumerate(in_order):  # the same events, one batch each, oldest first
+        payload = {**payload, "user_id": "78"}
+        ingest(kinesis_event([payload], first_sequence=900 + offset))
+    other = table_items(stack)["78"]
+    for name, (vector, horizon) in stored_vectors(item).items():
+        np.testing.assert_allclose(stored_vectors(other)[name][0], vector, rtol=1e-5, atol=1e-6)
+        assert stored_vectors(other)[name][1] == horizon
+
+
+def test_many_users_in_one_batch(stack, ingest):
+    assert ingest(sample_event("ingest-many-users")) == {"batchItemFailures": []}
+    items = table_items(stack)
+    assert len(items) == 50
+    assert {int(item["event_count"]["N"]) for item in items.values()} == {2}
+    assert {int(item["version"]["N"]) for item in items.values()} == {1}
+
+
+def test_a_failed_user_write_is_retried_from_its_records_and_converges(stack, ingest, encoder):
+    event = sample_event("ingest-valid-batch")
+    store = ingest_pipeline().store
+    real_update = store.update
+
+    def flaky(user_id, mutate):
+        if user_id == "186":
+            raise RuntimeError("injected: DynamoDB unavailable")
+        return real_update(user_id, mutate)
+
+    with mock.patch.object(store, "update", side_effect=flaky):
+        response = ingest(event)
+    failed = [failure["itemIdentifier"] for failure in response["batchItemFailures"]]
+    assert failed == [sequence_number(4), sequence_number(5)]
+    assert "186" not in table_items(stack)
+
+    # Lambda retries from the lowest failed record: 196's and 22's records after it come again.
+    retry = {"Records": [r for r in event["Records"] if int(r["kinesis"]["sequenceNumber"]) >= int(failed[0])]}
+    before = table_items(stack)
+    assert ingest(retry) == {"batchItemFailures": []}
+    after = table_items(stack)
+    assert after["22"] == before["22"]  # already applied: untouched
+    assert_state(after["186"], encoder, [p for p in valid_batch() if p["user_id"] == "186"])
+
+
+def test_an_encoder_failure_fails_the_batch_for_retry_then_recovers(stack, ingest):
+    event = sample_event("ingest-valid-batch")
+    pipeline = ingest_pipeline()
+    with mock.patch.object(type(pipeline), "embedder", new_callable=mock.PropertyMock) as embedder:
+        embedder.return_value.encode.side_effect = RuntimeError("injected: encoder crashed")
+        with pytest.raises(BatchProcessingError):  # every record failed: Lambda retries the whole batch
+            ingest(event)
+    assert table_items(stack) == {}
+    assert ingest(event) == {"batchItemFailures": []}
+    assert len(table_items(stack)) == 3
+
+
+def test_records_whose_dead_letter_cannot_be_sent_are_retried(stack, ingest):
+    event = sample_event("ingest-poison-batch")
+    with mock.patch.object(ingest_pipeline().dead_letters, "queue_url", "http://127.0.0.1:1/nowhere"):
+        response = ingest(event)
+    failed = {failure["itemIdentifier"] for failure in response["batchItemFailures"]}
+    assert failed == {event["Records"][position - 1]["kinesis"]["sequenceNumber"] for position in POISON_REASONS}
+    assert dead_letters(stack) == []
+    assert ingest(event) == {"batchItemFailures": []}  # SQS back: parked now, valid records not re-applied
+    assert len(dead_letters(stack)) == len(POISON_REASONS)
+    assert int(table_items(stack)["305"]["event_count"]["N"]) == 2

@@ -1,0 +1,123 @@
+"""Real-shaped sample events, one file per scenario in events/ (run `python -m tests.scenarios` to rewrite).
+
+No catalogue is published on the write path's own, so item events carry their item's title as text.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.builders import behaviour, kinesis_event
+
+EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
+DAY = 86400
+T0 = 881_250_949  # 1997-12-04, MovieLens time
+
+TITLES = [
+    "Toy Story (1995) Animation Children's Comedy",
+    "Star Wars (1977) Action Adventure Romance Sci-Fi War",
+    "Fargo (1996) Crime Drama Thriller",
+    "Contact (1997) Drama Sci-Fi",
+    "Scream (1996) Horror Thriller",
+    "Titanic (1997) Action Drama Romance",
+    "Aladdin (1992) Animation Children's Comedy Musical",
+    "Alien (1979) Action Horror Sci-Fi Thriller",
+]
+
+
+def valid_batch() -> list[dict[str, Any]]:
+    return [
+        behaviour("vb-1", "196", type="view", ts=T0, item_id="1", text=TITLES[0]),
+        behaviour("vb-2", "196", type="rate", ts=T0 + 60, item_id="1", text=TITLES[0], value=5),
+        behaviour("vb-3", "196", type="search", ts=T0 + 120, text="pixar animated family comedy"),
+        behaviour("vb-4", "186", type="click", ts="1997-12-04T16:00:00Z", item_id="50", text=TITLES[1]),
+        behaviour("vb-5", "186", type="purchase", ts=T0 + 600, item_id="258", text=TITLES[3]),
+        behaviour("vb-6", "22", type="like", ts=T0 + 30, item_id="100", text=TITLES[2]),
+        behaviour("vb-7", "22", type="dislike", ts=T0 + 90, item_id="288", text=TITLES[4]),
+        behaviour("vb-8", "22", type="view", ts=T0 + 95, item_id="313", text=TITLES[5], value=12),
+    ]
+
+
+def poison_batch() -> list[bytes | str | dict[str, Any]]:
+    return [
+        behaviour("pb-1", "305", type="view", ts=T0, item_id="95", text=TITLES[6]),
+        "this is not json",
+        b'{"event_id": "pb-3", "user_id": "305", "type": "view", "ts": 1, "text": "caf\xe9"}',
+        behaviour("pb-4", "305", type="teleport", ts=T0, text=TITLES[7]),
+        {"event_id": "pb-5", "user_id": "305", "type": "view", "item_id": "95", "text": TITLES[6]},
+        behaviour("pb-6", "305", type="view", ts=T0 * 1000, text=TITLES[7]),
+        behaviour("pb-7", "305", type="click", ts=T0, item_id="999999"),
+        behaviour("pb-8", "305", type="rate", ts=T0, item_id="96", text=TITLES[7]),
+        behaviour("pb-9", "305", type="view", ts=T0 + 10, item_id="96", text=TITLES[7]),
+        ["an", "array"],
+    ]
+
+
+POISON_REASONS = {
+    2: "record data is not valid JSON: Expecting value at line 1 column 1",
+    3: "record data is not valid UTF-8",
+    4: "unknown type 'teleport'",
+    5: "ts is required",
+    6: "milliseconds? divide by 1000",
+    7: "item_id '999999' is not in the catalogue and the event has no text to embed",
+    8: "type 'rate' needs a numeric value",
+    10: "an event must be a JSON object, got an array",
+}
+
+
+def duplicate_event_ids() -> list[dict[str, Any]]:
+    """A producer retried: the same event_id arrives again with new sequence numbers."""
+    first = behaviour("dup-1", "42", type="add_to_cart", ts=T0, item_id="181", text=TITLES[1])
+    second = behaviour("dup-2", "42", type="view", ts=T0 + 5, item_id="7", text=TITLES[0])
+    return [first, second, dict(first), behaviour("dup-3", "42", type="view", ts=T0 + 9, text=TITLES[3]),
+            dict(second)]
+
+
+def late_events() -> list[dict[str, Any]]:
+    """One user's events arriving newest first (phone offline, clock skew)."""
+    return [behaviour(f"late-{index}", "77", type="view", ts=T0 + (5 - index) * DAY, item_id=str(index),
+                      text=TITLES[index]) for index in range(6)]
+
+
+def many_users() -> list[dict[str, Any]]:
+    """50 users, 2 events each, interleaved as a real stream is."""
+    events = []
+    for round_ in range(2):
+        for user in range(50):
+            title = TITLES[(user + round_) % len(TITLES)]
+            events.append(behaviour(f"mu-{user}-{round_}", f"user-{user}", type=("view", "click")[round_],
+                                    ts=T0 + user * 10 + round_ * 300, item_id=str(100 + user + round_),
+                                    text=title))
+    return events
+
+
+SCENARIOS = {
+    "ingest-valid-batch": (valid_batch, 1),
+    "ingest-poison-batch": (poison_batch, 101),
+    "ingest-duplicate-event-ids": (duplicate_event_ids, 201),
+    "ingest-late-events": (late_events, 301),
+    "ingest-many-users": (many_users, 401),
+}
+
+
+def lambda_event(name: str) -> dict[str, Any]:
+    build, first_sequence = SCENARIOS[name]
+    return kinesis_event(build(), first_sequence=first_sequence)
+
+
+def render(name: str) -> str:
+    return json.dumps(lambda_event(name), indent=2) + "\n"
+
+
+def main() -> None:
+    EVENTS_DIR.mkdir(exist_ok=True)
+    for name in SCENARIOS:
+        (EVENTS_DIR / f"{name}.json").write_text(render(name))
+        print(f"wrote events/{name}.json", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""One validated configuration object: defaults, overrides and errors that name the variable."""
+
+import pytest
+
+from pulse.settings import DEFAULT_HALF_LIVES, ConfigurationError, Settings
+
+
+def test_defaults():
+    config = Settings.from_env({})
+    assert config.half_lives == DEFAULT_HALF_LIVES
+    assert config.blend_weights == {"short": 0.5, "long": 0.5}
+    assert config.type_weights.by_type["dislike"] < 0
+    assert (config.recent_items_limit, config.dedup_window, config.encoder_threads) == (200, 512, 1)
+
+
+def test_overrides_in_both_notations():
+    config = Settings.from_env({
+        "PULSE_HALF_LIVES": "session=600, week=604800",
+        "PULSE_BLEND_WEIGHTS": '{"session": 0.7, "week": 0.3}',
+        "PULSE_TYPE_WEIGHTS": "purchase=5,skip=-1",
+        "PULSE_RECENT_ITEMS": "50", "PULSE_TTL_DAYS": "30", "PULSE_ENCODER_THREADS": "2",
+        "PULSE_TABLE": "t", "PULSE_DLQ_URL": "https://sqs/q",
+    })
+    assert config.half_lives == {"session": 600.0, "week": 604800.0}
+    assert config.blend_weights == {"session": 0.7, "week": 0.3}
+    assert config.type_weights.by_type["purchase"] == 5 and config.type_weights.by_type["view"] == 0.5
+    assert (config.recent_items_limit, config.ttl_days, config.encoder_threads) == (50, 30.0, 2)
+    assert (config.table_name, config.dead_letter_queue_url) == ("t", "https://sqs/q")
+
+
+@pytest.mark.parametrize(("environ", "message"), [
+    ({"PULSE_HALF_LIVES": "short=abc"}, "PULSE_HALF_LIVES='short=abc' is not a list of name=number"),
+    ({"PULSE_HALF_LIVES": "short=-5"}, "PULSE_HALF_LIVES: short=-5.0 must be a positive finite number"),
+    ({"PULSE_BLEND_WEIGHTS": "medium=1"}, "PULSE_BLEND_WEIGHTS names scales ['medium']"),
+    ({"PULSE_TYPE_WEIGHTS": "teleport=1"}, "PULSE_TYPE_WEIGHTS names unknown event types ['teleport']"),
+    ({"PULSE_RECENT_ITEMS": "many"}, "PULSE_RECENT_ITEMS='many' is not a whole number"),
+    ({"PULSE_DEDUP_WINDOW": "0"}, "PULSE_DEDUP_WINDOW='0' must be at least 1"),
+    ({"PULSE_TTL_DAYS": "inf"}, "PULSE_TTL_DAYS='inf' is not finite"),
+    ({"PULSE_RATING_MAX": "2"}, "PULSE_RATING_MAX must be greater than PULSE_RATING_NEUTRAL"),
+])
+def test_errors_name_the_variable(environ, message):
+    with pytest.raises(ConfigurationError) as error:
+        Settings.from_env(environ)
+    assert message in str(error.value)
