@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from pulse.catalog import EmptyCatalog, InMemoryCatalog
+from pulse.catalog import EmptyCatalog, in_memory_catalog
 from pulse.dead_letters import InMemoryDeadLetters
 from pulse.ingest import IngestPipeline
 from pulse.settings import Settings
@@ -33,7 +33,7 @@ def parts(encoder):
     return {
         "store": InMemoryInterestStore(),
         "encoder": CountingEncoder(encoder),
-        "catalog": InMemoryCatalog(["100", "1"], catalog_vectors),
+        "catalog": in_memory_catalog(["100", "1"], catalog_vectors),
         "dead_letters": InMemoryDeadLetters(),
     }
 

@@ -63,10 +63,10 @@ def parse_event(payload: Any) -> BehaviourEvent:
     """Validate one behaviour event against the contract; raises InvalidEvent naming the field."""
     if not isinstance(payload, dict):
         raise InvalidEvent(f"an event must be a JSON object, got {_json_type(payload)}")
-    event_id = _identifier(payload, "event_id", required=True)
-    user_id = _identifier(payload, "user_id", required=True)
+    event_id = identifier(payload, "event_id", required=True)
+    user_id = identifier(payload, "user_id", required=True)
     event_type = _event_type(payload.get("type"))
-    item_id = _identifier(payload, "item_id", required=False)
+    item_id = identifier(payload, "item_id", required=False)
     text = _text(payload.get("text"))
     value = _value(payload.get("value"))
     ts = parse_timestamp(payload.get("ts"))
@@ -103,7 +103,7 @@ def parse_timestamp(raw: Any) -> float:
     return seconds
 
 
-def _identifier(payload: dict[str, Any], field: str, *, required: bool) -> str | None:
+def identifier(payload: dict[str, Any], field: str, *, required: bool) -> str | None:
     raw = payload.get(field)
     if raw is None:
         if required:

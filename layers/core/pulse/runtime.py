@@ -2,30 +2,78 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 
-from pulse.catalog import EmptyCatalog
+from pulse.catalog import CatalogReader, EmptyCatalog
+from pulse.catalog_store import LiveCatalog, S3CatalogRepository
 from pulse.dead_letters import SqsDeadLetters
 from pulse.ingest import IngestPipeline
-from pulse.settings import ConfigurationError, settings
+from pulse.service import EventPublisher, RecommendationService
+from pulse.settings import settings
 from pulse.store import DynamoInterestStore
+
+
+@lru_cache(maxsize=1)
+def encoder_fingerprint() -> str | None:
+    """The deployed encoder's fingerprint, read from its manifest (no model loaded)."""
+    try:
+        from pulse_encoder import DEFAULT_MODEL_DIR
+    except ImportError:
+        return None
+    manifest = DEFAULT_MODEL_DIR / "manifest.json"
+    return json.loads(manifest.read_text())["fingerprint"] if manifest.is_file() else None
+
+
+def count_refused_catalog(reason: str) -> None:
+    from aws_lambda_powertools import Metrics  # instances share one metric set, flushed by the handler
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    Metrics().add_metric(name="CatalogRefused", unit=MetricUnit.Count, value=1)
+
+
+def catalog_repository() -> S3CatalogRepository:
+    config = settings()
+    return S3CatalogRepository(config.require("bucket", "PULSE_BUCKET"), config.catalog_prefix)
+
+
+def encoder():
+    from pulse_encoder import load_encoder
+
+    return load_encoder(intra_op_threads=settings().encoder_threads)
+
+
+@lru_cache(maxsize=1)
+def live_catalog() -> LiveCatalog | None:
+    config = settings()
+    if not config.bucket:
+        return None
+    return LiveCatalog(catalog_repository(), encoder_fingerprint(),
+                       check_interval=config.catalog_check_seconds, on_refused=count_refused_catalog)
+
+
+def interest_store() -> DynamoInterestStore:
+    config = settings()
+    return DynamoInterestStore(config.table_name, ttl_days=config.ttl_days, attempts=config.write_attempts)
 
 
 @lru_cache(maxsize=1)
 def ingest_pipeline() -> IngestPipeline:
     config = settings()
-    if not config.dead_letter_queue_url:
-        raise ConfigurationError("PULSE_DLQ_URL is required by the ingest function (the dead-letter queue URL)")
+    dead_letter_queue = config.require("dead_letter_queue_url", "PULSE_DLQ_URL")
+    catalog: CatalogReader = live_catalog() or EmptyCatalog()
+    return IngestPipeline(store=interest_store(), load_embedder=encoder, catalog=catalog,
+                          dead_letters=SqsDeadLetters(dead_letter_queue), settings=config)
 
-    def load_embedder():
-        from pulse_encoder import load_encoder
 
-        return load_encoder(intra_op_threads=config.encoder_threads)
+@lru_cache(maxsize=1)
+def api_service() -> RecommendationService:
+    config = settings()
+    config.require("bucket", "PULSE_BUCKET")
+    return RecommendationService(store=interest_store(), catalog=live_catalog(), settings=config,
+                                 encoder_fingerprint=encoder_fingerprint())
 
-    return IngestPipeline(
-        store=DynamoInterestStore(config.table_name, ttl_days=config.ttl_days, attempts=config.write_attempts),
-        load_embedder=load_embedder,
-        catalog=EmptyCatalog(),
-        dead_letters=SqsDeadLetters(config.dead_letter_queue_url),
-        settings=config,
-    )
+
+@lru_cache(maxsize=1)
+def event_publisher() -> EventPublisher:
+    return EventPublisher(settings().require("stream_name", "PULSE_STREAM"))

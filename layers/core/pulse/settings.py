@@ -32,6 +32,12 @@ class Settings:
     encoder_threads: int = 1
     write_attempts: int = 6
     write_concurrency: int = 8
+    bucket: str | None = None
+    catalog_prefix: str = "catalog/"
+    catalog_check_seconds: float = 30.0
+    stream_name: str | None = None
+    min_strength: float = 1e-3
+    catalog_skip_invalid: bool = False
 
     @property
     def interest(self) -> InterestSettings:
@@ -71,7 +77,19 @@ class Settings:
             encoder_threads=int(_number(env, "PULSE_ENCODER_THREADS", 1, minimum=1, integer=True)),
             write_attempts=int(_number(env, "PULSE_WRITE_ATTEMPTS", 6, minimum=1, integer=True)),
             write_concurrency=int(_number(env, "PULSE_WRITE_CONCURRENCY", 8, minimum=1, integer=True)),
+            bucket=env.get("PULSE_BUCKET") or None,
+            catalog_prefix=env.get("PULSE_CATALOG_PREFIX") or "catalog/",
+            catalog_check_seconds=_number(env, "PULSE_CATALOG_CHECK_SECONDS", 30.0, minimum=0),
+            stream_name=env.get("PULSE_STREAM") or None,
+            min_strength=_number(env, "PULSE_MIN_STRENGTH", 1e-3, minimum=0),
+            catalog_skip_invalid=_flag(env, "PULSE_CATALOG_SKIP_INVALID"),
         )
+
+    def require(self, name: str, variable: str) -> str:
+        value = getattr(self, name)
+        if not value:
+            raise ConfigurationError(f"{variable} is required by this function")
+        return value
 
 
 @lru_cache(maxsize=1)
@@ -95,6 +113,13 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
     if minimum is not None and value < minimum:
         raise ConfigurationError(f"{name}={raw!r} must be at least {minimum:g}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "false").strip().lower()
+    if raw not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigurationError(f"{name}={raw!r} must be true or false")
+    return raw in ("true", "1", "yes")
 
 
 def _named_numbers(env: Mapping[str, str], name: str, default: Mapping[str, float], *,

@@ -70,7 +70,7 @@ class LocalStack:
         resolver = TemplateResolver(self.template, resources=self.resources)
         return function_spec(self.template, logical_id, self.root, resolver)
 
-    def stream_pollers(self) -> list[StreamPoller]:
+    def stream_pollers(self, log_level: str | None = None) -> list[StreamPoller]:
         """One poller per Kinesis event source of the template's functions, with the mapping's settings."""
         pollers = []
         for logical_id, spec in self.template["Resources"].items():
@@ -80,13 +80,16 @@ class LocalStack:
             for event in function.events.values():
                 if event["Type"] != "Kinesis":
                     continue
-                pollers.append(self._poller(function, event))
+                pollers.append(self._poller(function, event, log_level))
         return pollers
 
-    def _poller(self, function: FunctionSpec, event: dict[str, Any]) -> StreamPoller:
+    def _poller(self, function: FunctionSpec, event: dict[str, Any], log_level: str | None) -> StreamPoller:
         stream = self._resource_for_arn_ref(event["Stream"])
-        with function_environment(function, {"POWERTOOLS_TRACE_DISABLED": "true",
-                                             "POWERTOOLS_METRICS_DISABLED": "true"}):
+        # No X-Ray daemon and no CloudWatch here: tracing off, metrics not printed.
+        local_environment = {"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true"}
+        if log_level:
+            local_environment["POWERTOOLS_LOG_LEVEL"] = log_level
+        with function_environment(function, local_environment):
             handler = load_handler(function)
         destination = ((event.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
         on_failure = None
@@ -94,8 +97,7 @@ class LocalStack:
             on_failure = sqs_destination(self.client("sqs"), self._resource_for_arn_ref(destination).name)
 
         def invoke(payload: dict[str, Any], context: Any) -> Any:
-            with function_environment(function, {"POWERTOOLS_TRACE_DISABLED": "true",
-                                                 "POWERTOOLS_METRICS_DISABLED": "true"}):
+            with function_environment(function, local_environment):
                 return handler(payload, context)
 
         context = LambdaContext(function.logical_id, function.memory, function.timeout)

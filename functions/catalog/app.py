@@ -1,0 +1,50 @@
+"""Catalogue function: a JSON Lines file put under incoming/ becomes a new catalogue version (Lambda face)."""
+
+import json
+from urllib.parse import unquote_plus
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from pulse import aws
+from pulse.catalog_build import CatalogInvalid, publish_catalog
+from pulse.runtime import catalog_repository, encoder
+from pulse.settings import settings
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+@event_source(data_class=S3Event)
+def lambda_handler(event: S3Event, context: LambdaContext) -> dict:
+    results = []
+    for record in event.records:
+        bucket, key = record.s3.bucket.name, unquote_plus(record.s3.get_object.key)
+        body = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+        try:
+            published = publish_catalog(body.splitlines(), encoder(), catalog_repository(),
+                                        skip_invalid=settings().catalog_skip_invalid)
+        except CatalogInvalid as error:
+            # Retrying cannot fix the file: report it next to the input and stop here.
+            metrics.add_metric(name="CatalogFilesRejected", unit=MetricUnit.Count, value=1)
+            logger.error("catalogue file rejected", extra={"key": key, "problems": error.problems[:50]})
+            write_report(bucket, key, {"status": "rejected", "error": str(error), "problems": error.problems})
+            results.append({"key": key, "status": "rejected", "problems": len(error.problems)})
+            continue
+        metrics.add_metric(name="CatalogItemsPublished", unit=MetricUnit.Count, value=published.items)
+        report = {"status": "published", "version": published.version, "items": published.items,
+                  "new_files": published.new_files, "skipped": published.skipped}
+        write_report(bucket, key, report)
+        logger.info("catalogue published", extra={"key": key, **report, "skipped": len(published.skipped)})
+        results.append({"key": key, "status": "published", "version": published.version})
+    return {"results": results}
+
+
+def write_report(bucket: str, key: str, report: dict) -> None:
+    aws.client("s3").put_object(Bucket=bucket, Key=f"reports/{key}.json", Body=json.dumps(report).encode())

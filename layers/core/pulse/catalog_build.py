@@ -1,0 +1,171 @@
+"""Catalogue publishing, one code path for `pulse catalog build` and the S3-triggered catalogue function:
+validate JSON Lines -> embed title/text in batches -> CatalogVersion (content-addressed, so idempotent)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pulse.catalog import CatalogVersion
+from pulse.events import InvalidEvent, identifier
+
+MAX_CATEGORIES = 64
+MAX_ITEM_TEXT = 4000
+
+
+class CatalogInvalid(ValueError):
+    """Some lines are invalid; `problems` lists (line number, message)."""
+
+    def __init__(self, problems: Sequence[tuple[int, str]]):
+        self.problems = list(problems)
+        shown = "; ".join(f"line {line}: {message}" for line, message in self.problems[:5])
+        more = f" (and {len(self.problems) - 5} more)" if len(self.problems) > 5 else ""
+        super().__init__(f"{len(self.problems)} invalid catalogue line(s): {shown}{more}")
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogItem:
+    item_id: str
+    title: str | None
+    text: str | None
+    categories: tuple[str, ...]
+    available: bool = True
+    popularity: float = 0.0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def embedding_text(self) -> str:
+        """What the encoder sees: title, description and categories (MovieLens: 'Fargo (1996) Crime Drama')."""
+        parts = [self.title, self.text, " ".join(self.categories) if self.categories else None]
+        return " ".join(part for part in parts if part)
+
+
+def parse_item(payload: Any) -> CatalogItem:
+    if not isinstance(payload, dict):
+        raise InvalidEvent("an item must be a JSON object")
+    item_id = identifier(payload, "item_id", required=True)
+    title, text = _optional_text(payload, "title"), _optional_text(payload, "text")
+    if title is None and text is None:
+        raise InvalidEvent("an item needs a title or a text to embed")
+    categories = payload.get("categories", [])
+    if categories is None:
+        categories = []
+    if not isinstance(categories, list) or not all(isinstance(c, str) and c.strip() for c in categories):
+        raise InvalidEvent("categories must be a list of non-empty strings")
+    if len(categories) > MAX_CATEGORIES:
+        raise InvalidEvent(f"{len(categories)} categories; the limit is {MAX_CATEGORIES}")
+    available = payload.get("available", True)
+    if not isinstance(available, bool):
+        raise InvalidEvent("available must be true or false")
+    popularity = payload.get("popularity", 0)
+    if isinstance(popularity, bool) or not isinstance(popularity, int | float) or not math.isfinite(popularity) \
+            or popularity < 0:
+        raise InvalidEvent("popularity must be a non-negative number")
+    known = {"item_id", "title", "text", "categories", "available", "popularity"}
+    return CatalogItem(item_id=item_id, title=title, text=text, categories=tuple(c.strip() for c in categories),
+                       available=available, popularity=float(popularity),
+                       metadata={key: value for key, value in payload.items() if key not in known})
+
+
+def parse_catalog_lines(lines: Iterable[str | bytes]) -> tuple[list[CatalogItem], list[tuple[int, str]]]:
+    """-> (valid items, [(line number, problem)]); blank lines are skipped, repeated item_ids are problems."""
+    items: list[CatalogItem] = []
+    problems: list[tuple[int, str]] = []
+    first_line: dict[str, int] = {}
+    for number, raw in enumerate(lines, start=1):
+        try:
+            line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        except UnicodeDecodeError:
+            problems.append((number, "not valid UTF-8"))
+            continue
+        if not line.strip():
+            continue
+        try:
+            item = parse_item(json.loads(line))
+        except json.JSONDecodeError as error:
+            problems.append((number, f"not valid JSON: {error.msg} at column {error.colno}"))
+            continue
+        except InvalidEvent as error:
+            problems.append((number, str(error)))
+            continue
+        if item.item_id in first_line:
+            problems.append((number, f"item_id '{item.item_id}' repeats line {first_line[item.item_id]}"))
+            continue
+        first_line[item.item_id] = number
+        items.append(item)
+    return items, problems
+
+
+def content_version(items: Sequence[CatalogItem], encoder_fingerprint: str) -> str:
+    """Same items and same encoder -> same version id: re-publishing is idempotent."""
+    digest = hashlib.sha256(encoder_fingerprint.encode())
+    for item in items:
+        digest.update(json.dumps([item.item_id, item.title, item.text, item.categories, item.available,
+                                  item.popularity], ensure_ascii=False).encode())
+    return f"v-{digest.hexdigest()[:20]}"
+
+
+def build_catalog(items: Sequence[CatalogItem], encode: Callable[[Sequence[str]], np.ndarray],
+                  encoder_fingerprint: str, *, batch_size: int = 256,
+                  progress: Callable[[int], None] | None = None) -> CatalogVersion:
+    if not items:
+        raise CatalogInvalid([(0, "the catalogue has no items")])
+    texts = [item.embedding_text for item in items]
+    chunks = []
+    for start in range(0, len(texts), batch_size):
+        chunks.append(encode(texts[start:start + batch_size]))
+        if progress is not None:
+            progress(min(batch_size, len(texts) - start))
+    embeddings = np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
+    return CatalogVersion(
+        version=content_version(items, encoder_fingerprint),
+        item_ids=[item.item_id for item in items],
+        embeddings=embeddings,
+        encoder_fingerprint=encoder_fingerprint,
+        titles=[item.title for item in items],
+        categories=[list(item.categories) for item in items],
+        available=np.array([item.available for item in items], dtype=bool),
+        popularity=np.array([item.popularity for item in items], dtype=np.float64),
+        created_at=time.time(),
+    )
+
+
+def _optional_text(payload: dict[str, Any], field_name: str) -> str | None:
+    raw = payload.get(field_name)
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise InvalidEvent(f"{field_name} must be a string")
+    if not raw.strip():
+        return None
+    if len(raw) > MAX_ITEM_TEXT:
+        raise InvalidEvent(f"{field_name} is {len(raw)} characters; the limit is {MAX_ITEM_TEXT}")
+    return raw.strip()
+
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    version: str
+    items: int
+    new_files: bool
+    skipped: list[tuple[int, str]]
+
+
+def publish_catalog(lines: Iterable[str | bytes], encoder: Any, repository: Any, *, skip_invalid: bool = False,
+                    progress: Callable[[int], None] | None = None, batch_size: int = 256) -> PublishResult:
+    """The one code path of `pulse catalog build` and the catalogue function. Nothing is published when a
+    line is invalid, unless skip_invalid (then the bad lines are skipped and reported)."""
+    items, problems = parse_catalog_lines(lines)
+    if problems and not skip_invalid:
+        raise CatalogInvalid(problems)
+    catalog = build_catalog(items, encoder.encode, encoder.fingerprint, batch_size=batch_size, progress=progress)
+    new_files = repository.publish(catalog)
+    return PublishResult(catalog.version, len(catalog), new_files, problems)

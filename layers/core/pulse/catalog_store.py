@@ -1,0 +1,183 @@
+"""Catalogue versions in S3, and the live catalogue a container serves (checked, swapped atomically).
+
+Layout under the prefix (default `catalog/`):
+  versions/<version>/embeddings.npy   float32 (n, dim), L2-normalised rows
+  versions/<version>/items.json       {"item_ids", "titles", "categories", "available", "popularity"}
+  versions/<version>/manifest.json    version, count, dim, encoder fingerprint, sha256 of both files
+  CURRENT                             {"version": ...}: written last, so readers never see half a version
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from pulse import aws
+from pulse.catalog import CatalogVersion
+
+log = logging.getLogger(__name__)
+
+
+class CatalogRefused(ValueError):
+    """A version that must not be served (missing files, shapes that disagree, another encoder)."""
+
+
+class CatalogUnavailable(RuntimeError):
+    """No catalogue can be served (none published yet, or the store cannot be reached)."""
+
+
+class S3CatalogRepository:
+    def __init__(self, bucket: str, prefix: str = "catalog/"):
+        self.bucket = bucket
+        self.prefix = prefix if prefix.endswith("/") else prefix + "/"
+
+    def current_version(self) -> str | None:
+        raw = self._get(f"{self.prefix}CURRENT")
+        if raw is None:
+            return None
+        try:
+            return str(json.loads(raw)["version"])
+        except (ValueError, KeyError, TypeError):
+            raise CatalogRefused("the CURRENT pointer is not {\"version\": ...}") from None
+
+    def load(self, version: str, expected_fingerprint: str | None) -> CatalogVersion:
+        base = f"{self.prefix}versions/{version}/"
+        manifest_raw = self._get(base + "manifest.json")
+        if manifest_raw is None:
+            raise CatalogRefused(f"version {version}: manifest.json is missing")
+        manifest = json.loads(manifest_raw)
+        if expected_fingerprint is not None and manifest.get("encoder_fingerprint") != expected_fingerprint:
+            raise CatalogRefused(f"version {version} was embedded by encoder {manifest.get('encoder_fingerprint')}"
+                                 f", this deployment runs {expected_fingerprint}")
+        files = {}
+        for name in ("embeddings.npy", "items.json"):
+            body = self._get(base + name)
+            if body is None:
+                raise CatalogRefused(f"version {version}: {name} is missing")
+            if hashlib.sha256(body).hexdigest() != manifest["sha256"][name]:
+                raise CatalogRefused(f"version {version}: {name} does not match its sha256 in the manifest")
+            files[name] = body
+        embeddings = np.load(io.BytesIO(files["embeddings.npy"]), allow_pickle=False)
+        columns = json.loads(files["items.json"])
+        if embeddings.dtype != np.float32 or embeddings.shape != (manifest["count"], manifest["dim"]):
+            raise CatalogRefused(f"version {version}: embeddings are {embeddings.dtype}{embeddings.shape}, the "
+                                 f"manifest says float32({manifest['count']}, {manifest['dim']})")
+        try:
+            return CatalogVersion(
+                version=version, item_ids=columns["item_ids"], embeddings=np.ascontiguousarray(embeddings),
+                encoder_fingerprint=manifest["encoder_fingerprint"], titles=columns["titles"],
+                categories=columns["categories"], available=np.array(columns["available"], dtype=bool),
+                popularity=np.array(columns["popularity"], dtype=np.float64),
+                created_at=float(manifest.get("created_at", 0)))
+        except (KeyError, ValueError) as error:
+            raise CatalogRefused(f"version {version}: {error}") from None
+
+    def publish(self, catalog: CatalogVersion) -> bool:
+        """Write the version (unless it is already complete) and point CURRENT at it. True if new files."""
+        base = f"{self.prefix}versions/{catalog.version}/"
+        written = False
+        if self._get(base + "manifest.json") is None:
+            buffer = io.BytesIO()
+            np.save(buffer, np.ascontiguousarray(catalog.embeddings, dtype=np.float32), allow_pickle=False)
+            files = {
+                "embeddings.npy": buffer.getvalue(),
+                "items.json": json.dumps({
+                    "item_ids": catalog.item_ids, "titles": catalog.titles, "categories": catalog.categories,
+                    "available": catalog.available.tolist(), "popularity": catalog.popularity.tolist(),
+                }, ensure_ascii=False).encode("utf-8"),
+            }
+            for name, body in files.items():
+                self._put(base + name, body)
+            manifest = {"version": catalog.version, "count": len(catalog), "dim": catalog.dim,
+                        "encoder_fingerprint": catalog.encoder_fingerprint, "created_at": catalog.created_at,
+                        "sha256": {name: hashlib.sha256(body).hexdigest() for name, body in files.items()}}
+            self._put(base + "manifest.json", json.dumps(manifest, indent=1).encode())
+            written = True
+        self._put(f"{self.prefix}CURRENT", json.dumps({"version": catalog.version,
+                                                      "published_at": time.time()}).encode())
+        return written
+
+    def _get(self, key: str) -> bytes | None:
+        s3 = aws.client("s3")
+        try:
+            return s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except s3.exceptions.NoSuchKey:
+            return None
+
+    def _put(self, key: str, body: bytes) -> None:
+        aws.client("s3").put_object(Bucket=self.bucket, Key=key, Body=body)
+
+
+class LiveCatalog:
+    """The version a container serves: loaded once, re-checked against CURRENT at most every
+    `check_interval` seconds, swapped atomically; a bad new version is refused and the old one keeps serving."""
+
+    def __init__(self, repository: Any, expected_fingerprint: str | None, check_interval: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_refused: Callable[[str], None] | None = None):
+        self.repository = repository
+        self.expected_fingerprint = expected_fingerprint
+        self.check_interval = check_interval
+        self.clock = clock
+        self.on_refused = on_refused or (lambda reason: None)
+        self._serving: CatalogVersion | None = None
+        self._refused: set[str] = set()
+        self._checked_at: float | None = None
+        self._lock = threading.Lock()
+
+    def current(self) -> CatalogVersion:
+        """The version to serve; raises CatalogUnavailable when there is none."""
+        now = self.clock()
+        if self._checked_at is None or now - self._checked_at >= self.check_interval:
+            with self._lock:
+                if self._checked_at is None or now - self._checked_at >= self.check_interval:
+                    self._refresh()
+                    self._checked_at = now
+        if self._serving is None:
+            raise CatalogUnavailable("no catalogue has been published yet (pulse catalog build FILE.jsonl)")
+        return self._serving
+
+    def _refresh(self) -> None:
+        try:
+            version = self.repository.current_version()
+        except CatalogRefused as error:
+            self._refuse("CURRENT", str(error))
+            return
+        except Exception as error:  # noqa: BLE001 - store unreachable: keep serving what we have
+            if self._serving is None:
+                raise CatalogUnavailable(f"the catalogue store cannot be reached: {error}") from error
+            log.warning("catalogue check failed; still serving %s: %s", self._serving.version, error)
+            return
+        if version is None or (self._serving is not None and version == self._serving.version) \
+                or version in self._refused:
+            return
+        try:
+            loaded = self.repository.load(version, self.expected_fingerprint)
+        except CatalogRefused as error:
+            self._refuse(version, str(error))
+            return
+        self._serving = loaded  # one reference assignment: readers see the old or the new version, whole
+        log.info("serving catalogue %s (%d items)", loaded.version, len(loaded))
+
+    def _refuse(self, version: str, reason: str) -> None:
+        self._refused.add(version)
+        log.error("catalogue version refused: %s", reason)
+        self.on_refused(reason)
+
+    def embeddings_for(self, item_ids):
+        """CatalogReader for the ingest function: no catalogue yet -> every item is unknown."""
+        try:
+            catalog = self.current()
+        except CatalogUnavailable as error:
+            if error.__cause__ is not None:
+                raise  # unreachable store: the records are retried
+            return {}
+        return catalog.embeddings_for(item_ids)

@@ -1,0 +1,113 @@
+"""Scoring the catalogue against a user's interest: pure NumPy, no AWS.
+
+One matrix-vector product over the whole catalogue, masks for the filters, `argpartition` for the top k.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pulse.catalog import CatalogVersion
+from pulse.interest import UserInterest, blend, decay_to
+
+MAX_K = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredItem:
+    item_id: str
+    score: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendations:
+    strategy: str  # "personal" | "popular"
+    items: list[ScoredItem] = field(default_factory=list)
+
+
+def interest_vector(user: UserInterest, at: float, half_lives: Mapping[str, float],
+                    blend_weights: Mapping[str, float]) -> np.ndarray:
+    """The user's interest as of `at`: each scale decayed, then blended."""
+    vectors = {name: decay_to(state, at, half_lives[name]) for name, state in user.scales.items()
+               if name in half_lives}
+    return blend(vectors, blend_weights) if vectors else np.zeros(0)
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k highest finite scores, best first (ties: lower index first). O(n + k log k)."""
+    finite = int(np.isfinite(scores).sum())
+    k = min(k, finite)
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    candidates = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    candidates = candidates[np.isfinite(scores[candidates])]
+    order = np.lexsort((candidates, -scores[candidates]))
+    return candidates[order][:k]
+
+
+def allowed_mask(catalog: CatalogVersion, *, exclude: set[str] | frozenset[str] = frozenset(),
+                 category: str | None = None) -> np.ndarray:
+    """Rows that may be recommended: available, in the category (if any), not excluded."""
+    allowed = catalog.available.copy()
+    if category is not None:
+        in_category = np.zeros(len(catalog), dtype=bool)
+        rows = catalog.category_rows.get(category.casefold())
+        if rows is not None:
+            in_category[rows] = True
+        allowed &= in_category
+    excluded_rows = [catalog.index[item_id] for item_id in exclude if item_id in catalog.index]
+    allowed[excluded_rows] = False
+    return allowed
+
+
+def recommend(catalog: CatalogVersion, user: UserInterest | None, *, k: int, at: float,
+              half_lives: Mapping[str, float], blend_weights: Mapping[str, float], exclude_seen: bool = True,
+              category: str | None = None, min_strength: float = 1e-3) -> Recommendations:
+    seen = set(user.recent_items) if (user is not None and exclude_seen) else set()
+    allowed = allowed_mask(catalog, exclude=seen, category=category)
+    query = interest_vector(user, at, half_lives, blend_weights) if user is not None else np.zeros(0)
+    strength = float(np.linalg.norm(query)) if query.size else 0.0
+    if strength < min_strength or query.shape != (catalog.dim,):
+        return popular(catalog, allowed, k, category)
+    scores = catalog.embeddings @ (query / strength).astype(np.float32)
+    scores = np.where(allowed, scores, -np.inf)
+    best = top_k(scores, k)
+    reasons = _personal_reasons(catalog, user, best)
+    return Recommendations("personal", [ScoredItem(catalog.item_ids[row], round(float(scores[row]), 6), reason)
+                                        for row, reason in zip(best, reasons, strict=True)])
+
+
+def popular(catalog: CatalogVersion, allowed: np.ndarray, k: int, category: str | None = None) -> Recommendations:
+    """Most popular allowed items; score = popularity relative to the most popular item (0..1)."""
+    peak = float(catalog.popularity.max()) if len(catalog) else 0.0
+    relative = catalog.popularity / peak if peak > 0 else np.zeros(len(catalog))
+    scores = np.where(allowed, relative, -np.inf)
+    reason = f"popular in {category}" if category else "popular"
+    return Recommendations("popular", [ScoredItem(catalog.item_ids[row], round(float(scores[row]), 6), reason)
+                                       for row in top_k(scores, k)])
+
+
+def similar_items(catalog: CatalogVersion, item_id: str, k: int) -> list[ScoredItem]:
+    """Nearest items to one item (itself excluded, unavailable items excluded)."""
+    row = catalog.index[item_id]
+    allowed = catalog.available.copy()
+    allowed[row] = False
+    scores = np.where(allowed, catalog.embeddings @ catalog.embeddings[row], -np.inf)
+    title = catalog.titles[row] or item_id
+    return [ScoredItem(catalog.item_ids[other], round(float(scores[other]), 6), f"similar to {title}")
+            for other in top_k(scores, k)]
+
+
+def _personal_reasons(catalog: CatalogVersion, user: UserInterest | None, rows: np.ndarray) -> list[str]:
+    """'because you liked <recent item most similar to it>', or the interest itself when nothing is known."""
+    recent = [catalog.index[item_id] for item_id in (user.recent_items if user else {}) if item_id in catalog.index]
+    if not recent or len(rows) == 0:
+        return ["matches your recent interest"] * len(rows)
+    similarity = catalog.embeddings[rows] @ catalog.embeddings[recent].T
+    anchors = [recent[column] for column in similarity.argmax(axis=1)]
+    return [f"close to {catalog.titles[anchor] or catalog.item_ids[anchor]}, which you engaged with"
+            for anchor in anchors]

@@ -1,0 +1,168 @@
+"""What the HTTP API does, independent of API Gateway: recommendations, similar items, profiles, events."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pulse import aws
+from pulse.catalog import CatalogVersion
+from pulse.catalog_store import LiveCatalog
+from pulse.events import InvalidEvent, parse_event
+from pulse.interest import decay_to
+from pulse.recommend import ScoredItem, interest_vector, recommend, similar_items, top_k
+from pulse.settings import Settings
+from pulse.store import InterestStore
+
+MAX_EVENTS_PER_REQUEST = 500
+
+
+class NotFound(LookupError):
+    """The thing asked about does not exist (answered with 404)."""
+
+
+class BadRequest(ValueError):
+    """The request is well-formed HTTP but asks for something invalid (answered with 400)."""
+
+    def __init__(self, message: str, detail: Any = None):
+        super().__init__(message)
+        self.detail = detail
+
+
+def items_json(items: Sequence[ScoredItem]) -> list[dict[str, Any]]:
+    return [{"item_id": item.item_id, "score": item.score, "reason": item.reason} for item in items]
+
+
+@dataclass
+class RecommendationService:
+    store: InterestStore
+    catalog: LiveCatalog
+    settings: Settings
+    encoder_fingerprint: str | None = None
+    clock: Callable[[], float] = time.time
+
+    def recommendations(self, user_id: str, *, k: int, exclude_seen: bool, category: str | None,
+                        at: float | None) -> dict[str, Any]:
+        catalog = self.catalog.current()
+        user = self.store.get(user_id)
+        result = recommend(catalog, user, k=k, at=self.clock() if at is None else at,
+                           half_lives=self.settings.half_lives, blend_weights=self.settings.blend_weights,
+                           exclude_seen=exclude_seen, category=category, min_strength=self.settings.min_strength)
+        return {"user_id": user_id, "strategy": result.strategy, "catalog_version": catalog.version,
+                "items": items_json(result.items)}
+
+    def similar(self, item_id: str, *, k: int) -> dict[str, Any]:
+        catalog = self.catalog.current()
+        if item_id not in catalog.index:
+            raise NotFound(f"item '{item_id}' is not in catalogue {catalog.version}")
+        return {"item_id": item_id, "catalog_version": catalog.version,
+                "items": items_json(similar_items(catalog, item_id, k))}
+
+    def profile(self, user_id: str, *, at: float | None = None) -> dict[str, Any]:
+        user = self.store.get(user_id)
+        if user is None:
+            raise NotFound(f"user '{user_id}' has no recorded behaviour")
+        now = self.clock() if at is None else at
+        catalog = self._catalog_or_none()
+        scales = {}
+        for name, state in user.scales.items():
+            if name not in self.settings.half_lives:
+                continue
+            vector = decay_to(state, now, self.settings.half_lives[name])
+            strength = float(np.linalg.norm(vector))
+            scales[name] = {"half_life_seconds": self.settings.half_lives[name], "strength": round(strength, 6),
+                            "decayed_from": state.t, **_closest(catalog, vector, strength)}
+        blended = interest_vector(user, now, self.settings.half_lives, self.settings.blend_weights)
+        return {"user_id": user_id, "event_count": user.event_count, "first_event_ts": user.first_event_ts,
+                "last_event_ts": user.last_event_ts, "as_of": now,
+                "strength": round(float(np.linalg.norm(blended)), 6) if blended.size else 0.0,
+                "recent_items": [item for item, _ in sorted(user.recent_items.items(), key=lambda p: -p[1])][:20],
+                "scales": scales, "catalog_version": catalog.version if catalog else None}
+
+    def forget(self, user_id: str) -> dict[str, Any]:
+        return {"user_id": user_id, "forgotten": self.store.delete(user_id)}
+
+    def health(self) -> dict[str, Any]:
+        catalog = self._catalog_or_none()
+        return {"status": "ok" if catalog else "degraded",
+                "catalog_version": catalog.version if catalog else None,
+                "item_count": len(catalog) if catalog else 0,
+                "encoder_fingerprint": self.encoder_fingerprint}
+
+    def _catalog_or_none(self) -> CatalogVersion | None:
+        try:
+            return self.catalog.current()
+        except Exception:  # noqa: BLE001 - health and profile still answer without a catalogue
+            return None
+
+
+def _closest(catalog: CatalogVersion | None, vector: np.ndarray, strength: float, count: int = 5) -> dict[str, Any]:
+    if catalog is None or strength == 0.0 or vector.shape != (catalog.dim,):
+        return {"closest_items": [], "top_categories": []}
+    scores = catalog.embeddings @ (vector / strength).astype(np.float32)
+    rows = top_k(np.where(catalog.available, scores, -np.inf), 20)
+    tally: dict[str, float] = {}
+    for row in rows:
+        for name in catalog.categories[row]:
+            tally[name] = tally.get(name, 0.0) + float(scores[row])
+    return {"closest_items": [{"item_id": catalog.item_ids[row], "title": catalog.titles[row],
+                               "score": round(float(scores[row]), 6)} for row in rows[:count]],
+            "top_categories": [name for name, _ in sorted(tally.items(), key=lambda p: -p[1])[:3]]}
+
+
+@dataclass
+class EventPublisher:
+    """POST /events: validate each event, put the accepted ones to Kinesis (partition key = user_id)."""
+
+    stream_name: str
+    attempts: int = 4
+
+    def publish(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or not isinstance(body.get("events"), list):
+            raise BadRequest('the body must be a JSON object {"events": [...]}')
+        events = body["events"]
+        if not events:
+            raise BadRequest("events is empty")
+        if len(events) > MAX_EVENTS_PER_REQUEST:
+            raise BadRequest(f"{len(events)} events; the limit is {MAX_EVENTS_PER_REQUEST} per request")
+        rejected: list[dict[str, Any]] = []
+        accepted: list[tuple[int, dict[str, Any]]] = []
+        for index, payload in enumerate(events):
+            try:
+                event = parse_event(payload)
+            except InvalidEvent as error:
+                rejected.append({"index": index, "error": str(error)})
+                continue
+            accepted.append((index, {"PartitionKey": event.user_id,
+                                     "Data": json.dumps(payload, ensure_ascii=False).encode("utf-8")}))
+        failed = self._put(accepted) if accepted else {}
+        rejected.extend({"index": index, "error": f"not stored, retry later: {error}"}
+                        for index, error in failed.items())
+        rejected.sort(key=lambda entry: entry["index"])
+        return {"accepted": len(accepted) - len(failed), "rejected": rejected}
+
+    def _put(self, entries: list[tuple[int, dict[str, Any]]]) -> dict[int, str]:
+        """PutRecords with retries of the entries Kinesis refused (throttling); -> {index: error} left."""
+        kinesis = aws.client("kinesis")
+        pending = entries
+        errors: dict[int, str] = {}
+        for attempt in range(self.attempts):
+            try:
+                response = kinesis.put_records(StreamName=self.stream_name, Records=[r for _, r in pending])
+            except Exception as error:  # noqa: BLE001 - reported per event below if it persists
+                errors = {index: type(error).__name__ for index, _ in pending}
+                time.sleep(0.05 * 2**attempt)
+                continue
+            retry = [(entry, result) for entry, result in zip(pending, response["Records"], strict=True)
+                     if "ErrorCode" in result]
+            errors = {entry[0]: result["ErrorCode"] for entry, result in retry}
+            pending = [entry for entry, _ in retry]
+            if not pending:
+                return {}
+            time.sleep(0.05 * 2**attempt)
+        return errors
