@@ -45,7 +45,7 @@ test: install encoder
 
 build: install encoder
 	$(SAM) build --cached --parallel
-	$(PY) -m pulse_encoder.layer_size .aws-sam/build/EncoderLayer .aws-sam/build/CoreLayer .aws-sam/build/IngestFunction
+	$(PY) -m pulse_encoder.layer_size .aws-sam/build/EncoderLayer .aws-sam/build/CoreLayer .aws-sam/build/IngestFunction .aws-sam/build/ApiFunction .aws-sam/build/CatalogFunction
 
 demo: install encoder
 	$(PY) -m pulse.cli demo

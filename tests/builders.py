@@ -55,3 +55,24 @@ def kinesis_event(payloads: list[Any], *, first_sequence: int = 1) -> dict[str, 
 
 def sequence_number(sequence: int) -> str:
     return str(BASE_SEQUENCE + sequence)
+
+
+def http_event(method: str, path: str, query: str = "", body: Any = None, **fixed: Any) -> dict[str, Any]:
+    """An API Gateway HTTP API (v2) event, as API Gateway would send it for this request."""
+    from pulse.local.http import api_gateway_event
+
+    if body is not None and not isinstance(body, str | bytes):
+        body = json.dumps(body)
+    return api_gateway_event(method, path, query=query, body=body,
+                             headers={"content-type": "application/json", "host": "api.local"}, **fixed)
+
+
+def s3_put_event(bucket: str, key: str) -> dict[str, Any]:
+    """An S3 ObjectCreated notification for one object."""
+    return {"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2026-11-23T12:00:00.000Z", "eventName": "ObjectCreated:Put",
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "catalog-upload",
+               "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+               "object": {"key": key, "size": 1024, "sequencer": "0055AED6DCD90281E5"}},
+    }]}

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.builders import behaviour, kinesis_event
+from tests.builders import behaviour, http_event, kinesis_event, s3_put_event
 
 EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
 DAY = 86400
@@ -103,7 +103,19 @@ SCENARIOS = {
 }
 
 
+FIXED = {"request_id": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef", "now": 1_763_900_000.0}
+OTHER_EVENTS = {
+    "api-recommendations": lambda: http_event("GET", "/users/196/recommendations", "k=5&exclude_seen=true",
+                                              **FIXED),
+    "api-health": lambda: http_event("GET", "/health", **FIXED),
+    "api-post-events": lambda: http_event("POST", "/events", body={"events": valid_batch()[:3]}, **FIXED),
+    "catalog-s3-put": lambda: s3_put_event("pulse-catalog-bucket", "incoming/catalog.jsonl"),
+}
+
+
 def lambda_event(name: str) -> dict[str, Any]:
+    if name in OTHER_EVENTS:
+        return OTHER_EVENTS[name]()
     build, first_sequence = SCENARIOS[name]
     return kinesis_event(build(), first_sequence=first_sequence)
 
@@ -114,10 +126,40 @@ def render(name: str) -> str:
 
 def main() -> None:
     EVENTS_DIR.mkdir(exist_ok=True)
-    for name in SCENARIOS:
+    for name in [*SCENARIOS, *OTHER_EVENTS]:
         (EVENTS_DIR / f"{name}.json").write_text(render(name))
         print(f"wrote events/{name}.json", file=sys.stderr)
 
 
 if __name__ == "__main__":
     main()
+
+
+GENRE_TITLES = {
+    "Sci-Fi": ["Star Wars (1977)", "Contact (1997)", "Alien (1979)", "Blade Runner (1982)", "Twelve Monkeys (1995)",
+               "The Terminator (1984)", "Independence Day (1996)", "Stargate (1994)"],
+    "Horror": ["Scream (1996)", "The Shining (1980)", "Psycho (1960)", "Nosferatu (1922)", "Candyman (1992)",
+               "Night of the Living Dead (1968)", "The Exorcist (1973)", "Halloween (1978)"],
+    "Animation": ["Toy Story (1995)", "Aladdin (1992)", "The Lion King (1994)", "Beauty and the Beast (1991)",
+                  "Pinocchio (1940)", "Cinderella (1950)", "Dumbo (1941)", "Fantasia (1940)"],
+    "Romance": ["Titanic (1997)", "Sense and Sensibility (1995)", "Sleepless in Seattle (1993)", "Casablanca (1942)",
+                "Emma (1996)", "The English Patient (1996)", "Roman Holiday (1953)", "Notting Hill (1999)"],
+}
+
+
+def catalog_items() -> list[dict[str, Any]]:
+    """32 movies in four genres; one unavailable; popularity falls with the position."""
+    items = []
+    for genre, titles in GENRE_TITLES.items():
+        for title in titles:
+            items.append({"item_id": f"m{len(items) + 1}", "title": title, "categories": [genre],
+                          "popularity": 100 - len(items), "available": title != "Halloween (1978)"})
+    return items
+
+
+def catalog_lines() -> list[str]:
+    return [json.dumps(item) for item in catalog_items()]
+
+
+def item_id_of(title: str) -> str:
+    return next(item["item_id"] for item in catalog_items() if item["title"] == title)

@@ -73,7 +73,7 @@ def health() -> HealthResponse:
 
 
 @app.get("/openapi.json", include_in_schema=False)
-def openapi() -> Response:
+def openapi():
     schema = app.get_openapi_json_schema(title="Pulse", version="1.0.0",
                                          description="Real-time interest capture for recommendations")
     return Response(200, content_types.APPLICATION_JSON, schema)

@@ -1,15 +1,13 @@
 """Catalogue function: a JSON Lines file put under incoming/ becomes a new catalogue version (Lambda face)."""
 
 import json
-from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from pulse import aws
-from pulse.catalog_build import CatalogInvalid, publish_catalog
+from pulse.catalog_build import CatalogInvalid, publish_catalog, uploaded_objects
 from pulse.runtime import catalog_repository, encoder
 from pulse.settings import settings
 
@@ -21,11 +19,9 @@ metrics = Metrics()
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-@event_source(data_class=S3Event)
-def lambda_handler(event: S3Event, context: LambdaContext) -> dict:
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
     results = []
-    for record in event.records:
-        bucket, key = record.s3.bucket.name, unquote_plus(record.s3.get_object.key)
+    for bucket, key in uploaded_objects(event):
         body = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
         try:
             published = publish_catalog(body.splitlines(), encoder(), catalog_repository(),

@@ -2,6 +2,7 @@
 
 import json
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -40,10 +41,8 @@ def stack(moto_stack):
 @pytest.fixture
 def ingest(stack):
     """The real ingest handler, in the environment template.yaml gives it."""
-    function = stack.function("IngestFunction")
-    with function_environment(function, {"POWERTOOLS_METRICS_DISABLED": "true"}):
-        handler = load_handler(function)
-        yield lambda event: handler(event, LambdaContext("IngestFunction"))
+    with function_handler(stack, "IngestFunction") as handler:
+        yield handler
 
 
 def sample_event(name: str) -> dict:
@@ -67,3 +66,48 @@ def table_items(stack) -> dict[str, dict]:
     dynamodb = stack.client("dynamodb")
     items = dynamodb.scan(TableName=stack.name_of("AWS::DynamoDB::Table"), ConsistentRead=True)["Items"]
     return {item["user_id"]["S"]: item for item in items}
+
+
+@contextmanager
+def function_handler(stack, logical_id):
+    """The real handler of a template function, in its environment (catalogue checked on every call)."""
+    function = stack.function(logical_id)
+    with function_environment(function, {"POWERTOOLS_METRICS_DISABLED": "true",
+                                         "PULSE_CATALOG_CHECK_SECONDS": "0"}):
+        handler = load_handler(function)
+        yield lambda event: handler(event, LambdaContext(logical_id))
+
+
+@pytest.fixture
+def api(stack):
+    """Call the real API handler like API Gateway would: api("GET", "/health") -> (status, json)."""
+    from pulse.local.http import response_body
+    from pulse.runtime import api_service, event_publisher, live_catalog
+    from tests.builders import http_event
+
+    for cache in (api_service, event_publisher, live_catalog):
+        cache.cache_clear()
+    with function_handler(stack, "ApiFunction") as handler:
+        def call(method, path, query="", body=None):
+            response = handler(http_event(method, path, query, body))
+            raw = response_body(response)
+            return response["statusCode"], json.loads(raw) if raw else None
+
+        yield call
+    for cache in (api_service, event_publisher, live_catalog):
+        cache.cache_clear()
+
+
+@pytest.fixture
+def catalog_function(stack):
+    with function_handler(stack, "CatalogFunction") as handler:
+        yield handler
+
+
+def upload_catalog(stack, catalog_function, lines, key="incoming/catalog.jsonl"):
+    """Put a JSON Lines catalogue under incoming/ and deliver the S3 notification to the catalogue function."""
+    bucket = stack.name_of("AWS::S3::Bucket")
+    stack.client("s3").put_object(Bucket=bucket, Key=key, Body="\n".join(lines).encode())
+    event = {"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+                          "s3": {"bucket": {"name": bucket}, "object": {"key": key}}}]}
+    return catalog_function(event)

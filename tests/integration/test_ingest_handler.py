@@ -14,7 +14,7 @@ from pulse.runtime import ingest_pipeline
 from pulse.settings import DEFAULT_HALF_LIVES
 from tests.builders import kinesis_event, sequence_number
 from tests.integration.conftest import dead_letters, sample_event, table_items
-from tests.scenarios import POISON_REASONS, SCENARIOS, duplicate_event_ids, late_events, render, valid_batch
+from tests.scenarios import OTHER_EVENTS, POISON_REASONS, SCENARIOS, duplicate_event_ids, late_events, render, valid_batch
 
 WEIGHTS = TypeWeights(DEFAULT_TYPE_WEIGHTS)
 
@@ -45,7 +45,7 @@ def assert_state(item, encoder, payloads):
 
 
 def test_sample_events_are_generated_from_the_builders():
-    for name in SCENARIOS:
+    for name in [*SCENARIOS, *OTHER_EVENTS]:
         assert sample_event(name) == json.loads(render(name)), f"events/{name}.json drifted: python -m tests.scenarios"
 
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote_plus
 
 import numpy as np
 
@@ -135,6 +136,18 @@ def build_catalog(items: Sequence[CatalogItem], encode: Callable[[Sequence[str]]
         popularity=np.array([item.popularity for item in items], dtype=np.float64),
         created_at=time.time(),
     )
+
+
+def uploaded_objects(event: dict[str, Any], prefix: str = "incoming/") -> list[tuple[str, str]]:
+    """(bucket, key) of the JSON Lines files an S3 notification or an EventBridge "Object Created" event names."""
+    if "Records" in event:
+        found = [(record["s3"]["bucket"]["name"], unquote_plus(record["s3"]["object"]["key"]))
+                 for record in event["Records"] if record.get("eventSource") == "aws:s3"]
+    elif event.get("detail-type") == "Object Created":
+        found = [(event["detail"]["bucket"]["name"], event["detail"]["object"]["key"])]
+    else:
+        raise ValueError("not an S3 notification nor an EventBridge 'Object Created' event")
+    return [(bucket, key) for bucket, key in found if key.startswith(prefix) and key.endswith(".jsonl")]
 
 
 def _optional_text(payload: dict[str, Any], field_name: str) -> str | None:

@@ -118,6 +118,7 @@ class LocalStack:
             "stream": self.name_of("AWS::Kinesis::Stream"),
             "table": self.name_of("AWS::DynamoDB::Table"),
             "dlq": self.name_of("AWS::SQS::Queue"),
+            "bucket": self.name_of("AWS::S3::Bucket"),
         }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +14,13 @@ import yaml
 # Resources the local runtime plays itself rather than creating through an API.
 PLAYED_LOCALLY = frozenset({
     "AWS::Serverless::Function", "AWS::Serverless::LayerVersion", "AWS::CloudWatch::Alarm",
+    "AWS::ApiGatewayV2::Api", "AWS::ApiGatewayV2::Integration", "AWS::ApiGatewayV2::Authorizer",
+    "AWS::ApiGatewayV2::Route", "AWS::ApiGatewayV2::Stage", "AWS::Lambda::Permission",
 })
-PROVISIONED = frozenset({"AWS::Kinesis::Stream", "AWS::DynamoDB::Table", "AWS::SQS::Queue"})
+PROVISIONED = frozenset({"AWS::Kinesis::Stream", "AWS::DynamoDB::Table", "AWS::SQS::Queue", "AWS::S3::Bucket",
+                         "AWS::S3::BucketPolicy"})
+PSEUDO_PARAMETERS = {"AWS::Region": "us-east-1", "AWS::AccountId": "123456789012", "AWS::Partition": "aws",
+                     "AWS::StackName": "pulse", "AWS::URLSuffix": "amazonaws.com"}
 
 
 class _CloudFormationLoader(yaml.SafeLoader):
@@ -71,9 +77,11 @@ class TemplateResolver:
             if key == "Ref":
                 if argument in self.resources:
                     return self.resources[argument].name
-                return self.parameters.get(argument, argument)
+                return self.parameters.get(argument, PSEUDO_PARAMETERS.get(argument, argument))
             if key == "Fn::GetAtt" and argument[0] in self.resources and argument[1] == "Arn":
                 return self.resources[argument[0]].arn
+            if key == "Fn::Sub" and isinstance(argument, str):
+                return re.sub(r"\$\{([^}]+)\}", lambda match: self._substitute(match.group(1)), argument)
             if key.startswith("Fn::"):
                 raise ValueError(f"{key} {argument} cannot be resolved by the local stack")
         if isinstance(node, dict):
@@ -81,6 +89,12 @@ class TemplateResolver:
         if isinstance(node, list):
             return [self.value(item) for item in node]
         return node
+
+
+    def _substitute(self, name: str) -> str:
+        if name.endswith(".Arn"):
+            return str(self.value({"Fn::GetAtt": [name[:-4], "Arn"]}))
+        return str(self.value({"Ref": name}))
 
 
 def data_resources(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -152,8 +166,34 @@ def _sqs_queue(session: Any, logical_id: str, name: str, properties: dict[str, A
     return ProvisionedResource(logical_id, "AWS::SQS::Queue", url, arn)
 
 
+def _s3_bucket(session: Any, logical_id: str, name: str, properties: dict[str, Any]) -> ProvisionedResource:
+    s3 = session.client("s3")
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+        s3.create_bucket(Bucket=name)
+    if (properties.get("VersioningConfiguration") or {}).get("Status") == "Enabled":
+        s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    if "BucketEncryption" in properties:
+        rules = [{"ApplyServerSideEncryptionByDefault": rule["ServerSideEncryptionByDefault"]}  # CFN vs API name
+                 for rule in properties["BucketEncryption"]["ServerSideEncryptionConfiguration"]]
+        s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules})
+    if "PublicAccessBlockConfiguration" in properties:
+        s3.put_public_access_block(Bucket=name,
+                                   PublicAccessBlockConfiguration=properties["PublicAccessBlockConfiguration"])
+    return ProvisionedResource(logical_id, "AWS::S3::Bucket", name, f"arn:aws:s3:::{name}")
+
+
+def _s3_bucket_policy(session: Any, logical_id: str, name: str, properties: dict[str, Any]) -> ProvisionedResource:
+    """Resolved and checked, but not applied: its statement denies non-TLS access, and the local endpoint is
+    plain HTTP (moto enforces bucket policies, so applying it would lock the local stack out)."""
+    session.client("s3").head_bucket(Bucket=properties["Bucket"])
+    json.dumps(properties["PolicyDocument"])
+    return ProvisionedResource(logical_id, "AWS::S3::BucketPolicy", properties["Bucket"])
+
+
 _CREATORS = {
     "AWS::Kinesis::Stream": _kinesis_stream,
     "AWS::DynamoDB::Table": _dynamodb_table,
     "AWS::SQS::Queue": _sqs_queue,
+    "AWS::S3::Bucket": _s3_bucket,
+    "AWS::S3::BucketPolicy": _s3_bucket_policy,
 }

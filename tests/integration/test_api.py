@@ -1,0 +1,178 @@
+"""The read path on moto: the catalogue function publishes, the ingest handler applies, the API handler answers."""
+
+import json
+
+import pytest
+
+from tests.builders import behaviour, kinesis_event
+from tests.integration.conftest import upload_catalog
+from tests.scenarios import GENRE_TITLES, catalog_items, catalog_lines, item_id_of
+
+T0 = 1_700_000_000
+
+
+@pytest.fixture
+def published(stack, catalog_function):
+    result = upload_catalog(stack, catalog_function, catalog_lines())
+    (entry,) = result["results"]
+    assert entry["status"] == "published"
+    return entry["version"]
+
+
+def genre_of(item_id):
+    return next(item["categories"][0] for item in catalog_items() if item["item_id"] == item_id)
+
+
+def test_publishing_writes_a_version_and_swaps_the_pointer_last(stack, catalog_function, published):
+    s3 = stack.client("s3")
+    bucket = stack.name_of("AWS::S3::Bucket")
+    keys = {obj["Key"] for obj in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    base = f"catalog/versions/{published}/"
+    assert {base + "embeddings.npy", base + "items.json", base + "manifest.json", "catalog/CURRENT"} <= keys
+    assert json.loads(s3.get_object(Bucket=bucket, Key="catalog/CURRENT")["Body"].read())["version"] == published
+    again = upload_catalog(stack, catalog_function, catalog_lines(), key="incoming/again.jsonl")
+    assert again["results"][0]["version"] == published  # same input, same version: idempotent
+
+
+def test_an_invalid_catalogue_file_publishes_nothing_and_says_why(stack, catalog_function):
+    result = upload_catalog(stack, catalog_function, [*catalog_lines(), '{"title": "no id"}'])
+    assert result["results"][0]["status"] == "rejected"
+    s3 = stack.client("s3")
+    bucket = stack.name_of("AWS::S3::Bucket")
+    report = json.loads(s3.get_object(Bucket=bucket, Key="reports/incoming/catalog.jsonl.json")["Body"].read())
+    assert report["problems"] == [[33, "item_id is required"]]
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="catalog/")
+
+
+def test_recommendations_follow_recent_behaviour(stack, api, ingest, published):
+    sci_fi = [item_id_of(title) for title in GENRE_TITLES["Sci-Fi"][:3]]
+    ingest(kinesis_event([behaviour(f"s{i}", "fan", type="like", item_id=item, ts=T0 + i)  # no text: catalogue
+                          for i, item in enumerate(sci_fi)], first_sequence=1))
+    status, answer = api("GET", "/users/fan/recommendations", f"k=4&at={T0 + 60}")
+    assert status == 200 and answer["strategy"] == "personal" and answer["catalog_version"] == published
+    assert [genre_of(item["item_id"]) for item in answer["items"]] == ["Sci-Fi"] * 4
+    assert not set(sci_fi) & {item["item_id"] for item in answer["items"]}  # seen items excluded
+    assert all(item["reason"].startswith("close to ") for item in answer["items"])
+
+    horror = [item_id_of(title) for title in GENRE_TITLES["Horror"][:4]]
+    later = T0 + 30 * 86400  # a month later the user binges horror: the short time scale takes over
+    ingest(kinesis_event([behaviour(f"h{i}", "fan", type="like", item_id=item, ts=later + i * 60)
+                          for i, item in enumerate(horror)], first_sequence=10))
+    status, answer = api("GET", "/users/fan/recommendations", f"k=3&at={later + 600}")
+    assert [genre_of(item["item_id"]) for item in answer["items"]] == ["Horror"] * 3
+    assert "m24" not in {item["item_id"] for item in answer["items"]}  # Halloween is unavailable
+
+    status, answer = api("GET", "/users/fan/recommendations", f"k=3&at={later + 600}&category=Sci-Fi")
+    assert [genre_of(item["item_id"]) for item in answer["items"]] == ["Sci-Fi"] * 3
+
+
+def test_unknown_users_get_popular_items(api, published):
+    status, answer = api("GET", "/users/nobody/recommendations", "k=3")
+    assert status == 200
+    assert answer == {"user_id": "nobody", "strategy": "popular", "catalog_version": published, "items": [
+        {"item_id": "m1", "score": 1.0, "reason": "popular"},
+        {"item_id": "m2", "score": 0.99, "reason": "popular"},
+        {"item_id": "m3", "score": 0.98, "reason": "popular"}]}
+
+
+def test_similar_items_profile_health_and_forget(stack, api, ingest, published):
+    status, answer = api("GET", f"/items/{item_id_of('Toy Story (1995)')}/similar", "k=3")
+    assert status == 200 and [genre_of(item["item_id"]) for item in answer["items"]] == ["Animation"] * 3
+
+    ingest(kinesis_event([behaviour("p1", "kid", type="click", item_id=item_id_of("Aladdin (1992)"), ts=T0),
+                          behaviour("p2", "kid", type="search", text="disney princess cartoons", ts=T0 + 5)]))
+    status, profile = api("GET", "/users/kid/profile", f"at={T0 + 60}")
+    assert status == 200 and profile["event_count"] == 2
+    assert profile["recent_items"] == [item_id_of("Aladdin (1992)")]
+    assert set(profile["scales"]) == {"short", "long"}
+    assert profile["scales"]["long"]["top_categories"][0] == "Animation"
+    assert profile["scales"]["short"]["strength"] < profile["scales"]["long"]["strength"]  # 1 min = 1/30 half-life
+
+    status, health = api("GET", "/health")
+    assert status == 200 and health["catalog_version"] == published and health["item_count"] == 32
+    assert len(health["encoder_fingerprint"]) == 64
+
+    assert api("DELETE", "/users/kid") == (200, {"user_id": "kid", "forgotten": True})
+    assert api("GET", "/users/kid/profile")[0] == 404
+    assert api("DELETE", "/users/kid") == (200, {"user_id": "kid", "forgotten": False})
+
+
+def test_post_events_puts_valid_events_to_kinesis_and_reports_the_rest(stack, api, published):
+    events = [behaviour("a1", "web", type="view", item_id="m1", ts=T0),
+              behaviour("a2", "web", type="teleport", item_id="m1", ts=T0),
+              {"event_id": "a3", "user_id": "web", "type": "view", "item_id": "m1"}]
+    status, answer = api("POST", "/events", body={"events": events})
+    assert status == 202
+    assert answer == {"accepted": 1, "rejected": [
+        {"index": 1, "error": "unknown type 'teleport'; expected one of view, click, add_to_cart, purchase, like, "
+                              "dislike, skip, rate, search"},
+        {"index": 2, "error": "ts is required (epoch seconds or ISO-8601 with time zone)"}]}
+    kinesis = stack.client("kinesis")
+    stream = stack.name_of("AWS::Kinesis::Stream")
+    shard = kinesis.list_shards(StreamName=stream)["Shards"][0]["ShardId"]
+    iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard, ShardIteratorType="TRIM_HORIZON")
+    (record,) = kinesis.get_records(ShardIterator=iterator["ShardIterator"])["Records"]
+    assert record["PartitionKey"] == "web" and json.loads(record["Data"])["event_id"] == "a1"
+
+
+@pytest.mark.parametrize(("method", "path", "query", "body", "status", "message"), [
+    ("GET", "/users/u/recommendations", "k=0", None, 400, "query.k: Input should be greater than or equal to 1"),
+    ("GET", "/users/u/recommendations", "k=101", None, 400, "query.k: Input should be less than or equal to 100"),
+    ("GET", "/users/u/recommendations", "k=ten", None, 400, "query.k: Input should be a valid integer"),
+    ("GET", "/users/u/recommendations", "at=-5", None, 400, "query.at"),
+    ("GET", "/users/u/recommendations", "exclude_seen=maybe", None, 400, "query.exclude_seen"),
+    ("GET", "/items/m1/similar", "k=500", None, 400, "query.k"),
+    ("GET", "/items/nope/similar", "", None, 404, "item 'nope' is not in catalogue"),
+    ("GET", "/users/nobody/profile", "", None, 404, "user 'nobody' has no recorded behaviour"),
+    ("GET", "/no/such/route", "", None, 404, "no route GET /no/such/route"),
+    ("PATCH", "/health", "", None, 404, "no route PATCH /health"),
+    ("POST", "/events", "", "{not json", 400, "invalid request"),
+    ("POST", "/events", "", {"events": []}, 400, "body.events: List should have at least 1 item"),
+    ("POST", "/events", "", {"events": [{}] * 501}, 400, "List should have at most 500 items"),
+    ("POST", "/events", "", {"evnts": []}, 400, "body.events: Field required"),
+    ("POST", "/events", "", [1, 2], 400, "invalid request"),
+])
+def test_bad_input_gets_a_4xx_that_names_the_problem(api, published, method, path, query, body, status, message):
+    answer_status, answer = api(method, path, query, body)
+    assert answer_status == status
+    assert message in answer["error"], answer
+    assert "Traceback" not in json.dumps(answer)
+
+
+def test_the_openapi_document_is_generated_from_the_code(api):
+    status, document = api("GET", "/openapi.json")
+    assert status == 200 and document["openapi"].startswith("3.")
+    assert {"/users/{user_id}/recommendations", "/items/{item_id}/similar", "/users/{user_id}/profile",
+            "/users/{user_id}", "/events", "/health"} <= set(document["paths"])
+    parameters = {p["name"]: p for p in document["paths"]["/users/{user_id}/recommendations"]["get"]["parameters"]}
+    assert parameters["k"]["schema"]["maximum"] == 100 and parameters["k"]["schema"]["minimum"] == 1
+
+
+def test_without_a_catalogue_the_api_answers_503_not_500(api):
+    status, answer = api("GET", "/users/u/recommendations")
+    assert status == 503 and "no catalogue has been published yet" in answer["error"]
+    assert api("GET", "/health")[1]["status"] == "degraded"
+
+
+def test_a_corrupted_new_version_is_refused_and_the_old_one_keeps_serving(stack, api, published):
+    s3 = stack.client("s3")
+    bucket = stack.name_of("AWS::S3::Bucket")
+    base = f"catalog/versions/{published}/"
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=base + "manifest.json")["Body"].read())
+    assert api("GET", "/health")[1]["catalog_version"] == published
+
+    broken = {**manifest, "version": "v-broken", "count": manifest["count"] + 1}  # shapes disagree
+    for name in ("embeddings.npy", "items.json"):
+        body = s3.get_object(Bucket=bucket, Key=base + name)["Body"].read()
+        s3.put_object(Bucket=bucket, Key=f"catalog/versions/v-broken/{name}", Body=body)
+    s3.put_object(Bucket=bucket, Key="catalog/versions/v-broken/manifest.json", Body=json.dumps(broken))
+    s3.put_object(Bucket=bucket, Key="catalog/CURRENT", Body=json.dumps({"version": "v-broken"}))
+    assert api("GET", "/health")[1]["catalog_version"] == published
+    assert api("GET", "/users/x/recommendations")[1]["catalog_version"] == published
+
+    other_encoder = {**manifest, "version": "v-other", "encoder_fingerprint": "0" * 64}
+    s3.put_object(Bucket=bucket, Key="catalog/versions/v-other/manifest.json", Body=json.dumps(other_encoder))
+    s3.put_object(Bucket=bucket, Key="catalog/CURRENT", Body=json.dumps({"version": "v-other"}))
+    assert api("GET", "/health")[1]["catalog_version"] == published
+    s3.put_object(Bucket=bucket, Key="catalog/CURRENT", Body=json.dumps({"version": "v-missing"}))
+    assert api("GET", "/health")[1]["catalog_version"] == published

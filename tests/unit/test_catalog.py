@@ -1,0 +1,160 @@
+"""Catalogue publishing (validation with line numbers, content versions) and the live catalogue's pointer swap."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pulse.catalog import CatalogVersion
+from pulse.catalog_build import CatalogInvalid, build_catalog, content_version, parse_catalog_lines, publish_catalog
+from pulse.catalog_store import CatalogRefused, CatalogUnavailable, LiveCatalog
+
+LINES = [
+    json.dumps({"item_id": "1", "title": "Toy Story (1995)", "categories": ["Animation", "Comedy"],
+                "popularity": 452, "year": 1995}),
+    json.dumps({"item_id": "2", "title": "GoldenEye (1995)", "categories": ["Action"], "available": False}),
+    "",
+    json.dumps({"item_id": "3", "text": "A quiet film about a lighthouse keeper"}),
+]
+
+
+def test_valid_lines_parse_with_free_metadata():
+    items, problems = parse_catalog_lines(LINES)
+    assert problems == []
+    assert [item.item_id for item in items] == ["1", "2", "3"]
+    assert items[0].metadata == {"year": 1995}
+    assert items[0].embedding_text == "Toy Story (1995) Animation Comedy"
+    assert items[1].available is False and items[0].popularity == 452.0
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("{not json", "not valid JSON"),
+    (json.dumps({"title": "no id"}), "item_id is required"),
+    (json.dumps({"item_id": "9"}), "needs a title or a text"),
+    (json.dumps({"item_id": "9", "title": "x", "categories": "Comedy"}), "categories must be a list"),
+    (json.dumps({"item_id": "9", "title": "x", "available": "yes"}), "available must be true or false"),
+    (json.dumps({"item_id": "9", "title": "x", "popularity": -1}), "popularity must be a non-negative number"),
+    (json.dumps({"item_id": "1", "title": "again"}), "item_id '1' repeats line 1"),
+    (json.dumps([1]), "an item must be a JSON object"),
+])
+def test_bad_lines_are_reported_with_their_line_number(line, message):
+    items, problems = parse_catalog_lines([LINES[0], line])
+    assert len(items) == 1
+    assert problems[0][0] == 2 and message in problems[0][1]
+
+
+class FakeEncoder:
+    fingerprint = "enc-1"
+
+    def __init__(self):
+        self.batches = []
+
+    def encode(self, texts):
+        self.batches.append(len(texts))
+        rng = np.random.default_rng(len(texts))
+        vectors = rng.normal(size=(len(texts), 8)).astype(np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+class MemoryRepository:
+    def __init__(self):
+        self.versions, self.current, self.loads, self.pointer_reads = {}, None, 0, 0
+        self.broken = False
+
+    def publish(self, catalog):
+        new = catalog.version not in self.versions
+        self.versions[catalog.version] = catalog
+        self.current = catalog.version
+        return new
+
+    def current_version(self):
+        self.pointer_reads += 1
+        if self.broken:
+            raise ConnectionError("injected: S3 unreachable")
+        return self.current
+
+    def load(self, version, expected_fingerprint):
+        self.loads += 1
+        catalog = self.versions[version]
+        if catalog.encoder_fingerprint != expected_fingerprint:
+            raise CatalogRefused(f"version {version} was embedded by another encoder")
+        return catalog
+
+
+def test_publishing_is_idempotent_and_refuses_invalid_input_unless_told():
+    repository, encoder = MemoryRepository(), FakeEncoder()
+    first = publish_catalog(LINES, encoder, repository, batch_size=2)
+    assert encoder.batches == [2, 1]
+    again = publish_catalog(LINES, encoder, repository)
+    assert (first.version, first.new_files, again.version, again.new_files) == (first.version, True, first.version,
+                                                                                 False)
+    with pytest.raises(CatalogInvalid, match="line 5: not valid JSON"):
+        publish_catalog([*LINES, "{oops"], encoder, repository)
+    assert repository.current == first.version  # nothing published
+    skipped = publish_catalog([*LINES, "{oops"], encoder, repository, skip_invalid=True)
+    assert skipped.items == 3 and skipped.skipped[0][0] == 5
+
+
+def test_versions_depend_on_content_and_encoder():
+    items, _ = parse_catalog_lines(LINES)
+    assert content_version(items, "a") == content_version(list(items), "a")
+    assert content_version(items, "a") != content_version(items, "b")
+    assert content_version(items, "a") != content_version(items[:2], "a")
+
+
+def test_built_rows_are_unit_length_float32():
+    items, _ = parse_catalog_lines(LINES)
+    catalog = build_catalog(items, FakeEncoder().encode, "enc-1")
+    assert catalog.embeddings.dtype == np.float32 and catalog.embeddings.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(np.linalg.norm(catalog.embeddings, axis=1), 1.0, atol=1e-6)
+    assert catalog.category_rows["comedy"].tolist() == [0]
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def version(name, fingerprint="enc-1"):
+    return CatalogVersion(version=name, item_ids=["a"], embeddings=np.full((1, 4), 0.5, dtype=np.float32),
+                          encoder_fingerprint=fingerprint)
+
+
+def test_the_live_catalogue_checks_the_pointer_at_most_every_interval_and_swaps_whole_versions():
+    repository, clock, refused = MemoryRepository(), Clock(), []
+    live = LiveCatalog(repository, "enc-1", check_interval=30, clock=clock, on_refused=refused.append)
+    with pytest.raises(CatalogUnavailable, match="no catalogue has been published"):
+        live.current()
+    repository.publish(version("v1"))
+    clock.now = 31
+    assert live.current().version == "v1"
+    repository.publish(version("v2"))
+    clock.now = 40
+    assert live.current().version == "v1"  # not checked again before the interval
+    reads = repository.pointer_reads
+    clock.now = 62
+    assert live.current().version == "v2"
+    assert repository.pointer_reads == reads + 1
+
+    repository.publish(version("v3", fingerprint="enc-OTHER"))
+    clock.now = 100
+    assert live.current().version == "v2"  # refused, the previous version keeps serving
+    assert refused and "another encoder" in refused[0]
+    clock.now = 200
+    assert live.current().version == "v2" and repository.loads == 3  # a refused version is not retried
+
+    repository.broken = True
+    clock.now = 300
+    assert live.current().version == "v2"  # store unreachable: keep serving
+
+
+def test_the_ingest_reader_treats_a_missing_catalogue_as_empty_but_an_unreachable_one_as_retryable():
+    repository = MemoryRepository()
+    live = LiveCatalog(repository, "enc-1", check_interval=0)
+    assert live.embeddings_for(["a"]) == {}
+    repository.broken = True
+    with pytest.raises(CatalogUnavailable):
+        live.embeddings_for(["a"])

@@ -1,0 +1,105 @@
+"""Scoring, filters, top-k and the popularity fallback, on synthetic catalogues (pure NumPy)."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pulse.catalog import in_memory_catalog
+from pulse.interest import ScaleState, UserInterest
+from pulse.recommend import allowed_mask, recommend, similar_items, top_k
+
+HALF_LIVES = {"short": 1800.0, "long": 30 * 86400.0}
+BLEND = {"short": 0.5, "long": 0.5}
+
+
+def random_catalog(n=500, dim=16, seed=0, **columns):
+    rng = np.random.default_rng(seed)
+    matrix = rng.normal(size=(n, dim)).astype(np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    return in_memory_catalog([f"i{i}" for i in range(n)], matrix, titles=[f"title {i}" for i in range(n)],
+                             **columns)
+
+
+def user_towards(catalog, rows, t=1000.0, weight=1.0, recent=None):
+    vector = weight * catalog.embeddings[rows].astype(np.float64).sum(axis=0)
+    return UserInterest(user_id="u", scales={name: ScaleState(vector.copy(), t) for name in HALF_LIVES},
+                        recent_items=recent or {})
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.one_of(st.floats(-5, 5, allow_nan=False), st.just(float("-inf"))), min_size=0, max_size=60),
+       st.integers(1, 70))
+def test_top_k_agrees_with_a_full_sort(values, k):
+    scores = np.array(values, dtype=np.float64)
+    expected = [i for i in sorted(range(len(values)), key=lambda i: (-values[i], i)) if np.isfinite(values[i])][:k]
+    assert top_k(scores, k).tolist() == expected
+
+
+def test_top_k_on_random_catalogues_matches_brute_force():
+    catalog = random_catalog(n=5000, dim=32, seed=3)
+    query = catalog.embeddings[7] + catalog.embeddings[9]
+    scores = catalog.embeddings @ query
+    assert top_k(scores, 10).tolist() == np.argsort(-scores, kind="stable")[:10].tolist()
+
+
+def test_personal_recommendations_follow_the_interest_and_exclude_what_was_seen():
+    catalog = random_catalog()
+    user = user_towards(catalog, [3, 4], recent={"i3": 900.0, "i4": 950.0})
+    result = recommend(catalog, user, k=5, at=1000.0, half_lives=HALF_LIVES, blend_weights=BLEND)
+    assert result.strategy == "personal"
+    ids = [item.item_id for item in result.items]
+    assert "i3" not in ids and "i4" not in ids
+    expected_scores = catalog.embeddings @ (catalog.embeddings[3] + catalog.embeddings[4])
+    expected_scores[[3, 4]] = -np.inf
+    assert ids == [f"i{row}" for row in np.argsort(-expected_scores)[:5]]
+    assert all(item.reason.startswith("close to title ") for item in result.items)
+    scores = [item.score for item in result.items]
+    assert scores == sorted(scores, reverse=True) and all(-1.0 <= s <= 1.0 for s in scores)
+
+    single = user_towards(catalog, [3], recent={"i3": 900.0})
+    kept = recommend(catalog, single, k=5, at=1000.0, half_lives=HALF_LIVES, blend_weights=BLEND,
+                     exclude_seen=False)
+    assert kept.items[0].item_id == "i3" and kept.items[0].score == pytest.approx(1.0)
+
+
+def test_category_and_availability_filters():
+    n = 100
+    categories = [["Comedy"] if i % 2 else ["Drama", "War"] for i in range(n)]
+    available = np.array([i % 10 != 1 for i in range(n)])
+    catalog = random_catalog(n=n, categories=categories, available=available)
+    user = user_towards(catalog, [1])
+    result = recommend(catalog, user, k=100, at=1000.0, half_lives=HALF_LIVES, blend_weights=BLEND,
+                       category="comedy", exclude_seen=False)
+    rows = [catalog.index[item.item_id] for item in result.items]
+    assert rows and all(row % 2 == 1 and row % 10 != 1 for row in rows)
+    assert len(rows) == 40
+    assert recommend(catalog, user, k=5, at=1000.0, half_lives=HALF_LIVES, blend_weights=BLEND,
+                     category="Western").items == []
+    assert not allowed_mask(catalog, exclude={"i0", "unknown"})[0]
+
+
+def test_unknown_or_faded_users_get_the_popular_fallback_without_nan():
+    popularity = np.arange(50, dtype=float)
+    catalog = random_catalog(n=50, popularity=popularity)
+    for user in (None, user_towards(catalog, [1], t=0.0), user_towards(catalog, [1], weight=0.0)):
+        result = recommend(catalog, user, k=3, at=10 * 365 * 86400.0, half_lives=HALF_LIVES, blend_weights=BLEND)
+        assert result.strategy == "popular"
+        assert [item.item_id for item in result.items] == ["i49", "i48", "i47"]
+        assert [item.score for item in result.items] == [1.0, pytest.approx(48 / 49), pytest.approx(47 / 49)]
+        assert all(np.isfinite(item.score) for item in result.items)
+
+
+def test_a_catalogue_without_popularity_still_answers_finite_scores():
+    catalog = random_catalog(n=5)
+    result = recommend(catalog, None, k=3, at=0.0, half_lives=HALF_LIVES, blend_weights=BLEND)
+    assert [item.score for item in result.items] == [0.0, 0.0, 0.0]
+
+
+def test_similar_items_exclude_the_item_itself():
+    catalog = random_catalog()
+    similar = similar_items(catalog, "i10", 5)
+    assert "i10" not in [item.item_id for item in similar]
+    scores = catalog.embeddings @ catalog.embeddings[10]
+    scores[10] = -np.inf
+    assert [item.item_id for item in similar] == [f"i{row}" for row in np.argsort(-scores)[:5]]
