@@ -14,7 +14,15 @@ from pulse.runtime import ingest_pipeline
 from pulse.settings import DEFAULT_HALF_LIVES
 from tests.builders import kinesis_event, sequence_number
 from tests.integration.conftest import dead_letters, sample_event, table_items
-from tests.scenarios import OTHER_EVENTS, POISON_REASONS, SCENARIOS, duplicate_event_ids, late_events, render, valid_batch
+from tests.scenarios import (
+    OTHER_EVENTS,
+    POISON_REASONS,
+    SCENARIOS,
+    duplicate_event_ids,
+    late_events,
+    render,
+    valid_batch,
+)
 
 WEIGHTS = TypeWeights(DEFAULT_TYPE_WEIGHTS)
 
