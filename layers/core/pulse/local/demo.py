@@ -1,97 +1,81 @@
-"""`pulse demo`: the write path end to end on the embedded local stack, with a summary a person can read."""
+"""`pulse demo` and `pulse eval` on the terminal: progress bars, a results table, a picture and a JSON report."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
-from pathlib import Path
 from typing import Any
 
-import numpy as np
+from pulse.local.evaluate import EvalOptions, Progress, publish, run_evaluation
+from pulse.local.runtime import LocalRuntime
+from pulse.movielens import Movie, Rating, load_movies, load_ratings
 
-from pulse.interest import blend, decay_to
-from pulse.local.sample import behaviour_stream, candidate_texts
-from pulse.local.stack import LocalStack
-from pulse.settings import Settings
-from pulse.store import DynamoInterestStore
+DEMO_USERS = ("196", "22", "305")
 
 
-def put_records(kinesis: Any, stream: str, records: list[tuple[str, bytes]], progress: Any) -> None:
-    for start in range(0, len(records), 500):
-        chunk = records[start:start + 500]
-        pending = [{"PartitionKey": key, "Data": data} for key, data in chunk]
-        while pending:  # PutRecords is not atomic: re-put only what failed
-            response = kinesis.put_records(StreamName=stream, Records=pending)
-            pending = [entry for entry, result in zip(pending, response["Records"], strict=True)
-                       if "ErrorCode" in result]
-        progress.update(len(chunk))
+def publish_movielens(runtime: LocalRuntime) -> str:
+    movies = {movie.item_id: movie for movie in load_movies()}
+    return publish(runtime, movies, load_ratings(), Progress())["version"]
 
 
-def run_demo(port: int, out: Path, users: int = 40) -> dict[str, Any]:
-    from tqdm import tqdm
-
-    stack = LocalStack(port=port).start()
-    try:
-        names = stack.describe()
-        records = behaviour_stream(users=users)
-        kinesis = stack.client("kinesis")
-        with tqdm(total=len(records), desc="PutRecords -> Kinesis", unit="rec") as progress:
-            put_records(kinesis, names["stream"], records, progress)
-        (poller,) = stack.stream_pollers(log_level="ERROR")  # the summary below says what happened
-        started = time.perf_counter()
-        with tqdm(total=len(records), desc="ingest (real handler)", unit="rec") as progress:
-            while progress.n < len(records):
-                delivered = poller.poll_once()
-                progress.update(delivered)
-                if delivered == 0 and not any(poller._pending.values()):
-                    break
-        elapsed = time.perf_counter() - started
-        summary = summarize(stack, names, users, len(records), elapsed, poller.stats.invocations)
-    finally:
-        stack.stop()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2))
-    return summary
+def run(command: str, args: argparse.Namespace) -> int:
+    options = EvalOptions(half_lives=args.half_lives, blend_weights=args.blend_weights,
+                          type_weights=args.type_weights, batch_size=args.batch_size, out_dir=args.out_dir)
+    started = time.perf_counter()
+    report = run_evaluation(options, after_replay=users_now if command == "demo" else None)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    if command == "demo":
+        print_users(report["users_now"])
+    print_report(report)
+    out = options.out_dir / f"{command}.json"
+    out.write_text(json.dumps(report, indent=2, default=str))
+    print(f"\nwritten: {out}, {report['picture']}")
+    return 0
 
 
-def summarize(stack: LocalStack, names: dict[str, str], users: int, records: int, elapsed: float,
-              invocations: int) -> dict[str, Any]:
-    from pulse_encoder import load_encoder
+def users_now(runtime: LocalRuntime, movies: dict[str, Movie], ratings: list[Rating]) -> list[dict[str, Any]]:
+    """After the whole replay: what a few users did last, and what Pulse recommends them now."""
+    from pulse.local.evaluate import Api
 
-    config = Settings.from_env()
-    store = DynamoInterestStore(names["table"], ttl_days=config.ttl_days)
-    titles, texts = zip(*candidate_texts(), strict=True)
-    candidates = load_encoder().encode(list(texts))
-    sqs = stack.client("sqs")
-    parked = int(sqs.get_queue_attributes(QueueUrl=names["dlq"], AttributeNames=["ApproximateNumberOfMessages"])[
-        "Attributes"]["ApproximateNumberOfMessages"])
+    api = Api(runtime.api_url)
     people = []
-    for user_id in [f"u{index:03d}" for index in range(min(users, 4))]:
-        user = store.get(user_id)
-        if user is None:
-            continue
-        now = user.last_event_ts or 0.0
-        vectors = {name: decay_to(state, now, config.half_lives[name]) for name, state in user.scales.items()}
-        interest = blend(vectors, config.blend_weights)
-        closest = np.argsort(-(candidates @ interest.astype(np.float32)))[:3]
-        recent = sorted(user.recent_items.items(), key=lambda pair: pair[1], reverse=True)[:3]
+    for user in DEMO_USERS:
+        theirs = [rating for rating in ratings if rating.user_id == user]
+        now = theirs[-1].ts + 60
+        answer = api.get(f"/users/{user}/recommendations", k=5, exclude_seen="true", at=now)
         people.append({
-            "user_id": user_id, "events": user.event_count,
-            "strength": {name: round(float(np.linalg.norm(vector)), 3) for name, vector in vectors.items()},
-            "recently": [item for item, _ in recent],
-            "closest_titles": [titles[index] for index in closest],
+            "user_id": user, "ratings": len(theirs),
+            "did_last": [f"{movies[r.item_id].display_title} ({'*' * int(r.rating)})" for r in theirs[-4:]],
+            "strategy": answer["strategy"],
+            "recommended": [f"{movies[item['item_id']].display_title} [{', '.join(movies[item['item_id']].genres)}]"
+                            for item in answer["items"]],
         })
-    total_events = sum(u.event_count for u in map(store.get, [f"u{i:03d}" for i in range(users)]) if u)
-    return {"records_put": records, "events_applied": total_events, "dead_letters": parked,
-            "invocations": invocations, "ingest_seconds": round(elapsed, 2),
-            "records_per_second": round(records / elapsed, 1) if elapsed else None, "users": people}
+    return people
 
 
-def print_summary(summary: dict[str, Any]) -> None:
-    print(f"\n{summary['records_put']} records -> {summary['events_applied']} events applied exactly once, "
-          f"{summary['dead_letters']} parked in the DLQ, {summary['invocations']} invocations, "
-          f"{summary['records_per_second']} records/s")
-    for person in summary["users"]:
-        print(f"\nuser {person['user_id']}: {person['events']} events, strength {person['strength']}")
-        print(f"  recently:        {', '.join(person['recently'])}")
-        print(f"  interest is near: {', '.join(person['closest_titles'])}")
+def print_users(people: list[dict[str, Any]]) -> None:
+    for person in people:
+        print(f"\nuser {person['user_id']} ({person['ratings']} ratings) did last:")
+        for line in person["did_last"]:
+            print(f"    {line}")
+        print(f"  Pulse recommends now ({person['strategy']}):")
+        for line in person["recommended"]:
+            print(f"    {line}")
+
+
+def print_report(report: dict[str, Any]) -> None:
+    replay, catalog = report["replay"], report["catalog"]
+    print(f"\nMovieLens-100K: {report['ratings']} ratings, {report['users']} users, {report['items']} movies; "
+          f"catalogue {catalog['items']} items at {catalog['items_per_second']} items/s; replay "
+          f"{replay['events']} events at {replay['events_per_second']} events/s ({replay['invocations']} invocations)")
+    print("\nLeave-last-out, full ranking, exclude seen, asked as of each user's last rating:\n")
+    print(report["table"])
+    shift = report["interest_shift"]
+    print(f"\nInterest shift ({', '.join(shift['pairs'])}; {shift['users']} users): share of the top 10 in the new "
+          f"genre after 1..{len(shift['mean_share_by_step'])} events: {shift['mean_share_by_step']}; "
+          f"median events until most of the top 10 follows: {shift['median_events_until_majority']}")
+    fresh = report["freshness_seconds"]
+    print(f"End-to-end freshness (PutRecords -> API reflects it): p50 {fresh['p50']} s, p95 {fresh['p95']} s "
+          f"over {fresh['samples']} events")
+    print(f"Total {report.get('seconds', '?')} s")

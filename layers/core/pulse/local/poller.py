@@ -68,12 +68,17 @@ class StreamPoller:
         self.clock = clock
         self.stats = PollerStats()
         self._iterators: dict[str, str] = {}
+        self.polls_started = 0  # poll_once calls begun
+        self.last_idle_poll = -1  # the latest poll that found nothing to read and nothing pending
         self._pending: dict[str, list[dict[str, Any]]] = {}
         self._pending_since: dict[str, float] = {}
 
     def poll_once(self) -> int:
         """Read every shard once and invoke the function for each ready batch; returns records delivered."""
+        poll = self.polls_started
+        self.polls_started += 1
         delivered = 0
+        read = 0
         for shard_id in self._shards():
             pending = self._pending.setdefault(shard_id, [])
             if len(pending) < self.settings.batch_size:
@@ -83,13 +88,20 @@ class StreamPoller:
                 if response["Records"] and not pending:
                     self._pending_since[shard_id] = self.clock()
                 pending.extend(response["Records"])
+                read += len(response["Records"])
             waited = self.clock() - self._pending_since.get(shard_id, self.clock())
             if pending and (len(pending) >= self.settings.batch_size
                             or waited >= self.settings.batching_window_seconds):
                 batch, self._pending[shard_id] = pending[: self.settings.batch_size], pending[self.settings.batch_size:]
                 self._deliver(shard_id, [self._lambda_record(shard_id, record) for record in batch])
                 delivered += len(batch)
+        if read == 0 and not any(self._pending.values()):
+            self.last_idle_poll = poll
         return delivered
+
+    def caught_up_since(self, poll: int) -> bool:
+        """True once a poll begun at or after `poll` found the stream fully delivered."""
+        return self.last_idle_poll >= poll
 
     def run(self, stop: threading.Event, idle_sleep: float = 0.2) -> None:
         while not stop.is_set():

@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ class LocalStack:
     host: str = "127.0.0.1"
     port: int = 4566
     region: str = "us-east-1"
+    parameters: dict[str, str] = field(default_factory=dict)  # like sam deploy --parameter-overrides
     resources: dict[str, ProvisionedResource] = field(default_factory=dict)
     _server: Any = None
 
@@ -34,24 +38,31 @@ class LocalStack:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> LocalStack:
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per AWS call otherwise
-        if _port_in_use(self.host, self.port):
+        if self.port == 0:
+            self.port = _free_port(self.host)
+        elif _port_in_use(self.host, self.port):
             raise RuntimeError(f"{self.host}:{self.port} is in use (another local stack?); pick another port")
-        self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
-        self._server.start()
-        self.port = self._server.get_host_and_port()[1]
+        # moto's server in its own process, as a real endpoint is: it does not compete for our GIL.
+        self._server = subprocess.Popen([sys.executable, "-m", "pulse.local.moto_process", self.host, str(self.port)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_for_port(self.host, self.port, self._server)
         os.environ.update({**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint, "AWS_REGION": self.region,
                            "AWS_DEFAULT_REGION": self.region})
         self.template = load_template(self.root / "template.yaml")
-        self.resources = provision(self.template, self.session())
+        unknown = set(self.parameters) - set(self.template.get("Parameters") or {})
+        if unknown:
+            raise ValueError(f"template.yaml has no parameters {sorted(unknown)}")
+        self.resources = provision(self.template, self.session(), overrides=self.parameters)
         log.info("local AWS endpoint %s with %s", self.endpoint, ", ".join(sorted(self.resources)))
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.stop()
+            self._server.terminate()
+            try:
+                self._server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._server.kill()
             self._server = None
 
     def session(self) -> boto3.session.Session:
@@ -67,7 +78,7 @@ class LocalStack:
         return found[0]
 
     def function(self, logical_id: str) -> FunctionSpec:
-        resolver = TemplateResolver(self.template, resources=self.resources)
+        resolver = TemplateResolver(self.template, overrides=self.parameters, resources=self.resources)
         return function_spec(self.template, logical_id, self.root, resolver)
 
     def stream_pollers(self, log_level: str | None = None) -> list[StreamPoller]:
@@ -98,7 +109,10 @@ class LocalStack:
 
         def invoke(payload: dict[str, Any], context: Any) -> Any:
             with function_environment(function, local_environment):
-                return handler(payload, context)
+                try:
+                    return handler(payload, context)
+                finally:
+                    forget_unpublished_metrics()
 
         context = LambdaContext(function.logical_id, function.memory, function.timeout)
         return StreamPoller(self.client("kinesis"), stream.name, invoke, context,
@@ -120,6 +134,32 @@ class LocalStack:
             "dlq": self.name_of("AWS::SQS::Queue"),
             "bucket": self.name_of("AWS::S3::Bucket"),
         }
+
+
+def forget_unpublished_metrics() -> None:
+    """With metrics disabled, Powertools keeps each invocation's values and prints them once 100 pile up; on
+    Lambda every invocation starts clean, so do the same here."""
+    from aws_lambda_powertools import Metrics
+
+    Metrics().clear_metrics()
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for_port(host: str, port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"moto's server exited with code {process.returncode} (port {port} taken?)")
+        if _port_in_use(host, port):
+            return
+        time.sleep(0.05)
+    process.kill()
+    raise TimeoutError(f"moto's server did not listen on {host}:{port} within {timeout} s")
 
 
 def _port_in_use(host: str, port: int) -> bool:

@@ -1,0 +1,63 @@
+"""Serves a Lambda API handler over HTTP, turning each request into an API Gateway HTTP API (v2) event."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from pulse.local.http import api_gateway_event, response_body
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
+
+
+def serve_api(handler: Callable[[dict[str, Any]], dict[str, Any]], host: str, port: int) -> ThreadingHTTPServer:
+    """Start serving in a daemon thread; returns the server (server_address has the bound port)."""
+    container = threading.Lock()  # one request at a time per container, as Lambda runs a handler
+
+    class Gateway(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            if length > MAX_BODY_BYTES:
+                self._reply(413, {"content-type": "application/json"},
+                            json.dumps({"error": f"body over {MAX_BODY_BYTES} bytes"}).encode())
+                return
+            body = self.rfile.read(length) if length else None
+            path, _, query = self.path.partition("?")
+            try:
+                text: str | bytes | None = body.decode("utf-8") if body is not None else None
+            except UnicodeDecodeError:
+                text = body  # sent base64-encoded, as API Gateway does for binary bodies
+            event = api_gateway_event(self.command, path, query=query, headers=dict(self.headers.items()), body=text)
+            with container:
+                response = handler(event)
+            headers = {key.lower(): str(value) for key, value in (response.get("headers") or {}).items()}
+            self._reply(int(response.get("statusCode", 200)), headers, response_body(response),
+                        response.get("cookies") or [])
+
+        def _reply(self, status: int, headers: dict[str, str], payload: bytes, cookies: list[str] = ()) -> None:
+            self.send_response(status)
+            headers.setdefault("content-type", "application/json")
+            headers["content-length"] = str(len(payload))
+            for key, value in headers.items():
+                self.send_header(key, value)
+            for cookie in cookies:
+                self.send_header("set-cookie", cookie)
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
+            log.debug("api %s", format % args)
+
+    server = ThreadingHTTPServer((host, port), Gateway)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="pulse-api", daemon=True).start()
+    return server

@@ -1,0 +1,62 @@
+"""moto's server for the local stack (`python -m pulse.local.moto_process HOST PORT`), with two fixes that a
+100,000-record replay needs:
+
+- one request at a time: moto's threaded server lets a PutRecords and a GetRecords on the same shard race (its
+  in-memory shard is not thread-safe: "OrderedDict mutated during iteration"); a real endpoint serializes per
+  shard, and moto's work holds the GIL anyway;
+- constant-time shard reads and appends: moto finds a shard's last sequence number by listing every key on each
+  put, and scans from the first record on each GetRecords, so a replay slows down quadratically. Its sequence
+  numbers are consecutive integers per shard, which allows direct lookups with the same results.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from moto.server import DomainDispatcherApplication, create_backend_app
+from werkzeug.serving import run_simple
+
+
+def _patch_kinesis_shard() -> None:
+    from moto.kinesis.models import Shard
+
+    def get_min_sequence_number(self) -> int:
+        return next(iter(self.records)) if self.records else 0
+
+    def get_max_sequence_number(self) -> int:
+        return next(reversed(self.records)) if self.records else 0
+
+    def get_records(self, last_sequence_id: str, limit: int | None):
+        last = int(last_sequence_id)
+        results = []
+        if self.records:
+            newest = next(reversed(self.records))
+            key = max(last + 1, next(iter(self.records)))
+            while key <= newest and (limit is None or len(results) < limit):
+                record = self.records.get(key)  # gaps only after a reshard
+                if record is not None:
+                    results.append(record)
+                key += 1
+            if results:
+                last = results[-1].sequence_number
+                behind = self.records[newest].created_at - results[-1].created_at
+                return results, last, int(behind * 1000)
+        return results, last, 0
+
+    Shard.get_min_sequence_number = get_min_sequence_number
+    Shard.get_max_sequence_number = get_max_sequence_number
+    Shard.get_records = get_records
+
+
+def main() -> None:
+    host, port = sys.argv[1], int(sys.argv[2])
+    os.environ.setdefault("MOTO_PORT", str(port))
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log line per AWS call
+    _patch_kinesis_shard()
+    run_simple(host, port, DomainDispatcherApplication(create_backend_app), threaded=False, use_reloader=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""`pulse local up`: the whole stack on this machine — AWS APIs (moto), the template's resources, the stream
+poller playing the event source mapping, S3 uploads under incoming/ triggering the catalogue function, and the
+real API handler served over HTTP. Writes .pulse/local.json (contract 3)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pulse.local.api_server import serve_api
+from pulse.local.functions import LambdaContext, load_handler
+from pulse.local.stack import REPO_ROOT, LocalStack, forget_unpublished_metrics
+from pulse.local.template import PSEUDO_PARAMETERS
+
+log = logging.getLogger(__name__)
+LOCAL_ENVIRONMENT = {"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true"}
+
+
+@dataclass
+class LocalRuntime:
+    host: str = "127.0.0.1"
+    aws_port: int = 4566
+    api_port: int = 3000
+    parameters: dict[str, str] = field(default_factory=dict)
+    log_level: str = "WARNING"
+    root: Path = REPO_ROOT
+
+    def start(self) -> LocalRuntime:
+        self.stack = LocalStack(root=self.root, host=self.host, port=self.aws_port, parameters=self.parameters)
+        self.stack.start()
+        self._stop = threading.Event()
+        self._environment()
+        self.handlers = {logical_id: load_handler(self.stack.function(logical_id)) for logical_id in self._functions()}
+        self.pollers = self.stack.stream_pollers(log_level=self.log_level)
+        self._threads = [threading.Thread(target=poller.run, args=(self._stop,), name="pulse-poller", daemon=True)
+                         for poller in self.pollers]
+        self._threads.append(threading.Thread(target=self._watch_incoming, name="pulse-s3", daemon=True))
+        for thread in self._threads:
+            thread.start()
+        context = LambdaContext("ApiFunction", 1769, 29)
+        self.api_server = serve_api(lambda event: self._invoke("ApiFunction", event, context), self.host,
+                                    self.api_port)
+        self.api_port = self.api_server.server_address[1]
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.api_server.shutdown()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self.stack.stop()
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.api_port}"
+
+    def describe(self) -> dict[str, str]:
+        return {**self.stack.describe(), "api_url": self.api_url}
+
+    def write_description(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.describe(), indent=2) + "\n")
+
+    def put_events(self, events: Iterable[dict[str, Any]]) -> int:
+        """PutRecords in chunks of 500 (partition key = user_id), re-putting entries Kinesis refused."""
+        kinesis = self.stack.client("kinesis")
+        stream = self.stack.name_of("AWS::Kinesis::Stream")
+        batch: list[dict[str, Any]] = []
+        sent = 0
+        for event in events:
+            batch.append({"PartitionKey": event["user_id"], "Data": json.dumps(event).encode()})
+            if len(batch) == 500:
+                sent += _put_all(kinesis, stream, batch)
+                batch = []
+        return sent + (_put_all(kinesis, stream, batch) if batch else 0)
+
+    def wait_until_ingested(self, timeout: float = 600.0) -> None:
+        """Until every record put so far has been delivered to (and handled by) the ingest function."""
+        marks = [poller.polls_started for poller in self.pollers]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(poller.caught_up_since(mark) for poller, mark in zip(self.pollers, marks, strict=True)):
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"the ingest function did not catch up within {timeout} s")
+
+    def _invoke(self, logical_id: str, event: dict[str, Any], context: LambdaContext) -> Any:
+        try:
+            return self.handlers[logical_id](event, context)
+        finally:
+            forget_unpublished_metrics()
+
+    def _functions(self) -> list[str]:
+        return [logical_id for logical_id, spec in self.stack.template["Resources"].items()
+                if spec["Type"] == "AWS::Serverless::Function"]
+
+    def _environment(self) -> None:
+        """All functions run in this one process: their (disjoint) variables are set once, together."""
+        merged: dict[str, str] = {}
+        for logical_id in self._functions():
+            merged.update(self.stack.function(logical_id).environment)
+        merged.update(LOCAL_ENVIRONMENT)
+        merged["POWERTOOLS_LOG_LEVEL"] = self.log_level
+        os.environ.update(merged)
+
+    def _watch_incoming(self) -> None:
+        """Plays the bucket's "Object Created" notification for the catalogue function (JSONL under incoming/)."""
+        s3 = self.stack.client("s3")
+        bucket = self.stack.name_of("AWS::S3::Bucket")
+        seen: dict[str, str] = {}
+        while not self._stop.wait(1.0):
+            try:
+                listing = s3.list_objects_v2(Bucket=bucket, Prefix="incoming/").get("Contents", [])
+                for obj in listing:
+                    if obj["Key"].endswith(".jsonl") and seen.get(obj["Key"]) != obj["ETag"]:
+                        seen[obj["Key"]] = obj["ETag"]
+                        event = {"version": "0", "detail-type": "Object Created", "source": "aws.s3",
+                                 "region": PSEUDO_PARAMETERS["AWS::Region"],
+                                 "detail": {"bucket": {"name": bucket}, "object": {"key": obj["Key"]}}}
+                        result = self._invoke("CatalogFunction", event, LambdaContext("CatalogFunction", 3008, 900))
+                        log.warning("catalogue function: %s", json.dumps(result["results"]))
+            except Exception:  # noqa: BLE001 - keep watching; the error is logged
+                log.exception("incoming/ watcher error")
+
+
+def _put_all(kinesis: Any, stream: str, records: list[dict[str, Any]]) -> int:
+    pending = records
+    for attempt in range(8):
+        response = kinesis.put_records(StreamName=stream, Records=pending)
+        pending = [record for record, result in zip(pending, response["Records"], strict=True) if "ErrorCode" in result]
+        if not pending:
+            return len(records)
+        time.sleep(0.05 * 2**attempt)
+    raise RuntimeError(f"{len(pending)} records still refused by Kinesis after retries")

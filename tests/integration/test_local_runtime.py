@@ -1,0 +1,91 @@
+"""`pulse local up` (contract 3) and the MovieLens evaluation, end to end on the embedded stack."""
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+import boto3
+import pytest
+
+from pulse.local.evaluate import EvalOptions, Progress, run_evaluation
+from pulse.local.runtime import LocalRuntime
+from pulse.local.stack import REPO_ROOT
+from pulse.local.template import PLAYED_LOCALLY, PROVISIONED, load_template
+from tests.scenarios import catalog_lines
+
+
+def get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def post(url, body):
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, json.loads(response.read())
+
+
+def test_every_resource_type_of_the_template_is_created_or_played_locally():
+    template = load_template(REPO_ROOT / "template.yaml")
+    unknown = {spec["Type"] for spec in template["Resources"].values()} - PROVISIONED - PLAYED_LOCALLY
+    assert unknown == set(), f"the local stack does not know how to run {unknown}"
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    running = LocalRuntime(aws_port=0, api_port=0).start()
+    yield running
+    running.stop()
+
+
+def wait_for(check, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_a_plain_boto3_client_sees_its_events_in_the_api(runtime, tmp_path):
+    description = runtime.describe()
+    assert set(description) == {"aws_endpoint", "api_url", "region", "stream", "table", "bucket", "dlq"}
+    runtime.write_description(tmp_path / "local.json")
+    local = json.loads((tmp_path / "local.json").read_text())
+
+    s3 = boto3.client("s3", endpoint_url=local["aws_endpoint"], region_name=local["region"])
+    s3.put_object(Bucket=local["bucket"], Key="incoming/movies.jsonl", Body="\n".join(catalog_lines()).encode())
+    version = wait_for(lambda: get(local["api_url"] + "/health")[1]["catalog_version"])
+
+    kinesis = boto3.client("kinesis", endpoint_url=local["aws_endpoint"], region_name=local["region"])
+    now = time.time()
+    event = {"event_id": "lr-1", "user_id": "visitor", "type": "like", "item_id": "m1", "ts": now}
+    kinesis.put_record(StreamName=local["stream"], PartitionKey="visitor", Data=json.dumps(event).encode())
+    profile = wait_for(lambda: get(local["api_url"] + "/users/visitor/profile")[1].get("event_count"))
+    assert profile == 1
+    status, answer = get(local["api_url"] + "/users/visitor/recommendations?k=3")
+    assert status == 200 and answer["strategy"] == "personal" and answer["catalog_version"] == version
+
+    status, accepted = post(local["api_url"] + "/events", {"events": [{**event, "event_id": "lr-2"}]})
+    assert (status, accepted) == (202, {"accepted": 1, "rejected": []})
+    wait_for(lambda: get(local["api_url"] + "/users/visitor/profile")[1]["event_count"] == 2)
+    assert get(local["api_url"] + "/nowhere") == (404, {"error": "no route GET /nowhere", "detail": None})
+
+
+def test_the_evaluation_runs_end_to_end_on_a_few_users(tmp_path):
+    options = EvalOptions(max_users=25, out_dir=tmp_path, shift_users_per_pair=1, shift_steps=3)
+    report = run_evaluation(options, Progress(enabled=False))
+    methods = {result["name"]: result for result in report["results"]}
+    assert set(methods) == {"pulse", "popularity"} and methods["pulse"]["users"] == 25
+    for result in methods.values():
+        assert 0 <= result["hit"] <= 1 and 0 <= result["ndcg"] <= result["hit"] and result["coverage"] > 0
+    assert len(report["interest_shift"]["mean_share_by_step"]) == 3
+    assert report["freshness_seconds"]["samples"] == 3 * len(report["interest_shift"]["pairs"])
+    assert (tmp_path / "eval.png").read_bytes().startswith(b"\x89PNG")
+    assert "Hit@10" in report["table"]
