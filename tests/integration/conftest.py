@@ -7,13 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pulse import aws
 from pulse.local.functions import LambdaContext, function_environment, load_handler
 from pulse.local.stack import LocalStack
 from pulse.local.template import provision
-from pulse.runtime import ingest_pipeline
-from pulse.settings import settings
-from pulse.store import user_interest_model
+from pulse.runtime import reset_caches
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
@@ -30,12 +27,10 @@ def stack(moto_stack):
     """A clean account for every test: moto reset, the template's resources created again."""
     request = urllib.request.Request(f"{moto_stack.endpoint}/moto-api/reset", method="POST")
     urllib.request.urlopen(request).close()
+    moto_stack.activate()
     moto_stack.resources = provision(moto_stack.template, moto_stack.session())
-    for cache in (settings, ingest_pipeline, aws.client, user_interest_model):
-        cache.cache_clear()
     yield moto_stack
-    for cache in (settings, ingest_pipeline):
-        cache.cache_clear()
+    reset_caches()
 
 
 @pytest.fixture
@@ -82,11 +77,8 @@ def function_handler(stack, logical_id):
 def api(stack):
     """Call the real API handler like API Gateway would: api("GET", "/health") -> (status, json)."""
     from pulse.local.http import response_body
-    from pulse.runtime import api_service, event_publisher, live_catalog
     from tests.builders import http_event
 
-    for cache in (api_service, event_publisher, live_catalog):
-        cache.cache_clear()
     with function_handler(stack, "ApiFunction") as handler:
         def call(method, path, query="", body=None):
             response = handler(http_event(method, path, query, body))
@@ -94,8 +86,6 @@ def api(stack):
             return response["statusCode"], json.loads(raw) if raw else None
 
         yield call
-    for cache in (api_service, event_publisher, live_catalog):
-        cache.cache_clear()
 
 
 @pytest.fixture

@@ -135,15 +135,20 @@ class LiveCatalog:
 
     def current(self) -> CatalogVersion:
         """The version to serve; raises CatalogUnavailable when there is none."""
-        now = self.clock()
-        if self._checked_at is None or now - self._checked_at >= self.check_interval:
+        if self._due(self.clock()):
             with self._lock:
-                if self._checked_at is None or now - self._checked_at >= self.check_interval:
+                now = self.clock()
+                if self._due(now):
                     self._refresh()
                     self._checked_at = now
         if self._serving is None:
             raise CatalogUnavailable("no catalogue has been published yet (pulse catalog build FILE.jsonl)")
         return self._serving
+
+    def _due(self, now: float) -> bool:
+        """Check CURRENT once per interval; while nothing is served, on every call (the first version shows up
+        as soon as it is published)."""
+        return self._serving is None or self._checked_at is None or now - self._checked_at >= self.check_interval
 
     def _refresh(self) -> None:
         try:

@@ -77,3 +77,13 @@ def api_service() -> RecommendationService:
 @lru_cache(maxsize=1)
 def event_publisher() -> EventPublisher:
     return EventPublisher(settings().require("stream_name", "PULSE_STREAM"))
+
+
+def reset_caches() -> None:
+    """Forget everything built from the environment (tests and the local stack change it)."""
+    from pulse import aws
+    from pulse.store import user_interest_model
+
+    for cache in (settings, live_catalog, ingest_pipeline, api_service, event_publisher, user_interest_model):
+        cache.cache_clear()
+    aws.reset_clients()

@@ -46,8 +46,7 @@ class LocalStack:
         self._server = subprocess.Popen([sys.executable, "-m", "pulse.local.moto_process", self.host, str(self.port)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_for_port(self.host, self.port, self._server)
-        os.environ.update({**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint, "AWS_REGION": self.region,
-                           "AWS_DEFAULT_REGION": self.region})
+        self.activate()
         self.template = load_template(self.root / "template.yaml")
         unknown = set(self.parameters) - set(self.template.get("Parameters") or {})
         if unknown:
@@ -55,6 +54,14 @@ class LocalStack:
         self.resources = provision(self.template, self.session(), overrides=self.parameters)
         log.info("local AWS endpoint %s with %s", self.endpoint, ", ".join(sorted(self.resources)))
         return self
+
+    def activate(self) -> None:
+        """Point this process's AWS clients (boto3 and PynamoDB, through AWS_ENDPOINT_URL) at this stack."""
+        from pulse.runtime import reset_caches
+
+        os.environ.update({**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint, "AWS_REGION": self.region,
+                           "AWS_DEFAULT_REGION": self.region})
+        reset_caches()
 
     def stop(self) -> None:
         if self._server is not None:
