@@ -118,3 +118,22 @@ def test_pulse_local_up_writes_its_description_serves_and_stops_on_ctrl_c(tmp_pa
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output
     assert "local stack stopped" in output and not description.exists()
+
+
+def test_every_record_of_the_stream_is_archived_and_read_back_once(runtime):
+    import datetime as dt
+
+    from pulse.archive import ArchiveReadStats, read_archive
+
+    events = [{"event_id": f"ar-{i}", "user_id": f"archived-{i % 5}", "type": "view", "item_id": "m1",
+               "ts": 1_700_000_000 + i} for i in range(300)]
+    runtime.put_events(events + events[:10])  # producer retries are archived too, and read back once
+    kinesis = runtime.stack.client("kinesis")
+    kinesis.put_record(StreamName=runtime.stack.name_of("AWS::Kinesis::Stream"), PartitionKey="x", Data=b"{oops")
+    runtime.archiver.drain()
+    today = dt.datetime.now(dt.UTC).date()
+    stats = ArchiveReadStats()
+    archived = [event for event in read_archive(runtime.stack.name_of("AWS::S3::Bucket"), today, today, stats=stats)
+                if event.event_id.startswith("ar-")]
+    assert sorted(event.event_id for event in archived) == sorted(event["event_id"] for event in events)
+    assert stats.duplicates >= 10 and stats.invalid >= 1

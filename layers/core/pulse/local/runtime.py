@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pulse.local.api_server import serve_api
+from pulse.local.archiver import Archiver
 from pulse.local.functions import LambdaContext, load_handler
 from pulse.local.stack import REPO_ROOT, LocalStack, forget_unpublished_metrics
 from pulse.local.template import PSEUDO_PARAMETERS
@@ -31,6 +32,7 @@ class LocalRuntime:
     parameters: dict[str, str] = field(default_factory=dict)
     log_level: str = "WARNING"
     root: Path = REPO_ROOT
+    archive_interval_seconds: float = 5.0  # Firehose buffers 60 s on AWS; locally the archive catches up faster
 
     def start(self) -> LocalRuntime:
         # New catalogue versions show up within 2 s locally (30 s by default when deployed).
@@ -44,6 +46,11 @@ class LocalRuntime:
         self._threads = [threading.Thread(target=poller.run, args=(self._stop,), name="pulse-poller", daemon=True)
                          for poller in self.pollers]
         self._threads.append(threading.Thread(target=self._watch_incoming, name="pulse-s3", daemon=True))
+        self.archiver = Archiver(self.stack.client("kinesis"), self.stack.client("s3"),
+                                 self.stack.name_of("AWS::Kinesis::Stream"), self.stack.name_of("AWS::S3::Bucket"),
+                                 interval_seconds=self.archive_interval_seconds)
+        self._threads.append(threading.Thread(target=self.archiver.run, args=(self._stop,), name="pulse-archive",
+                                              daemon=True))
         for thread in self._threads:
             thread.start()
         context = LambdaContext("ApiFunction", 1769, 29)
