@@ -36,6 +36,13 @@ def test_top_k_agrees_with_a_full_sort(values, k):
     assert top_k(scores, k).tolist() == expected
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(-3, 3), min_size=1, max_size=80), st.integers(1, 20))
+def test_top_k_breaks_ties_by_index_like_a_stable_sort(values, k):
+    scores = np.array(values, dtype=np.float32)
+    assert top_k(scores, k).tolist() == np.argsort(-scores, kind="stable")[:k].tolist()
+
+
 def test_top_k_on_random_catalogues_matches_brute_force():
     catalog = random_catalog(n=5000, dim=32, seed=3)
     query = catalog.embeddings[7] + catalog.embeddings[9]

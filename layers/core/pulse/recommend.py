@@ -43,10 +43,12 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     k = min(k, finite)
     if k <= 0:
         return np.zeros(0, dtype=np.int64)
-    candidates = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-    candidates = candidates[np.isfinite(scores[candidates])]
-    order = np.lexsort((candidates, -scores[candidates]))
-    return candidates[order][:k]
+    # argpartition finds the k-th best value; the ties at that value are then taken in index order.
+    kth = scores[np.argpartition(-scores, k - 1)[k - 1]]
+    above = np.flatnonzero(scores > kth)
+    ties = np.flatnonzero(scores == kth)[: k - len(above)]
+    candidates = np.concatenate([above, ties])
+    return candidates[np.lexsort((candidates, -scores[candidates]))]
 
 
 def allowed_mask(catalog: CatalogVersion, *, exclude: set[str] | frozenset[str] = frozenset(),
