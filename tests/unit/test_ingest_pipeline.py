@@ -93,6 +93,9 @@ def test_a_transient_failure_holds_back_that_users_later_records_only(parts):
         def embeddings_for(self, item_ids):
             raise ConnectionError("injected: S3 unavailable")
 
+        def embed_texts(self, text_vectors):
+            return text_vectors
+
     parts["catalog"] = FailingCatalog()
     batch = records([
         behaviour("a", "u1", text="first text event", ts=10),

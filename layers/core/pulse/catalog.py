@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -14,12 +15,19 @@ class CatalogReader(Protocol):
         """Embeddings of the items the catalogue knows; unknown ids are simply absent."""
         ...
 
+    def embed_texts(self, text_vectors: np.ndarray) -> np.ndarray:
+        """Encoder vectors of behaviour texts -> the catalogue's item space."""
+        ...
+
 
 class EmptyCatalog:
-    """No catalogue published yet: every item is unknown."""
+    """No catalogue published yet: every item is unknown, texts stay in the encoder's space."""
 
     def embeddings_for(self, item_ids: Iterable[str]) -> dict[str, np.ndarray]:
         return {}
+
+    def embed_texts(self, text_vectors: np.ndarray) -> np.ndarray:
+        return text_vectors
 
 
 @dataclass(frozen=True, eq=False)
@@ -35,6 +43,11 @@ class CatalogVersion:
     available: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     popularity: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
     created_at: float = 0.0
+    # A hybrid version (pulse train): rows are [text block, collaborative block]; texts reach the same space
+    # through text_to_collab (ridge map learned on the warm items).
+    text_to_collab: np.ndarray | None = None
+    text_weight: float = 1.0
+    collab_weight: float = 0.0
 
     def __post_init__(self) -> None:
         count = len(self.item_ids)
@@ -67,6 +80,37 @@ class CatalogVersion:
 
     def embeddings_for(self, item_ids: Iterable[str]) -> dict[str, np.ndarray]:
         return {item_id: self.embeddings[self.index[item_id]] for item_id in item_ids if item_id in self.index}
+
+    @property
+    def is_hybrid(self) -> bool:
+        return self.text_to_collab is not None
+
+    def embed_texts(self, text_vectors: np.ndarray) -> np.ndarray:
+        """Encoder vectors -> this version's item space (a search moves the whole interest, not only text)."""
+        if self.text_to_collab is None:
+            return text_vectors
+        return hybrid_vectors(text_vectors, text_vectors @ self.text_to_collab, self.text_weight, self.collab_weight)
+
+
+def unit_rows(matrix: np.ndarray) -> np.ndarray:
+    matrix = np.asarray(matrix, dtype=np.float64)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
+
+
+def hybrid_vectors(text: np.ndarray, collab: np.ndarray, text_weight: float, collab_weight: float) -> np.ndarray:
+    """Row i = [sqrt(a) * t_i/|t_i|, sqrt(b) * c_i/|c_i|] with a = text_weight/(text_weight + collab_weight),
+    b = 1 - a (a zero block stays zero).
+
+    Rows are unit length (when both blocks are non-zero) and the dot product of two rows is
+    a * cos_text + b * cos_collab, so the weights are the blocks' shares of the similarity and scoring stays
+    one mat-vec over the concatenation.
+    """
+    if text_weight < 0 or collab_weight < 0 or text_weight + collab_weight <= 0:
+        raise ValueError("block weights must be non-negative and not both zero")
+    share = text_weight / (text_weight + collab_weight)
+    blocks = [math.sqrt(share) * unit_rows(text), math.sqrt(1.0 - share) * unit_rows(collab)]
+    return np.ascontiguousarray(np.hstack(blocks), dtype=np.float32)
 
 
 def in_memory_catalog(item_ids: Sequence[str], embeddings: np.ndarray, *, fingerprint: str = "test",

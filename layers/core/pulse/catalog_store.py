@@ -70,35 +70,64 @@ class S3CatalogRepository:
         if embeddings.dtype != np.float32 or embeddings.shape != (manifest["count"], manifest["dim"]):
             raise CatalogRefused(f"version {version}: embeddings are {embeddings.dtype}{embeddings.shape}, the "
                                  f"manifest says float32({manifest['count']}, {manifest['dim']})")
+        space = manifest.get("space") or {}
+        text_to_collab = None
+        if space.get("kind") == "hybrid":
+            body = self._get(base + "text_to_collab.npy")
+            if body is None or hashlib.sha256(body).hexdigest() != manifest["sha256"].get("text_to_collab.npy"):
+                raise CatalogRefused(f"version {version}: text_to_collab.npy is missing or does not match")
+            text_to_collab = np.load(io.BytesIO(body), allow_pickle=False)
+            if text_to_collab.shape[1] + space["text_dim"] != manifest["dim"]:
+                raise CatalogRefused(f"version {version}: text_to_collab is {text_to_collab.shape}, dim is "
+                                     f"{manifest['dim']}")
         try:
             return CatalogVersion(
                 version=version, item_ids=columns["item_ids"], embeddings=np.ascontiguousarray(embeddings),
                 encoder_fingerprint=manifest["encoder_fingerprint"], titles=columns["titles"],
                 categories=columns["categories"], available=np.array(columns["available"], dtype=bool),
                 popularity=np.array(columns["popularity"], dtype=np.float64),
-                created_at=float(manifest.get("created_at", 0)))
+                created_at=float(manifest.get("created_at", 0)), text_to_collab=text_to_collab,
+                text_weight=float(space.get("text_weight", 1.0)), collab_weight=float(space.get("collab_weight", 0.0)))
         except (KeyError, ValueError) as error:
             raise CatalogRefused(f"version {version}: {error}") from None
 
-    def publish(self, catalog: CatalogVersion) -> bool:
+    def load_training_state(self, version: str) -> dict[str, np.ndarray] | None:
+        """A hybrid version's text block, collaborative block and warm rows (what the next training aligns to)."""
+        body = self._get(f"{self.prefix}versions/{version}/training.npz")
+        if body is None:
+            return None
+        with np.load(io.BytesIO(body), allow_pickle=False) as arrays:
+            return {name: arrays[name] for name in arrays.files}
+
+    def publish(self, catalog: CatalogVersion, training_state: dict[str, np.ndarray] | None = None,
+                space: dict[str, Any] | None = None) -> bool:
         """Write the version (unless it is already complete) and point CURRENT at it. True if new files."""
         base = f"{self.prefix}versions/{catalog.version}/"
         written = False
         if self._get(base + "manifest.json") is None:
-            buffer = io.BytesIO()
-            np.save(buffer, np.ascontiguousarray(catalog.embeddings, dtype=np.float32), allow_pickle=False)
             files = {
-                "embeddings.npy": buffer.getvalue(),
+                "embeddings.npy": _npy(catalog.embeddings),
                 "items.json": json.dumps({
                     "item_ids": catalog.item_ids, "titles": catalog.titles, "categories": catalog.categories,
                     "available": catalog.available.tolist(), "popularity": catalog.popularity.tolist(),
                 }, ensure_ascii=False).encode("utf-8"),
             }
+            if catalog.text_to_collab is not None:
+                files["text_to_collab.npy"] = _npy(catalog.text_to_collab)
+            if training_state is not None:
+                buffer = io.BytesIO()
+                np.savez(buffer, **training_state)
+                files["training.npz"] = buffer.getvalue()
             for name, body in files.items():
                 self._put(base + name, body)
             manifest = {"version": catalog.version, "count": len(catalog), "dim": catalog.dim,
                         "encoder_fingerprint": catalog.encoder_fingerprint, "created_at": catalog.created_at,
                         "sha256": {name: hashlib.sha256(body).hexdigest() for name, body in files.items()}}
+            if catalog.is_hybrid:
+                manifest["space"] = {"kind": "hybrid", "text_weight": catalog.text_weight,
+                                     "collab_weight": catalog.collab_weight,
+                                     "text_dim": catalog.dim - catalog.text_to_collab.shape[1],
+                                     "collab_dim": int(catalog.text_to_collab.shape[1]), **(space or {})}
             self._put(base + "manifest.json", json.dumps(manifest, indent=1).encode())
             written = True
         self._put(f"{self.prefix}CURRENT", json.dumps({"version": catalog.version,
@@ -114,6 +143,12 @@ class S3CatalogRepository:
 
     def _put(self, key: str, body: bytes) -> None:
         aws.client("s3").put_object(Bucket=self.bucket, Key=key, Body=body)
+
+
+def _npy(matrix: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(matrix, dtype=np.float32), allow_pickle=False)
+    return buffer.getvalue()
 
 
 class LiveCatalog:
@@ -179,10 +214,17 @@ class LiveCatalog:
 
     def embeddings_for(self, item_ids):
         """CatalogReader for the ingest function: no catalogue yet -> every item is unknown."""
+        catalog = self._current_for_ingest()
+        return catalog.embeddings_for(item_ids) if catalog is not None else {}
+
+    def embed_texts(self, text_vectors):
+        catalog = self._current_for_ingest()
+        return catalog.embed_texts(text_vectors) if catalog is not None else text_vectors
+
+    def _current_for_ingest(self) -> CatalogVersion | None:
         try:
-            catalog = self.current()
+            return self.current()
         except CatalogUnavailable as error:
             if error.__cause__ is not None:
                 raise  # unreachable store: the records are retried
-            return {}
-        return catalog.embeddings_for(item_ids)
+            return None

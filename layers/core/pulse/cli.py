@@ -43,6 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--skip-invalid", action="store_true", help="publish the valid lines, report the others")
     build.add_argument("--batch-size", type=int, default=256)
 
+    trainer = commands.add_parser("train", help="learn the hybrid item space from the event archive and publish it")
+    trainer.add_argument("--bucket", help="catalogue/archive bucket (default: $PULSE_BUCKET, else the local stack's)")
+    trainer.add_argument("--days", type=int, default=30, help="archive window in days, ending today (default 30)")
+    trainer.add_argument("--until", type=lambda text: __import__("datetime").date.fromisoformat(text),
+                         help="last archive day (YYYY-MM-DD, default today, UTC)")
+    trainer.add_argument("--dim", type=int, default=128, help="collaborative dimensions (default 128)")
+    trainer.add_argument("--text-weight", type=float, default=0.25)
+    trainer.add_argument("--collab-weight", type=float, default=0.75)
+    trainer.add_argument("--seed", type=int, default=0)
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "local":
@@ -53,7 +63,26 @@ def main(argv: list[str] | None = None) -> int:
         return run(args.command, args)
     if args.command == "catalog":
         return catalog_build(args)
+    if args.command == "train":
+        return train(args)
     return 2
+
+
+def train(args: argparse.Namespace) -> int:
+    from pulse.catalog_store import S3CatalogRepository
+    from pulse.collaborative import SpaceConfig
+    from pulse.training import train_catalog
+
+    bucket = target_bucket(args.bucket)
+    config = SpaceConfig(dim=args.dim, text_weight=args.text_weight, collab_weight=args.collab_weight)
+    result = train_catalog(S3CatalogRepository(bucket), bucket, days=args.days, until=args.until, config=config,
+                           seed=args.seed)
+    print(f"catalogue {result.version} published (hybrid, from {result.base_version}): {result.events} events of "
+          f"{result.users} users, {result.warm_items}/{result.items} items with interactions; "
+          f"{result.seconds['total']:.1f} s training, ~{result.peak_bytes_estimate / 2**20:.0f} MiB peak; "
+          f"archive: {result.archive.lines} lines, {result.archive.invalid} invalid, "
+          f"{result.archive.duplicates} duplicates skipped")
+    return 0
 
 
 def local_up(args: argparse.Namespace) -> int:

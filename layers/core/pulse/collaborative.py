@@ -7,12 +7,13 @@ retrains are rotated onto the previous space so stored user interest stays meani
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
+
+from pulse.catalog import hybrid_vectors
 
 # Pairs are flushed into the sparse matrix in chunks so memory stays bounded whatever the neighbour count.
 _PAIR_CHUNK = 2_000_000
@@ -155,27 +156,6 @@ def procrustes(new: np.ndarray, old: np.ndarray, shared_mask: np.ndarray) -> np.
     A, B = np.asarray(new, dtype=np.float64)[shared_mask], np.asarray(old, dtype=np.float64)[shared_mask]
     left, _, right = np.linalg.svd(A.T @ B, full_matrices=False)
     return left @ right
-
-
-def hybrid_vectors(text: np.ndarray, collab: np.ndarray, text_weight: float, collab_weight: float) -> np.ndarray:
-    """Row i = [sqrt(a) * t_i/|t_i|, sqrt(b) * c_i/|c_i|] with a = text_weight/(text_weight + collab_weight),
-    b = 1 - a (a zero row stays zero).
-
-    Rows are unit length (when both blocks are non-zero) and the dot product of two rows is
-    a * cos_text + b * cos_collab, so the weights are the blocks' shares of the similarity and scoring stays
-    one mat-vec over the concatenation.
-    """
-    if text_weight < 0 or collab_weight < 0 or text_weight + collab_weight <= 0:
-        raise ValueError("block weights must be non-negative and not both zero")
-    share = text_weight / (text_weight + collab_weight)
-    blocks = [math.sqrt(share) * _unit_rows(text), math.sqrt(1.0 - share) * _unit_rows(collab)]
-    return np.ascontiguousarray(np.hstack(blocks), dtype=np.float32)
-
-
-def _unit_rows(matrix: np.ndarray) -> np.ndarray:
-    matrix = np.asarray(matrix, dtype=np.float64)
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
 
 
 @dataclass(frozen=True)

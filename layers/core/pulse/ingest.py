@@ -116,7 +116,8 @@ class IngestPipeline:
                                           "has no text to embed", pending.record))
         if needs_text:
             try:
-                encoded = self.embedder.encode([valid[index].event.text for index in needs_text])
+                encoded = self.catalog.embed_texts(self.embedder.encode([valid[index].event.text
+                                                                         for index in needs_text]))
                 vectors.update(zip(needs_text, encoded, strict=True))
                 report.texts_embedded += len(needs_text)
             except Exception:  # noqa: BLE001 - the encoder failed: retry these records later

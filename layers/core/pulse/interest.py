@@ -201,7 +201,10 @@ def _fold_into_scales(user: UserInterest, fresh: Sequence[EmbeddedEvent], settin
     weights = np.array([item.weight for item in fresh], dtype=np.float64)
     embeddings = np.stack([item.embedding for item in fresh])
     for name, half_life in settings.half_lives.items():
-        state = user.scales.get(name) or ScaleState.empty(embeddings.shape[1])
+        state = user.scales.get(name)
+        if state is None or state.vector.shape != (embeddings.shape[1],):
+            # No state yet, or state from another item space (the first switch to a hybrid catalogue): restart.
+            state = ScaleState.empty(embeddings.shape[1])
         user.scales[name] = fold_events(state, times, weights, embeddings, half_life)
 
 

@@ -1,0 +1,103 @@
+"""The hybrid item space end to end: archive -> pulse train -> hybrid catalogue -> ingest and API use it."""
+
+import datetime as dt
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from pulse.catalog_store import S3CatalogRepository
+from pulse.collaborative import SpaceConfig
+from pulse.training import train_catalog
+from tests.builders import behaviour, kinesis_event
+from tests.integration.conftest import upload_catalog
+from tests.scenarios import GENRE_TITLES, catalog_items, catalog_lines
+
+DAY = dt.date(2026, 11, 20)
+T0 = dt.datetime(2026, 11, 20, 8, tzinfo=dt.UTC).timestamp()
+COLD = [{"item_id": "cold-horror", "title": "Scream 2 (1997)", "categories": ["Horror"]},
+        {"item_id": "cold-animation", "title": "Toy Story 2 (1999)", "categories": ["Animation"]}]
+CONFIG = SpaceConfig(dim=8, text_weight=0.25, collab_weight=0.75)
+
+
+def genre_items(genre):
+    return [item["item_id"] for item in catalog_items() if item["categories"] == [genre]]
+
+
+def archive_sessions(stack):
+    """60 users, each rating six movies of one genre within an hour, as Firehose would have archived them."""
+    lines = []
+    rng = np.random.default_rng(7)
+    for user in range(60):
+        genre = list(GENRE_TITLES)[user % 4]
+        for step, item in enumerate(rng.permutation(genre_items(genre))[:6]):
+            lines.append(json.dumps(behaviour(f"a-{user}-{step}", f"fan-{user}", type="rate", item_id=str(item),
+                                              value=5, ts=T0 + user * 3600 + step * 300)))
+    lines.append("{not json")
+    body = gzip.compress(("\n".join(lines) + "\n").encode())
+    stack.client("s3").put_object(Bucket=stack.name_of("AWS::S3::Bucket"), Key=f"archive/dt={DAY}/part-1.gz",
+                                  Body=body)
+
+
+@pytest.fixture
+def trained(stack, catalog_function):
+    upload_catalog(stack, catalog_function, catalog_lines() + [json.dumps(item) for item in COLD])
+    archive_sessions(stack)
+    bucket = stack.name_of("AWS::S3::Bucket")
+    return train_catalog(S3CatalogRepository(bucket), bucket, days=3, until=DAY, config=CONFIG, seed=0)
+
+
+def genre_of(item_id):
+    lookup = {item["item_id"]: item["categories"][0] for item in catalog_items() + COLD}
+    return lookup[item_id]
+
+
+def test_training_publishes_a_hybrid_version_from_the_archive(stack, api, trained):
+    assert trained.events == 360 and trained.users == 60 and trained.archive.invalid == 1
+    assert trained.warm_items == 32  # every movie was rated; the two cold items were not
+    health = api("GET", "/health")[1]
+    assert health["catalog_version"] == trained.version and health["item_count"] == 34
+    catalog = S3CatalogRepository(stack.name_of("AWS::S3::Bucket")).load(trained.version, None)
+    assert catalog.is_hybrid and catalog.dim == 384 + 8
+    np.testing.assert_allclose(np.linalg.norm(catalog.embeddings, axis=1), 1.0, atol=1e-5)
+
+
+def test_cold_items_are_recommendable_and_a_search_moves_the_whole_interest(stack, api, ingest, trained):
+    horror = genre_items("Horror")[:3]
+    ingest(kinesis_event([behaviour(f"c{i}", "newcomer", type="like", item_id=item, ts=T0 + 10 * 86400 + i)
+                          for i, item in enumerate(horror)]))
+    answer = api("GET", "/users/newcomer/recommendations", f"k=6&at={T0 + 10 * 86400 + 60}")[1]
+    assert answer["strategy"] == "personal" and answer["catalog_version"] == trained.version
+    recommended = [item["item_id"] for item in answer["items"]]
+    assert "cold-horror" in recommended  # no interactions: its collaborative block comes from its text
+    assert all(genre_of(item) == "Horror" for item in recommended[:4])
+
+    ingest(kinesis_event([behaviour("s1", "searcher", type="search", text="animated cartoon for kids",
+                                    ts=T0 + 10 * 86400)], first_sequence=50))
+    answer = api("GET", "/users/searcher/recommendations", f"k=3&at={T0 + 10 * 86400 + 1}")[1]
+    assert [genre_of(item["item_id"]) for item in answer["items"]] == ["Animation"] * 3
+
+
+def test_retraining_with_another_seed_keeps_users_recommendations(stack, api, ingest, trained):
+    users = [f"fan-{user}" for user in range(12)]
+    events = []
+    for index, user in enumerate(users):
+        genre = list(GENRE_TITLES)[index % 4]
+        events += [behaviour(f"r-{user}-{step}", user, type="like", item_id=item, ts=T0 + 20 * 86400 + step)
+                   for step, item in enumerate(genre_items(genre)[:2])]
+    ingest(kinesis_event(events, first_sequence=100))
+
+    def top10():
+        return {user: [item["item_id"] for item in
+                       api("GET", f"/users/{user}/recommendations", f"k=10&at={T0 + 20 * 86400 + 60}")[1]["items"]]
+                for user in users}
+
+    before = top10()
+    bucket = stack.name_of("AWS::S3::Bucket")
+    again = train_catalog(S3CatalogRepository(bucket), bucket, days=3, until=DAY, config=CONFIG, seed=1)
+    assert again.version != trained.version
+    assert api("GET", "/health")[1]["catalog_version"] == again.version
+    after = top10()
+    overlap = np.mean([len(set(before[user]) & set(after[user])) for user in users])
+    assert overlap >= 8, overlap
