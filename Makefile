@@ -47,13 +47,16 @@ test: install encoder
 
 build: install encoder
 	$(SAM) build --cached --parallel
-	$(PY) -m pulse_encoder.layer_size .aws-sam/build/EncoderLayer .aws-sam/build/CoreLayer .aws-sam/build/IngestFunction .aws-sam/build/ApiFunction .aws-sam/build/CatalogFunction
+	$(PY) -m pulse_encoder.layer_size .aws-sam/build/EncoderLayer .aws-sam/build/CoreLayer .aws-sam/build/IngestFunction
+	$(PY) -m pulse_encoder.layer_size .aws-sam/build/TrainingLayer .aws-sam/build/CoreLayer .aws-sam/build/TrainFunction
 
 demo: $(VENV)/.installed encoder
 	$(PY) -m pulse.cli demo
 
 eval: $(VENV)/.installed encoder
 	$(PY) -m pulse.cli eval
+	# The standard protocol (item space trained on all but each user's last two), offline, same data.
+	$(PY) -m pulse.offline_eval
 
 local: $(VENV)/.installed encoder
 	$(PY) -m pulse.cli local up

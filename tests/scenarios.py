@@ -110,6 +110,10 @@ OTHER_EVENTS = {
     "api-health": lambda: http_event("GET", "/health", **FIXED),
     "api-post-events": lambda: http_event("POST", "/events", body={"events": valid_batch()[:3]}, **FIXED),
     "catalog-s3-put": lambda: s3_put_event("pulse-catalog-bucket", "incoming/catalog.jsonl"),
+    "train-schedule": lambda: {
+        "version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa", "detail-type": "Scheduled Event",
+        "source": "aws.events", "account": "123456789012", "time": "2026-11-23T03:00:00Z", "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/pulse-TrainFunctionDaily"], "detail": {}},
 }
 
 

@@ -37,10 +37,16 @@ def test_every_resource_type_of_the_template_is_created_or_played_locally():
 
 
 @pytest.fixture(scope="module")
-def runtime():
+def started_runtime():
     running = LocalRuntime(aws_port=0, api_port=0).start()
     yield running
     running.stop()
+
+
+@pytest.fixture
+def runtime(started_runtime):
+    started_runtime.stack.activate()  # other tests may have pointed this process at another endpoint
+    return started_runtime
 
 
 def wait_for(check, timeout=15.0):

@@ -244,12 +244,17 @@ BLOCKS = {"text-only": ((1.0, 0.0),), "collab-only": ((0.0, 1.0),), "hybrid": ((
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--text", type=Path, default=Path("/tmp/ml_text.npy"), help="cache of the text vectors")
+    parser.add_argument("--text", type=Path, help="text vectors cache (default: .pulse/build/, per encoder)")
     parser.add_argument("--dim", type=int, default=SpaceConfig.dim)
     parser.add_argument("--seeds", type=int, default=1, help="also report test Hit/NDCG over this many seeds")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     split = load_split()
+    if args.text is None:
+        from pulse.runtime import encoder_fingerprint
+
+        args.text = Path(".pulse/build") / f"ml_text-{(encoder_fingerprint() or 'unknown')[:16]}.npy"
+        args.text.parent.mkdir(parents=True, exist_ok=True)
     text = text_matrix(split, args.text)
     config = replace(SpaceConfig(), dim=args.dim)
     space, peak = train_measured(split, text, config, seed=0)

@@ -38,6 +38,10 @@ class Settings:
     stream_name: str | None = None
     min_strength: float = 1e-3
     catalog_skip_invalid: bool = False
+    training_days: int = 30
+    collab_dim: int = 128
+    text_weight: float = 0.25
+    collab_weight: float = 0.75
 
     @property
     def interest(self) -> InterestSettings:
@@ -83,6 +87,10 @@ class Settings:
             stream_name=env.get("PULSE_STREAM") or None,
             min_strength=_number(env, "PULSE_MIN_STRENGTH", 1e-3, minimum=0),
             catalog_skip_invalid=_flag(env, "PULSE_CATALOG_SKIP_INVALID"),
+            training_days=int(_number(env, "PULSE_TRAINING_DAYS", 30, minimum=1, integer=True)),
+            collab_dim=int(_number(env, "PULSE_COLLAB_DIM", 128, minimum=2, integer=True)),
+            text_weight=_number(env, "PULSE_TEXT_WEIGHT", 0.25, minimum=0),
+            collab_weight=_number(env, "PULSE_COLLAB_WEIGHT", 0.75, minimum=0),
         )
 
     def require(self, name: str, variable: str) -> str:

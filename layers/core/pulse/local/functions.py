@@ -47,6 +47,7 @@ class FunctionSpec:
     memory: int
     timeout: float
     events: dict[str, dict[str, Any]]
+    layers: list[str]  # logical ids of the template's layers, in order
 
 
 def function_spec(template: dict[str, Any], logical_id: str, root: Path, resolver: TemplateResolver) -> FunctionSpec:
@@ -65,6 +66,7 @@ def function_spec(template: dict[str, Any], logical_id: str, root: Path, resolve
         timeout=float(resolver.value(properties.get("Timeout", globals_.get("Timeout", 3)))),
         events={name: {"Type": event["Type"], **resolver.value(event.get("Properties") or {})}
                 for name, event in (properties.get("Events") or {}).items()},
+        layers=[layer["Ref"] for layer in properties.get("Layers", []) if isinstance(layer, dict) and "Ref" in layer],
     )
 
 
