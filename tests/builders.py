@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
+
+from pulse.stream import lambda_record
 
 STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/pulse-event-stream"
 SHARD = "shardId-000000000000"
@@ -29,23 +30,9 @@ def kinesis_record(data: bytes | str | dict[str, Any] | list[Any], sequence: int
             partition_key = partition_key or str(data.get("user_id", "unknown"))
         data = json.dumps(data)
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    sequence_number = str(BASE_SEQUENCE + sequence)
-    return {
-        "kinesis": {
-            "kinesisSchemaVersion": "1.0",
-            "partitionKey": partition_key or "unknown",
-            "sequenceNumber": sequence_number,
-            "data": base64.b64encode(raw).decode("ascii"),
-            "approximateArrivalTimestamp": arrival,
-        },
-        "eventSource": "aws:kinesis",
-        "eventVersion": "1.0",
-        "eventID": f"{shard}:{sequence_number}",
-        "eventName": "aws:kinesis:record",
-        "invokeIdentityArn": "arn:aws:iam::123456789012:role/pulse-ingest-role",
-        "awsRegion": "us-east-1",
-        "eventSourceARN": STREAM_ARN,
-    }
+    return lambda_record(shard_id=shard, sequence_number=str(BASE_SEQUENCE + sequence),
+                         partition_key=partition_key or "unknown", data=raw, arrival=arrival, stream_arn=STREAM_ARN,
+                         region="us-east-1", role_arn="arn:aws:iam::123456789012:role/pulse-ingest-role")
 
 
 def kinesis_event(payloads: list[Any], *, first_sequence: int = 1) -> dict[str, Any]:

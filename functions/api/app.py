@@ -1,5 +1,6 @@
 """API function: the HTTP API of DESIGN.md (contract 2) — the Lambda face only; the work is in pulse.service."""
 
+from functools import lru_cache
 from typing import Annotated
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -74,9 +75,14 @@ def health() -> HealthResponse:
 
 @app.get("/openapi.json", include_in_schema=False)
 def openapi():
-    schema = app.get_openapi_json_schema(title="Pulse", version="1.0.0",
-                                         description="Real-time interest capture for recommendations")
-    return Response(200, content_types.APPLICATION_JSON, schema)
+    return Response(200, content_types.APPLICATION_JSON, openapi_document())
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> str:
+    """Generated from the routes once per container."""
+    return app.get_openapi_json_schema(title="Pulse", version="1.0.0",
+                                       description="Real-time interest capture for recommendations")
 
 
 def error(status: int, message: str, detail=None) -> Response:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 INSTALL_HINT = "pip install --no-deps recbole==1.2.1"
-# RecBole marks a missing year/genre with these placeholders (sic: "unkonwn" for item 267).
+# Values the data uses for a missing year or genre; item 267 spells it "unkonwn" in the file itself.
 _PLACEHOLDERS = frozenset({"unknown", "unkonwn"})
 _TRAILING_YEAR = re.compile(r"^(?P<title>.*?)\s*\((?P<year>\d{4})\)$")
 

@@ -40,3 +40,24 @@ class StreamRecord:
             arrival_ts=kinesis.get("approximateArrivalTimestamp"),
             event_source_arn=record.get("eventSourceARN"),
         )
+
+
+def lambda_record(*, shard_id: str, sequence_number: str, partition_key: str, data: bytes, arrival: float,
+                  stream_arn: str, region: str, role_arn: str) -> dict[str, Any]:
+    """A record as a Kinesis event source mapping hands it to the function (the inverse of from_lambda)."""
+    return {
+        "kinesis": {
+            "kinesisSchemaVersion": "1.0",
+            "partitionKey": partition_key,
+            "sequenceNumber": sequence_number,
+            "data": base64.b64encode(data).decode("ascii"),
+            "approximateArrivalTimestamp": arrival,
+        },
+        "eventSource": "aws:kinesis",
+        "eventVersion": "1.0",
+        "eventID": f"{shard_id}:{sequence_number}",
+        "eventName": "aws:kinesis:record",
+        "invokeIdentityArn": role_arn,
+        "awsRegion": region,
+        "eventSourceARN": stream_arn,
+    }

@@ -16,7 +16,7 @@ import urllib.parse
 import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,6 @@ class Progress:
     """tqdm if present (the CLI), silent otherwise (tests)."""
 
     enabled: bool = True
-    bars: list[Any] = field(default_factory=list)
 
     def bar(self, total: int, description: str) -> Any:
         if not self.enabled:

@@ -7,7 +7,6 @@ receives only the batch's coordinates).
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import threading
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pulse.local.functions import Handler, LambdaContext
+from pulse.stream import lambda_record
 
 log = logging.getLogger(__name__)
 
@@ -207,22 +207,11 @@ class StreamPoller:
 
     def _lambda_record(self, shard_id: str, record: dict[str, Any]) -> dict[str, Any]:
         arrival = record["ApproximateArrivalTimestamp"]
-        return {
-            "kinesis": {
-                "kinesisSchemaVersion": "1.0",
-                "partitionKey": record["PartitionKey"],
-                "sequenceNumber": record["SequenceNumber"],
-                "data": base64.b64encode(record["Data"]).decode("ascii"),
-                "approximateArrivalTimestamp": arrival.timestamp() if hasattr(arrival, "timestamp") else arrival,
-            },
-            "eventSource": "aws:kinesis",
-            "eventVersion": "1.0",
-            "eventID": f"{shard_id}:{record['SequenceNumber']}",
-            "eventName": "aws:kinesis:record",
-            "invokeIdentityArn": "arn:aws:iam::123456789012:role/pulse-local",
-            "awsRegion": self.kinesis.meta.region_name,
-            "eventSourceARN": self.stream_arn,
-        }
+        return lambda_record(shard_id=shard_id, sequence_number=record["SequenceNumber"],
+                             partition_key=record["PartitionKey"], data=record["Data"],
+                             arrival=arrival.timestamp() if hasattr(arrival, "timestamp") else arrival,
+                             stream_arn=self.stream_arn, region=self.kinesis.meta.region_name,
+                             role_arn="arn:aws:iam::123456789012:role/pulse-local")
 
 
 def sqs_destination(sqs: Any, queue_url: str) -> Callable[[dict[str, Any]], None]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterable
@@ -16,12 +15,10 @@ from typing import Any
 
 from pulse.local.api_server import serve_api
 from pulse.local.archiver import Archiver
-from pulse.local.functions import LambdaContext, load_handler
-from pulse.local.stack import REPO_ROOT, LocalStack, forget_unpublished_metrics
+from pulse.local.stack import REPO_ROOT, LocalStack
 from pulse.local.template import PSEUDO_PARAMETERS
 
 log = logging.getLogger(__name__)
-LOCAL_ENVIRONMENT = {"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true"}
 
 
 @dataclass
@@ -40,8 +37,6 @@ class LocalRuntime:
         self.stack = LocalStack(root=self.root, host=self.host, port=self.aws_port, parameters=parameters)
         self.stack.start()
         self._stop = threading.Event()
-        self._environment()
-        self.handlers = {logical_id: load_handler(self.stack.function(logical_id)) for logical_id in self._functions()}
         self.pollers = self.stack.stream_pollers(log_level=self.log_level)
         self._threads = [threading.Thread(target=poller.run, args=(self._stop,), name="pulse-poller", daemon=True)
                          for poller in self.pollers]
@@ -53,9 +48,7 @@ class LocalRuntime:
                                               daemon=True))
         for thread in self._threads:
             thread.start()
-        context = LambdaContext("ApiFunction", 1769, 29)
-        self.api_server = serve_api(lambda event: self._invoke("ApiFunction", event, context), self.host,
-                                    self.api_port)
+        self.api_server = serve_api(lambda event: self.stack.invoke("ApiFunction", event), self.host, self.api_port)
         self.api_port = self.api_server.server_address[1]
         return self
 
@@ -100,25 +93,6 @@ class LocalRuntime:
             time.sleep(0.05)
         raise TimeoutError(f"the ingest function did not catch up within {timeout} s")
 
-    def _invoke(self, logical_id: str, event: dict[str, Any], context: LambdaContext) -> Any:
-        try:
-            return self.handlers[logical_id](event, context)
-        finally:
-            forget_unpublished_metrics()
-
-    def _functions(self) -> list[str]:
-        return [logical_id for logical_id, spec in self.stack.template["Resources"].items()
-                if spec["Type"] == "AWS::Serverless::Function"]
-
-    def _environment(self) -> None:
-        """All functions run in this one process: their (disjoint) variables are set once, together."""
-        merged: dict[str, str] = {}
-        for logical_id in self._functions():
-            merged.update(self.stack.function(logical_id).environment)
-        merged.update(LOCAL_ENVIRONMENT)
-        merged["POWERTOOLS_LOG_LEVEL"] = self.log_level
-        os.environ.update(merged)
-
     def _watch_incoming(self) -> None:
         """Plays the bucket's "Object Created" notification for the catalogue function (JSONL under incoming/)."""
         s3 = self.stack.client("s3")
@@ -133,7 +107,7 @@ class LocalRuntime:
                         event = {"version": "0", "detail-type": "Object Created", "source": "aws.s3",
                                  "region": PSEUDO_PARAMETERS["AWS::Region"],
                                  "detail": {"bucket": {"name": bucket}, "object": {"key": obj["Key"]}}}
-                        result = self._invoke("CatalogFunction", event, LambdaContext("CatalogFunction", 3008, 900))
+                        result = self.stack.invoke("CatalogFunction", event)
                         log.warning("catalogue function: %s", json.dumps(result["results"]))
             except Exception:  # noqa: BLE001 - keep watching; the error is logged
                 log.exception("incoming/ watcher error")

@@ -14,13 +14,14 @@ from typing import Any
 
 import boto3
 
-from pulse.local.functions import FunctionSpec, LambdaContext, function_environment, function_spec, load_handler
+from pulse.local.functions import FunctionSpec, LambdaContext, function_spec, load_handler
 from pulse.local.poller import MappingSettings, StreamPoller, sqs_destination
 from pulse.local.template import ProvisionedResource, TemplateResolver, load_template, provision
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[4]
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "pulse-local", "AWS_SECRET_ACCESS_KEY": "pulse-local"}
+LOCAL_ENVIRONMENT = {"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true"}
 
 
 @dataclass
@@ -32,6 +33,7 @@ class LocalStack:
     parameters: dict[str, str] = field(default_factory=dict)  # like sam deploy --parameter-overrides
     resources: dict[str, ProvisionedResource] = field(default_factory=dict)
     _server: Any = None
+    _handlers: dict[str, Any] = field(default_factory=dict)
 
     @property
     def endpoint(self) -> str:
@@ -88,41 +90,60 @@ class LocalStack:
         resolver = TemplateResolver(self.template, overrides=self.parameters, resources=self.resources)
         return function_spec(self.template, logical_id, self.root, resolver)
 
+    def functions(self) -> list[str]:
+        return [logical_id for logical_id, spec in self.template["Resources"].items()
+                if spec["Type"] == "AWS::Serverless::Function"]
+
+    def use_function_environments(self, log_level: str | None = None) -> None:
+        """All functions run in this one process: their (disjoint) variables are set once, together, with
+        tracing off and metrics not printed (no X-Ray daemon, no CloudWatch here)."""
+        from pulse.runtime import reset_caches
+
+        merged: dict[str, str] = {}
+        for logical_id in self.functions():
+            merged.update(self.function(logical_id).environment)
+        merged.update(LOCAL_ENVIRONMENT)
+        if log_level:
+            merged["POWERTOOLS_LOG_LEVEL"] = log_level
+        os.environ.update(merged)
+        reset_caches()
+
+    def handler(self, logical_id: str) -> Any:
+        """The function's handler, imported once per stack (one container per function)."""
+        if logical_id not in self._handlers:
+            self._handlers[logical_id] = load_handler(self.function(logical_id))
+        return self._handlers[logical_id]
+
+    def invoke(self, logical_id: str, event: dict[str, Any], context: Any = None) -> Any:
+        """Call the function as Lambda would: its handler, a context with its memory and timeout."""
+        if context is None:
+            function = self.function(logical_id)
+            context = LambdaContext(logical_id, function.memory, function.timeout)
+        try:
+            return self.handler(logical_id)(event, context)
+        finally:
+            forget_unpublished_metrics()
+
     def stream_pollers(self, log_level: str | None = None) -> list[StreamPoller]:
         """One poller per Kinesis event source of the template's functions, with the mapping's settings."""
+        self.use_function_environments(log_level)
         pollers = []
-        for logical_id, spec in self.template["Resources"].items():
-            if spec["Type"] != "AWS::Serverless::Function":
-                continue
+        for logical_id in self.functions():
             function = self.function(logical_id)
             for event in function.events.values():
-                if event["Type"] != "Kinesis":
-                    continue
-                pollers.append(self._poller(function, event, log_level))
+                if event["Type"] == "Kinesis":
+                    pollers.append(self._poller(function, event))
         return pollers
 
-    def _poller(self, function: FunctionSpec, event: dict[str, Any], log_level: str | None) -> StreamPoller:
+    def _poller(self, function: FunctionSpec, event: dict[str, Any]) -> StreamPoller:
         stream = self._resource_for_arn_ref(event["Stream"])
-        # No X-Ray daemon and no CloudWatch here: tracing off, metrics not printed.
-        local_environment = {"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true"}
-        if log_level:
-            local_environment["POWERTOOLS_LOG_LEVEL"] = log_level
-        with function_environment(function, local_environment):
-            handler = load_handler(function)
         destination = ((event.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
         on_failure = None
         if destination is not None:
             on_failure = sqs_destination(self.client("sqs"), self._resource_for_arn_ref(destination).name)
-
-        def invoke(payload: dict[str, Any], context: Any) -> Any:
-            with function_environment(function, local_environment):
-                try:
-                    return handler(payload, context)
-                finally:
-                    forget_unpublished_metrics()
-
         context = LambdaContext(function.logical_id, function.memory, function.timeout)
-        return StreamPoller(self.client("kinesis"), stream.name, invoke, context,
+        return StreamPoller(self.client("kinesis"), stream.name,
+                            lambda payload, context: self.invoke(function.logical_id, payload, context), context,
                             MappingSettings.from_event(event), on_failure)
 
     def _resource_for_arn_ref(self, reference: str) -> ProvisionedResource:
