@@ -78,6 +78,12 @@ def test_type_weights_use_ratings_and_dwell():
     assert weight("view", 600) == weight("view") == 0.5
 
 
+def test_flat_rating_weighting_counts_every_rating_alike():
+    flat = TypeWeights(DEFAULT_TYPE_WEIGHTS, rating_weighting="flat")
+    weights = {flat.weight(BehaviourEvent("e", "u", "rate", 0.0, item_id="i", value=stars)) for stars in (1, 3, 5)}
+    assert weights == {DEFAULT_TYPE_WEIGHTS["rate"]}
+
+
 times = st.lists(st.floats(min_value=0, max_value=90 * 86400, allow_nan=False), min_size=1, max_size=12)
 
 

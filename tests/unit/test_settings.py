@@ -19,8 +19,9 @@ def test_overrides_in_both_notations():
         "PULSE_BLEND_WEIGHTS": '{"session": 0.7, "week": 0.3}',
         "PULSE_TYPE_WEIGHTS": "purchase=5,skip=-1",
         "PULSE_RECENT_ITEMS": "50", "PULSE_TTL_DAYS": "30", "PULSE_ENCODER_THREADS": "2",
-        "PULSE_TABLE": "t", "PULSE_DLQ_URL": "https://sqs/q",
+        "PULSE_TABLE": "t", "PULSE_DLQ_URL": "https://sqs/q", "PULSE_RATING_WEIGHTING": "Flat",
     })
+    assert config.type_weights.rating_weighting == "flat"
     assert config.half_lives == {"session": 600.0, "week": 604800.0}
     assert config.blend_weights == {"session": 0.7, "week": 0.3}
     assert config.type_weights.by_type["purchase"] == 5 and config.type_weights.by_type["view"] == 0.5
@@ -37,6 +38,7 @@ def test_overrides_in_both_notations():
     ({"PULSE_DEDUP_WINDOW": "0"}, "PULSE_DEDUP_WINDOW='0' must be at least 1"),
     ({"PULSE_TTL_DAYS": "inf"}, "PULSE_TTL_DAYS='inf' is not finite"),
     ({"PULSE_RATING_MAX": "2"}, "PULSE_RATING_MAX must be greater than PULSE_RATING_NEUTRAL"),
+    ({"PULSE_RATING_WEIGHTING": "loud"}, "PULSE_RATING_WEIGHTING='loud' must be one of stars, flat"),
 ])
 def test_errors_name_the_variable(environ, message):
     with pytest.raises(ConfigurationError) as error:

@@ -29,9 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, help_text in (("eval", "MovieLens-100K through the real pipeline: quality, interest shift, freshness"),
                             ("demo", "install-free tour: replay MovieLens-100K, show users and recommendations")):
         command = commands.add_parser(name, help=help_text)
-        command.add_argument("--half-lives", help="e.g. short=1800,long=2592000 (seconds)")
-        command.add_argument("--blend-weights", help="e.g. short=0.5,long=0.5")
+        command.add_argument("--half-lives", help="seconds per time scale (default short=60,long=86400)")
+        command.add_argument("--blend-weights", help="time scales' weights (default short=1,long=0.2)")
+        command.add_argument("--rating-weighting", choices=("stars", "flat"), help="default flat")
         command.add_argument("--type-weights", help="e.g. rate=2,view=0.5")
+        command.add_argument("--text-weight", type=float, help="text block's share (default 0.25)")
+        command.add_argument("--collab-weight", type=float, help="collaborative block's share (default 0.75)")
+        command.add_argument("--retrain-days", type=float,
+                             help="train the item space every this many simulated days (default 7; 0 never)")
         command.add_argument("--batch-size", type=int, help="IngestBatchSize (default: the template's)")
         command.add_argument("--out-dir", type=Path, default=Path(".pulse"))
 

@@ -77,16 +77,21 @@ def blend(vectors: Mapping[str, np.ndarray], blend_weights: Mapping[str, float])
 
 @dataclass(frozen=True, slots=True)
 class TypeWeights:
-    """How much each behaviour counts; negative for dislike/skip. Ratings and dwell scale the weight."""
+    """How much each behaviour counts; negative for dislike/skip. Ratings and dwell scale the weight.
+
+    rating_weighting "stars": a rating's stars scale its weight (below rating_neutral it counts against);
+    "flat": every rating counts its type weight (a rating says the user engaged with the item).
+    """
 
     by_type: Mapping[str, float]
     rating_neutral: float = 2.5
     rating_max: float = 5.0
     full_dwell_seconds: float = 30.0
+    rating_weighting: str = "stars"
 
     def weight(self, event: BehaviourEvent) -> float:
         base = self.by_type[event.type]
-        if event.type == "rate" and event.value is not None:
+        if event.type == "rate" and event.value is not None and self.rating_weighting == "stars":
             span = self.rating_max - self.rating_neutral
             return base * float(np.clip((event.value - self.rating_neutral) / span, -1.0, 1.0))
         if event.type == "view" and event.value is not None:
@@ -98,6 +103,7 @@ DEFAULT_TYPE_WEIGHTS: dict[str, float] = {
     "view": 0.5, "click": 1.0, "add_to_cart": 2.0, "purchase": 3.0, "like": 2.0,
     "dislike": -2.0, "skip": -0.5, "rate": 2.0, "search": 1.0,
 }
+RATING_WEIGHTINGS = ("stars", "flat")
 
 
 def event_digest(event_id: str) -> bytes:

@@ -23,7 +23,15 @@ import numpy as np
 from pulse.collaborative import Interactions, SpaceConfig, TrainedSpace, hybrid_vectors, train
 from pulse.evaluation import K, MethodResult, PopularityShares, results_table, summarize
 from pulse.events import BehaviourEvent
-from pulse.interest import DEFAULT_TYPE_WEIGHTS, ScaleState, TypeWeights, blend, decay_to, fold_events
+from pulse.interest import (
+    DEFAULT_TYPE_WEIGHTS,
+    RATING_WEIGHTINGS,
+    ScaleState,
+    TypeWeights,
+    blend,
+    decay_to,
+    fold_events,
+)
 from pulse.movielens import Movie, Rating, leave_last_out, load_movies, load_ratings
 
 HOUR, DAY = 3600.0, 86400.0
@@ -105,13 +113,11 @@ def _popularity_at(ratings: Sequence[Rating], queries: Sequence[Rating], index: 
 
 
 def rating_weights(scheme: str) -> Callable[[np.ndarray], np.ndarray]:
-    """Star values -> event weights. 'rating': the project's TypeWeights for a `rate` event (5 -> 2, 4 -> 1.2,
-    3 -> 0.4, 2 -> -0.4, 1 -> -1.2); 'positive': every rating counts 1 (a rating says the user watched it)."""
-    if scheme == "positive":
-        return np.ones_like
-    if scheme != "rating":
-        raise ValueError(f"unknown weights scheme {scheme!r}; expected 'rating' or 'positive'")
-    weights = TypeWeights(DEFAULT_TYPE_WEIGHTS)
+    """Star values -> event weights, as the ingest's TypeWeights give them for `rate` events with
+    PULSE_RATING_WEIGHTING=scheme: 'stars' (5 -> 2, 4 -> 1.2, 3 -> 0.4, 2 -> -0.4, 1 -> -1.2) or 'flat' (each 2)."""
+    weights = TypeWeights(DEFAULT_TYPE_WEIGHTS, rating_weighting=scheme)
+    if scheme not in RATING_WEIGHTINGS:
+        raise ValueError(f"unknown rating weighting {scheme!r}; expected one of {RATING_WEIGHTINGS}")
 
     def weigh(stars: np.ndarray) -> np.ndarray:
         values, positions = np.unique(stars, return_inverse=True)
@@ -127,7 +133,7 @@ class UserModel:
 
     half_lives: Mapping[str, float]
     blend_weights: Mapping[str, float]
-    weights_scheme: str = "positive"
+    weights_scheme: str = "flat"
 
     @property
     def label(self) -> str:
@@ -137,12 +143,12 @@ class UserModel:
         return f"hl={scales} w={self.weights_scheme}"
 
 
-def single(half_life: float, scheme: str = "positive") -> UserModel:
+def single(half_life: float, scheme: str = "flat") -> UserModel:
     return UserModel({"s": half_life}, {"s": 1.0}, scheme)
 
 
 # Chosen on validation: the last minute of activity, with a fifth of a one-day scale for users who paused.
-DEFAULT_USER_MODEL = UserModel({"short": 60.0, "long": DAY}, {"short": 1.0, "long": 0.2}, "positive")
+DEFAULT_USER_MODEL = UserModel({"short": 60.0, "long": DAY}, {"short": 1.0, "long": 0.2}, "flat")
 
 
 def user_queries(stage: Stage, item_vectors: np.ndarray, model: UserModel) -> np.ndarray:
@@ -286,10 +292,10 @@ def honest_protocol(split: Split, ratings: Sequence[Rating], text: np.ndarray, c
     return results, trainings
 
 
-USER_MODELS = tuple(single(half_life, scheme) for scheme in ("positive", "rating")
+USER_MODELS = tuple(single(half_life, scheme) for scheme in ("flat", "stars")
                     for half_life in (60.0, 120.0, 600.0, HOUR, DAY, 30 * DAY)) + tuple(
     UserModel({"short": short, "long": long}, {"short": 1.0, "long": weight}, scheme)
-    for scheme in ("positive", "rating") for short, long, weight in ((60.0, DAY, 0.2), (120.0, 30 * DAY, 0.2)))
+    for scheme in ("flat", "stars") for short, long, weight in ((60.0, DAY, 0.2), (120.0, 30 * DAY, 0.2)))
 BLOCKS = {"text-only": ((1.0, 0.0),), "collab-only": ((0.0, 1.0),), "hybrid": ((0.1, 0.9), (0.25, 0.75), (0.4, 0.6))}
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from pulse.events import EVENT_TYPES
-from pulse.interest import DEFAULT_TYPE_WEIGHTS, InterestSettings, TypeWeights
+from pulse.interest import DEFAULT_TYPE_WEIGHTS, RATING_WEIGHTINGS, InterestSettings, TypeWeights
 
 DEFAULT_HALF_LIVES = {"short": 1800.0, "long": 30 * 86400.0}
 DEFAULT_BLEND = {"short": 0.5, "long": 0.5}
@@ -67,6 +67,10 @@ class Settings:
         rating_max = _number(env, "PULSE_RATING_MAX", 5.0)
         if rating_max <= rating_neutral:
             raise ConfigurationError("PULSE_RATING_MAX must be greater than PULSE_RATING_NEUTRAL")
+        rating_weighting = (env.get("PULSE_RATING_WEIGHTING") or "stars").strip().lower()
+        if rating_weighting not in RATING_WEIGHTINGS:
+            raise ConfigurationError(f"PULSE_RATING_WEIGHTING={rating_weighting!r} must be one of "
+                                     f"{', '.join(RATING_WEIGHTINGS)}")
         return cls(
             table_name=env.get("PULSE_TABLE", cls.table_name),
             dead_letter_queue_url=env.get("PULSE_DLQ_URL") or None,
@@ -74,7 +78,8 @@ class Settings:
             blend_weights=blend,
             type_weights=TypeWeights(by_type, rating_neutral=rating_neutral, rating_max=rating_max,
                                      full_dwell_seconds=_number(env, "PULSE_FULL_DWELL_SECONDS", 30.0,
-                                                                minimum=1e-9)),
+                                                                minimum=1e-9),
+                                     rating_weighting=rating_weighting),
             recent_items_limit=int(_number(env, "PULSE_RECENT_ITEMS", 200, minimum=0, integer=True)),
             dedup_window=int(_number(env, "PULSE_DEDUP_WINDOW", 512, minimum=1, integer=True)),
             ttl_days=_number(env, "PULSE_TTL_DAYS", 180.0, minimum=1e-9),

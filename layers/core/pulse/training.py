@@ -36,7 +36,10 @@ class TrainingResult:
 
 
 def train_catalog(repository: S3CatalogRepository, archive_bucket: str, *, days: int = 30,
-                  until: dt.date | None = None, config: SpaceConfig | None = None, seed: int = 0) -> TrainingResult:
+                  until: dt.date | None = None, before: float | None = None, config: SpaceConfig | None = None,
+                  seed: int = 0) -> TrainingResult:
+    """`before`: only events that happened earlier than this epoch second (replays and backfills, whose
+    arrival day says nothing of when the events happened)."""
     config = config or SpaceConfig()
     started = time.perf_counter()
     base_version = repository.current_version()
@@ -56,7 +59,7 @@ def train_catalog(repository: S3CatalogRepository, archive_bucket: str, *, days:
     user_ids, rows, times = [], [], []
     for event in read_archive(archive_bucket, last_day - dt.timedelta(days=days - 1), last_day, stats=stats):
         row = base.index.get(event.item_id) if event.item_id is not None else None
-        if row is None:
+        if row is None or (before is not None and event.ts >= before):
             continue  # search texts and unknown items carry no co-occurrence
         user_ids.append(users.setdefault(event.user_id, len(users)))
         rows.append(row)
@@ -70,8 +73,9 @@ def train_catalog(repository: S3CatalogRepository, archive_bucket: str, *, days:
     trained = replace(base, version=f"t-{digest.hexdigest()[:20]}", embeddings=space.vectors,
                       text_to_collab=space.text_map.astype(np.float32), text_weight=config.text_weight,
                       collab_weight=config.collab_weight, created_at=time.time())
+    described = _describe(config, seed, base_version, len(interactions), len(users), days, last_day, before)
     repository.publish(trained, training_state={"text": text, "collab": space.collab, "warm": space.warm_mask},
-                       space=_describe(config, seed, base_version, len(interactions), len(users), days, last_day))
+                       space=described)
     return TrainingResult(version=trained.version, base_version=base_version, events=len(interactions),
                           users=len(users), warm_items=int(space.warm_mask.sum()), items=len(base),
                           seconds={"read_archive": read_seconds, **space.seconds},
@@ -79,7 +83,8 @@ def train_catalog(repository: S3CatalogRepository, archive_bucket: str, *, days:
 
 
 def _describe(config: SpaceConfig, seed: int, base: str, events: int, users: int, days: int,
-              last_day: dt.date) -> dict[str, Any]:
-    return {"trained_on": {"events": events, "users": users, "days": days, "until": last_day.isoformat()},
+              last_day: dt.date, before: float | None) -> dict[str, Any]:
+    return {"trained_on": {"events": events, "users": users, "days": days, "until": last_day.isoformat(),
+                           "events_before": before},
             "base_version": base, "seed": seed,
             "config": {key: getattr(config, key) for key in config.__dataclass_fields__}}

@@ -20,8 +20,10 @@ def publish_movielens(runtime: LocalRuntime) -> str:
 
 
 def run(command: str, args: argparse.Namespace) -> int:
-    options = EvalOptions(half_lives=args.half_lives, blend_weights=args.blend_weights,
-                          type_weights=args.type_weights, batch_size=args.batch_size, out_dir=args.out_dir)
+    flags = ("half_lives", "blend_weights", "rating_weighting", "type_weights", "text_weight", "collab_weight",
+             "retrain_days", "batch_size")
+    options = EvalOptions(out_dir=args.out_dir, **{name: getattr(args, name) for name in flags
+                                                   if getattr(args, name) is not None})
     started = time.perf_counter()
     report = run_evaluation(options, after_replay=users_now if command == "demo" else None)
     report["seconds"] = round(time.perf_counter() - started, 1)
@@ -69,7 +71,13 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"\nMovieLens-100K: {report['ratings']} ratings, {report['users']} users, {report['items']} movies; "
           f"catalogue {catalog['items']} items at {catalog['items_per_second']} items/s; replay "
           f"{replay['events']} events at {replay['events_per_second']} events/s ({replay['invocations']} invocations)")
-    print("\nLeave-last-out, full ranking, exclude seen, asked as of each user's last rating:\n")
+    trainings = report["trainings"]
+    if trainings:
+        print(f"\nItem space retrained {len(trainings)} times during the replay, each on the archived events before "
+              f"that moment only ({min(t['seconds'] for t in trainings)}-{max(t['seconds'] for t in trainings)} s "
+              f"per training, last on {trainings[-1]['events']} events)")
+    print("\nLeave-last-out, full ranking, exclude seen, asked as of each user's last rating "
+          f"(strategies: {report['strategies']}):\n")
     print(report["table"])
     shift = report["interest_shift"]
     print(f"\nInterest shift ({', '.join(shift['pairs'])}; {shift['users']} users): share of the top 10 in the new "

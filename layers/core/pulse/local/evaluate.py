@@ -1,41 +1,66 @@
 """`pulse eval` and `pulse demo`: MovieLens-100K replayed in time order through the real pipeline on the local stack.
 
-Leave-last-out, full ranking, exclude seen: every rating but each user's last goes through Kinesis -> ingest ->
-DynamoDB; then, for each user, the API is asked for the top 10 *as of* their last rating's time (`at`), and the
-held-out item is looked for. A user's interest depends only on their own events, so replaying everything but
-the held-out ratings first and asking afterwards is the same as asking just before each last event — without
-stopping the stream 943 times. The popularity baseline counts ratings up to that same moment.
+Leave-last-out, full ranking, exclude seen. The ratings go through Kinesis -> ingest -> DynamoDB in time order,
+one period (a simulated week by default) at a time. At the start of each period the training job runs on the
+event archive *as it stands* (events before that moment only) and publishes a hybrid catalogue version, which
+the API and the ingest then pick up by themselves, as in production. After a period is replayed, the users whose
+last rating falls in it are asked for the top 10 *as of* that rating's time (`at`), and the held-out item is
+looked for; the held-out ratings then enter the stream too (later trainings see them, as they would).
+
+One run scores four item spaces on the same stored interest: the deployed hybrid through the API, and its text
+and collaborative blocks alone (the stored interest vector restricted to the block, scored by the same
+`pulse.recommend`), beside the popularity of the ratings up to that moment.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import math
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pulse.catalog import CatalogVersion, unit_rows
 from pulse.catalog_build import publish_catalog
 from pulse.catalog_store import S3CatalogRepository
+from pulse.collaborative import SpaceConfig
 from pulse.evaluation import PopularityBaseline, hit_by_activity, plot_report, results_table, summarize
+from pulse.interest import ScaleState
 from pulse.local.runtime import LocalRuntime
 from pulse.movielens import Movie, Rating, catalog_record, leave_last_out, load_movies, load_ratings, rating_event
+from pulse.recommend import recommend
+from pulse.settings import Settings
+from pulse.store import DynamoInterestStore
+from pulse.training import train_catalog
 
 SHIFT_PAIRS = (("Drama", "Horror"), ("Comedy", "Sci-Fi"), ("Action", "Romance"), ("Romance", "Children's"))
+DAY = 86400.0
+FAMILIES = ("hybrid (API)", "text-only", "collab-only")
 
 
 @dataclass
 class EvalOptions:
-    half_lives: str | None = None
-    blend_weights: str | None = None
+    """The defaults are the settings `python -m pulse.offline_eval` chooses on the validation event
+    (each user's second-to-last rating): a 1-minute and a 1-day scale blended 1 : 0.2, every rating alike,
+    text and collaborative blocks 0.25 : 0.75."""
+
+    half_lives: str = "short=60,long=86400"
+    blend_weights: str = "short=1,long=0.2"
+    rating_weighting: str = "flat"
     type_weights: str | None = None
+    text_weight: float = 0.25
+    collab_weight: float = 0.75
+    collab_dim: int = 128
+    retrain_days: float = 7.0  # 0: never train (the text-only catalogue throughout)
     batch_size: int | None = None  # None: the template's IngestBatchSize
     out_dir: Path = Path(".pulse")
     shift_users_per_pair: int = 2
@@ -45,9 +70,16 @@ class EvalOptions:
     def parameters(self) -> dict[str, str]:
         """Template parameter overrides (as `sam deploy --parameter-overrides` would pass them)."""
         # RecentItems covers every MovieLens user's whole history (at most 737 ratings): exclude_seen is exact.
-        chosen = {"IngestBatchSize": str(self.batch_size or ""), "RecentItems": "1000", "HalfLives": self.half_lives,
-                  "BlendWeights": self.blend_weights, "TypeWeights": self.type_weights}
+        # The API and the ingest look for a new catalogue version every half second (a retrain each week).
+        chosen = {"IngestBatchSize": str(self.batch_size or ""), "RecentItems": "1000", "CatalogCheckSeconds": "0.5",
+                  "HalfLives": self.half_lives, "BlendWeights": self.blend_weights, "TypeWeights": self.type_weights,
+                  "RatingWeighting": self.rating_weighting, "TextWeight": str(self.text_weight),
+                  "CollabWeight": str(self.collab_weight), "CollabDim": str(self.collab_dim)}
         return {name: value for name, value in chosen.items() if value}
+
+    def space(self) -> SpaceConfig:
+        return replace(SpaceConfig(), dim=self.collab_dim, text_weight=self.text_weight,
+                       collab_weight=self.collab_weight)
 
 
 @dataclass
@@ -56,12 +88,12 @@ class Progress:
 
     enabled: bool = True
 
-    def bar(self, total: int, description: str) -> Any:
+    def bar(self, total: int, description: str, unit: str = "ev") -> Any:
         if not self.enabled:
             return _Silent()
         from tqdm import tqdm
 
-        return tqdm(total=total, desc=description, unit="ev")
+        return tqdm(total=total, desc=description, unit=unit)
 
 
 class _Silent:
@@ -69,6 +101,9 @@ class _Silent:
 
     def update(self, count: int) -> None:
         self.n += count
+
+    def set_postfix_str(self, text: str) -> None:
+        return None
 
     def __enter__(self) -> _Silent:
         return self
@@ -111,20 +146,20 @@ def run_evaluation(options: EvalOptions, progress: Progress | None = None,
         report: dict[str, Any] = {"dataset": "MovieLens-100K", "ratings": len(ratings), "users": len(held_out),
                                   "items": len(movies), "parameters": options.parameters()}
         report["catalog"] = publish(runtime, movies, train, progress)
-        report["replay"] = replay(runtime, [rating_event(r) for r in train], progress, "replay (all but last)")
-        api = Api(runtime.api_url)
-        results, per_user = ranking_quality(api, movies, train, held_out, ratings, progress)
+        timeline = Timeline(runtime, options, movies, held_out, progress)
+        results, per_user = timeline.run(ratings)
+        report["replay"] = timeline.replay_stats()
+        report["trainings"] = timeline.trainings
         report["results"] = [asdict(result) | {"per_user_hits": None} for result in results]
+        report["strategies"] = per_user["strategies"]
         report["activity"] = hit_by_activity_table(results, per_user)
+        api = Api(runtime.api_url)
         shift_curve, freshness = interest_shift(runtime, api, movies, options, progress)
         report["interest_shift"] = shift_curve
         report["freshness_seconds"] = {"samples": len(freshness), "p50": percentile(freshness, 50),
                                        "p95": percentile(freshness, 95)}
-        report["replay_held_out"] = replay(runtime, [rating_event(r) for r in held_out.values()], progress,
-                                           "replay (last ratings)")
         if after_replay is not None:
             report["users_now"] = after_replay(runtime, movies, ratings)
-        options.out_dir.mkdir(parents=True, exist_ok=True)
         plot_report(options.out_dir / "eval.png", results, per_user["activity"],
                     {"mean share of new genre in top 10": shift_curve["mean_share_by_step"]}, freshness)
         report["table"] = results_table(results)
@@ -142,7 +177,7 @@ def publish(runtime: LocalRuntime, movies: dict[str, Movie], train: Sequence[Rat
         counts[rating.item_id] += 1
     lines = [json.dumps(catalog_record(movie, counts[movie.item_id])) for movie in movies.values()]
     started = time.perf_counter()
-    with progress.bar(len(lines), "catalogue (embed)") as bar:
+    with progress.bar(len(lines), "catalogue (embed)", unit="item") as bar:
         result = publish_catalog(lines, load_encoder(), S3CatalogRepository(runtime.stack.name_of("AWS::S3::Bucket")),
                                  progress=bar.update)
     seconds = time.perf_counter() - started
@@ -150,50 +185,131 @@ def publish(runtime: LocalRuntime, movies: dict[str, Movie], train: Sequence[Rat
             "items_per_second": round(result.items / seconds, 1)}
 
 
-def replay(runtime: LocalRuntime, events: list[dict[str, Any]], progress: Progress, label: str) -> dict:
-    """PutRecords in time order while the poller ingests; the bar follows what the ingest function handled."""
-    poller = runtime.pollers[0]
-    start_records = poller.stats.records
-    started = time.perf_counter()
-    with progress.bar(len(events), label) as bar:
-        for start in range(0, len(events), 5000):
-            runtime.put_events(events[start:start + 5000])
-            bar.update(max(0, min(len(events), poller.stats.records - start_records) - bar.n))
-        while True:
-            try:
-                runtime.wait_until_ingested(timeout=1.0)
-                break
-            except TimeoutError:
-                bar.update(max(0, min(len(events), poller.stats.records - start_records) - bar.n))
-        bar.update(len(events) - bar.n)
-    seconds = time.perf_counter() - started
-    return {"events": len(events), "seconds": round(seconds, 1), "events_per_second": round(len(events) / seconds, 1),
-            "invocations": poller.stats.invocations}
+@dataclass
+class Query:
+    rating: Rating
+    popular: list[str]  # the popularity baseline's top 10 at that moment
+    shares: dict[str, float]
+    seen: int
 
 
-def ranking_quality(api: Api, movies: dict[str, Movie], train: Sequence[Rating], held_out: dict[str, Rating],
-                    ratings: Sequence[Rating], progress: Progress):
-    seen: dict[str, set[str]] = defaultdict(set)
-    for rating in train:
-        seen[rating.user_id].add(rating.item_id)
-    baseline = PopularityBaseline(list(movies))
-    test_of = {(r.user_id, r.item_id, r.ts): r for r in held_out.values()}
-    lists = {"pulse": [], "popularity": []}
-    shares, targets, activity, strategies = [], [], [], defaultdict(int)
-    with progress.bar(len(held_out), "asking the API (top 10 as of each last rating)") as bar:
-        for rating in ratings:  # time order: the baseline knows exactly the ratings before each test event
-            if (rating.user_id, rating.item_id, rating.ts) in test_of:
-                answer = api.get(f"/users/{rating.user_id}/recommendations", k=10, exclude_seen="true", at=rating.ts)
-                strategies[answer["strategy"]] += 1
-                lists["pulse"].append([item["item_id"] for item in answer["items"]])
-                lists["popularity"].append(baseline.top_k(10, exclude=seen[rating.user_id]))
-                shares.append(baseline.shares())
-                targets.append(rating.item_id)
-                activity.append(len(seen[rating.user_id]))
-                bar.update(1)
-            baseline.add(rating.item_id)
-    results = [summarize(name, recommended, targets, len(movies), shares) for name, recommended in lists.items()]
-    return results, {"activity": activity, "strategies": dict(strategies)}
+class Timeline:
+    """The time-ordered replay with periodic retraining and the test queries of each period (module doc)."""
+
+    def __init__(self, runtime: LocalRuntime, options: EvalOptions, movies: dict[str, Movie],
+                 held_out: dict[str, Rating], progress: Progress):
+        self.runtime, self.options, self.movies, self.progress = runtime, options, movies, progress
+        self.test_keys = {(r.user_id, r.item_id, r.ts) for r in held_out.values()}
+        self.api = Api(runtime.api_url)
+        self.bucket = runtime.stack.name_of("AWS::S3::Bucket")
+        self.repository = S3CatalogRepository(self.bucket)
+        self.store = DynamoInterestStore(runtime.stack.name_of("AWS::DynamoDB::Table"), ttl_days=3650)
+        self.settings = Settings.from_env({"PULSE_HALF_LIVES": options.half_lives,
+                                           "PULSE_BLEND_WEIGHTS": options.blend_weights})
+        self.trainings: list[dict[str, Any]] = []
+        self._versions: dict[str, CatalogVersion] = {}
+        self._seen_items: dict[str, set[str]] = defaultdict(set)
+        self._replayed, self._replay_seconds = 0, 0.0
+
+    def run(self, ratings: Sequence[Rating]) -> tuple[list, dict[str, Any]]:
+        period = self.options.retrain_days * DAY if self.options.retrain_days > 0 else math.inf
+        start = ratings[0].ts
+        by_period: dict[int, list[Rating]] = defaultdict(list)
+        for rating in ratings:
+            by_period[0 if period == math.inf else int((rating.ts - start) // period)].append(rating)
+        baseline = PopularityBaseline(list(self.movies))
+        lists: dict[str, list[list[str]]] = {name: [] for name in (*FAMILIES, "popularity")}
+        queries: list[Query] = []
+        strategies: dict[str, int] = defaultdict(int)
+        with self.progress.bar(len(ratings), "replay, weekly training, questions") as bar:
+            for number in sorted(by_period):
+                if number > 0:
+                    self.retrain(start + number * period)
+                    bar.set_postfix_str(f"{len(self.trainings)} trainings")
+                asked: list[Query] = []
+                for rating in by_period[number]:  # time order: the baseline knows exactly the ratings before
+                    if (rating.user_id, rating.item_id, rating.ts) in self.test_keys:
+                        seen = self._seen_items[rating.user_id]
+                        asked.append(Query(rating, baseline.top_k(10, exclude=seen), baseline.shares(), len(seen)))
+                    else:
+                        self._seen_items[rating.user_id].add(rating.item_id)
+                    baseline.add(rating.item_id)
+                held = {id(query.rating) for query in asked}
+                self._replay([rating_event(r) for r in by_period[number] if id(r) not in held])
+                for query in asked:
+                    for name, items in self.ask(query.rating, strategies).items():
+                        lists[name].append(items)
+                    lists["popularity"].append(query.popular)
+                queries.extend(asked)
+                self.runtime.put_events([rating_event(query.rating) for query in asked])
+                bar.update(len(by_period[number]))
+        self.runtime.wait_until_ingested()
+        targets = [query.rating.item_id for query in queries]
+        shares = [query.shares for query in queries]
+        results = [summarize(name, lists[name], targets, len(self.movies), shares)
+                   for name in (*FAMILIES, "popularity")]
+        return results, {"activity": [query.seen for query in queries], "strategies": dict(strategies)}
+
+    def _replay(self, events: list[dict[str, Any]]) -> None:
+        started = time.perf_counter()
+        self.runtime.put_events(events)
+        self.runtime.wait_until_ingested()
+        self._replay_seconds += time.perf_counter() - started
+        self._replayed += len(events)
+
+    def replay_stats(self) -> dict[str, Any]:
+        seconds = self._replay_seconds or 1e-9
+        return {"events": self._replayed, "seconds": round(seconds, 1),
+                "events_per_second": round(self._replayed / seconds, 1),
+                "invocations": self.runtime.pollers[0].stats.invocations}
+
+    def retrain(self, cutoff: float) -> None:
+        """The training job on the archive as it stands, events before `cutoff` only; then wait until the API
+        serves the new version and the ingest's next check (CatalogCheckSeconds) will see it too."""
+        self.runtime.wait_until_ingested()
+        self.runtime.archiver.drain()
+        today = dt.datetime.now(dt.UTC).date()  # the replay's events all arrived today (or yesterday)
+        result = train_catalog(self.repository, self.bucket, days=2, until=today, before=cutoff,
+                               config=self.options.space(), seed=0)
+        published = time.monotonic()
+        deadline = published + 60
+        while self.api.get("/health").get("catalog_version") != result.version:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the API did not pick up catalogue {result.version} within 60 s")
+            time.sleep(0.05)
+        check = float(self.runtime.stack.parameters.get("CatalogCheckSeconds", 2))
+        time.sleep(max(0.0, published + check + 0.1 - time.monotonic()))
+        self.trainings.append({"events_before": dt.datetime.fromtimestamp(cutoff, dt.UTC).isoformat(),
+                               "version": result.version, "events": result.events, "users": result.users,
+                               "warm_items": result.warm_items, "seconds": round(result.seconds["total"], 2),
+                               "read_archive_seconds": round(result.seconds["read_archive"], 2)})
+
+    def ask(self, rating: Rating, strategies: dict[str, int]) -> dict[str, list[str]]:
+        """The API's top 10 (the deployed hybrid) and the same stored interest scored on each block alone."""
+        answer = self.api.get(f"/users/{rating.user_id}/recommendations", k=10, exclude_seen="true", at=rating.ts)
+        strategies[answer["strategy"]] += 1
+        lists = {"hybrid (API)": [item["item_id"] for item in answer["items"]]}
+        catalog = self._version(answer["catalog_version"])
+        user = self.store.get(rating.user_id)
+        text_dim = catalog.text_to_collab.shape[0] if catalog.is_hybrid else catalog.dim
+        blocks = {"text-only": slice(0, text_dim),
+                  "collab-only": slice(text_dim, catalog.dim) if catalog.is_hybrid else slice(0, text_dim)}
+        for name, block in blocks.items():  # before the first training both are the text catalogue
+            view = replace(catalog, embeddings=np.ascontiguousarray(unit_rows(catalog.embeddings[:, block]),
+                                                                    dtype=np.float32))
+            restricted = None if user is None else replace(user, scales={
+                scale: ScaleState(state.vector[block] if len(state.vector) == catalog.dim else state.vector, state.t)
+                for scale, state in user.scales.items()})
+            result = recommend(view, restricted, k=10, at=rating.ts, half_lives=self.settings.half_lives,
+                               blend_weights=self.settings.blend_weights, exclude_seen=True,
+                               min_strength=self.settings.min_strength)
+            lists[name] = [item.item_id for item in result.items]
+        return lists
+
+    def _version(self, version: str) -> CatalogVersion:
+        if version not in self._versions:
+            self._versions[version] = self.repository.load(version, None)
+        return self._versions[version]
 
 
 def hit_by_activity_table(results, per_user) -> list[dict[str, Any]]:
@@ -206,8 +322,9 @@ def hit_by_activity_table(results, per_user) -> list[dict[str, Any]]:
 
 def interest_shift(runtime: LocalRuntime, api: Api, movies: dict[str, Movie], options: EvalOptions,
                    progress: Progress) -> tuple[dict[str, Any], list[float]]:
-    """Users with a settled taste for genre A switch to genre B, one rating every 10 minutes: after each event,
-    the share of the top 10 in genre B. Also end-to-end freshness: PutRecords -> the API reflects the event."""
+    """Users with a settled taste for genre A (20 ratings over the past day) switch to genre B, one rating every
+    10 minutes: after each event, the share of the top 10 in genre B. Also end-to-end freshness: PutRecords ->
+    the API reflects the event."""
     def only(genre: str, not_genre: str) -> list[str]:
         return [movie.item_id for movie in movies.values() if genre in movie.genres and not_genre not in movie.genres]
 
@@ -221,10 +338,10 @@ def interest_shift(runtime: LocalRuntime, api: Api, movies: dict[str, Movie], op
             taste = old_items[copy * 5: copy * 5 + 20]
             users.append((user, old, new, new_items[copy * 5:], len(taste)))
             history.extend({"event_id": f"{user}-h{step}", "user_id": user, "type": "rate", "item_id": item,
-                            "value": 5, "ts": start + step * 86400} for step, item in enumerate(taste))
+                            "value": 5, "ts": start + step * 3600} for step, item in enumerate(taste))
     runtime.put_events(history)
     runtime.wait_until_ingested()
-    switch = start + 30 * 86400
+    switch = start + 20 * 3600
     shares: list[list[float]] = []
     freshness: list[float] = []
     with progress.bar(options.shift_steps, "interest shift (events after the switch)") as bar:

@@ -8,6 +8,7 @@ import json
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,8 @@ class LocalRuntime:
     archive_interval_seconds: float = 5.0  # Firehose buffers 60 s on AWS; locally the archive catches up faster
 
     def start(self) -> LocalRuntime:
+        # Requests that record no metric (e.g. /health) make Powertools warn; CloudWatch would just log it.
+        warnings.filterwarnings("ignore", message="No application metrics to publish")
         # New catalogue versions show up within 2 s locally (30 s by default when deployed).
         parameters = {"CatalogCheckSeconds": "2", **self.parameters}
         self.stack = LocalStack(root=self.root, host=self.host, port=self.aws_port, parameters=parameters)
