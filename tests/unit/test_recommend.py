@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from pulse.catalog import in_memory_catalog
 from pulse.interest import ScaleState, UserInterest
-from pulse.recommend import allowed_mask, recommend, similar_items, top_k
+from pulse.recommend import TOP_K_BLOCK, allowed_mask, recommend, similar_items, top_k
 
 HALF_LIVES = {"short": 1800.0, "long": 30 * 86400.0}
 BLEND = {"short": 0.5, "long": 0.5}
@@ -41,6 +41,17 @@ def test_top_k_agrees_with_a_full_sort(values, k):
 def test_top_k_breaks_ties_by_index_like_a_stable_sort(values, k):
     scores = np.array(values, dtype=np.float32)
     assert top_k(scores, k).tolist() == np.argsort(-scores, kind="stable")[:k].tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 60), st.sampled_from([3, 1000, None]), st.floats(0, 0.9999))
+def test_the_block_prefilter_on_large_arrays_agrees_with_a_stable_sort(seed, k, distinct, unavailable_share):
+    rng = np.random.default_rng(seed)
+    size = int(rng.integers(TOP_K_BLOCK * 64 * 4, TOP_K_BLOCK * 64 * 4 + 3000))  # the fast path, and a remainder
+    scores = (rng.integers(0, distinct, size) if distinct else rng.standard_normal(size)).astype(np.float32)
+    scores[rng.random(size) < unavailable_share] = -np.inf
+    expected = [row for row in np.argsort(-scores, kind="stable") if np.isfinite(scores[row])][:k]
+    assert top_k(scores, k).tolist() == expected
 
 
 def test_top_k_on_random_catalogues_matches_brute_force():

@@ -58,6 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     trainer.add_argument("--collab-weight", type=float, default=0.75)
     trainer.add_argument("--seed", type=int, default=0)
 
+    commands.add_parser("bench", help="speed and cost of every hot path, side by side (.pulse/bench.json)",
+                        add_help=False)
+
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["bench"]:
+        from pulse.bench import main as bench
+
+        return bench(argv[1:])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "local":
