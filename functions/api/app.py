@@ -22,6 +22,7 @@ from pulse.api_models import (
     SimilarResponse,
 )
 from pulse.catalog_store import CatalogUnavailable
+from pulse.privacy import user_ref
 from pulse.recommend import MAX_K
 from pulse.runtime import api_service, event_publisher
 from pulse.service import BadRequest, NotFound
@@ -41,6 +42,7 @@ def recommendations(user_id: UserId, k: K = 10, exclude_seen: bool = True,
                     category: Annotated[str | None, Query(max_length=128)] = None,
                     at: Annotated[float | None, Query(ge=0, description="score as of this epoch second")] = None,
                     ) -> RecommendationsResponse:
+    logger.append_keys(user=user_ref(user_id))  # never the id itself
     answer = api_service().recommendations(user_id, k=k, exclude_seen=exclude_seen, category=category, at=at)
     metrics.add_metric(name=f"Recommendations{answer['strategy'].title()}", unit=MetricUnit.Count, value=1)
     return answer
@@ -53,11 +55,13 @@ def similar(item_id: ItemId, k: K = 10) -> SimilarResponse:
 
 @app.get("/users/<user_id>/profile", summary="What Pulse believes about a user")
 def profile(user_id: UserId, at: Annotated[float | None, Query(ge=0)] = None) -> ProfileResponse:
+    logger.append_keys(user=user_ref(user_id))
     return api_service().profile(user_id, at=at)
 
 
 @app.delete("/users/<user_id>", summary="Forget a user (interest state and recent items)")
 def forget(user_id: UserId) -> ForgetResponse:
+    logger.append_keys(user=user_ref(user_id))
     return api_service().forget(user_id)
 
 
@@ -124,7 +128,7 @@ def unexpected(exc: Exception) -> Response:
     return error(500, "internal error (logged)")
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:

@@ -64,6 +64,25 @@ def table_items(stack) -> dict[str, dict]:
 
 
 @contextmanager
+def writes_failing_for(user_id, message="injected: DynamoDB unavailable"):
+    """The ingest function's store fails every write of one user (the others go through)."""
+    from unittest import mock
+
+    from pulse.runtime import ingest_pipeline
+
+    store = ingest_pipeline().store
+    real_update = store.update
+
+    def flaky(user, mutate):
+        if user == user_id:
+            raise RuntimeError(message)
+        return real_update(user, mutate)
+
+    with mock.patch.object(store, "update", side_effect=flaky):
+        yield
+
+
+@contextmanager
 def function_handler(stack, logical_id):
     """The real handler of a template function, in its environment (catalogue checked on every call)."""
     function = stack.function(logical_id)

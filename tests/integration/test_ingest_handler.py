@@ -13,7 +13,7 @@ from pulse.interest import DEFAULT_TYPE_WEIGHTS, TypeWeights
 from pulse.runtime import ingest_pipeline
 from pulse.settings import DEFAULT_HALF_LIVES
 from tests.builders import kinesis_event, sequence_number
-from tests.integration.conftest import dead_letters, sample_event, table_items
+from tests.integration.conftest import dead_letters, sample_event, table_items, writes_failing_for
 from tests.scenarios import (
     OTHER_EVENTS,
     POISON_REASONS,
@@ -136,15 +136,7 @@ def test_many_users_in_one_batch(stack, ingest):
 
 def test_a_failed_user_write_is_retried_from_its_records_and_converges(stack, ingest, encoder):
     event = sample_event("ingest-valid-batch")
-    store = ingest_pipeline().store
-    real_update = store.update
-
-    def flaky(user_id, mutate):
-        if user_id == "186":
-            raise RuntimeError("injected: DynamoDB unavailable")
-        return real_update(user_id, mutate)
-
-    with mock.patch.object(store, "update", side_effect=flaky):
+    with writes_failing_for("186"):
         response = ingest(event)
     failed = [failure["itemIdentifier"] for failure in response["batchItemFailures"]]
     assert failed == [sequence_number(4), sequence_number(5)]

@@ -59,3 +59,53 @@ def read_archive(bucket: str, first_day: dt.date, last_day: dt.date, *, prefix: 
                     seen.add(key)
                     yield event
         day += dt.timedelta(days=1)
+
+
+@dataclass
+class ErasureStats:
+    objects_read: int = 0
+    objects_rewritten: int = 0
+    lines_removed: int = 0
+    old_versions_deleted: int = 0
+
+
+def erase_users(bucket: str, user_ids: set[str], *, prefix: str = ARCHIVE_PREFIX) -> ErasureStats:
+    """Right to erasure in the archive: rewrite every archived object without the lines of these users, then
+    delete the objects' earlier versions (the bucket is versioned). A line that is not JSON is dropped too when
+    it quotes one of the ids, so parked garbage cannot keep them either."""
+    s3 = aws.client("s3")
+    stats = ErasureStats()
+    quoted = [json.dumps(user_id).encode() for user_id in user_ids]
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for entry in page.get("Contents", []):
+            stats.objects_read += 1
+            lines = gzip.decompress(s3.get_object(Bucket=bucket, Key=entry["Key"])["Body"].read()).splitlines()
+            kept = [line for line in lines if not _mentions(line, user_ids, quoted)]
+            if len(kept) == len(lines):
+                continue
+            stats.lines_removed += len(lines) - len(kept)
+            written = s3.put_object(Bucket=bucket, Key=entry["Key"],
+                                    Body=gzip.compress(b"".join(line + b"\n" for line in kept)))
+            stats.objects_rewritten += 1
+            stats.old_versions_deleted += _delete_other_versions(s3, bucket, entry["Key"], written.get("VersionId"))
+    return stats
+
+
+def _mentions(line: bytes, user_ids: set[str], quoted: list[bytes]) -> bool:
+    try:
+        payload = json.loads(line)
+    except ValueError:
+        return any(text in line for text in quoted)
+    return isinstance(payload, dict) and payload.get("user_id") in user_ids
+
+
+def _delete_other_versions(s3, bucket: str, key: str, keep: str | None) -> int:
+    if keep is None:  # an unversioned bucket: the overwrite was the erasure
+        return 0
+    deleted = 0
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key):
+        for version in page.get("Versions", []) + page.get("DeleteMarkers", []):
+            if version["Key"] == key and version["VersionId"] != keep:
+                s3.delete_object(Bucket=bucket, Key=key, VersionId=version["VersionId"])
+                deleted += 1
+    return deleted

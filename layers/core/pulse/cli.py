@@ -58,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     trainer.add_argument("--collab-weight", type=float, default=0.75)
     trainer.add_argument("--seed", type=int, default=0)
 
+    forget = commands.add_parser("forget", help="erase users from the event archive (DELETE /users/{id} erases "
+                                                "their live state)")
+    forget.add_argument("user_ids", nargs="+", metavar="USER_ID")
+    forget.add_argument("--bucket", help="archive bucket (default: $PULSE_BUCKET, else the local stack's)")
+
     commands.add_parser("bench", help="speed and cost of every hot path, side by side (.pulse/bench.json)",
                         add_help=False)
 
@@ -79,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         return catalog_build(args)
     if args.command == "train":
         return train(args)
+    if args.command == "forget":
+        return forget_users(args)
     return 2
 
 
@@ -96,6 +103,17 @@ def train(args: argparse.Namespace) -> int:
           f"{result.seconds['total']:.1f} s training, ~{result.peak_bytes_estimate / 2**20:.0f} MiB peak; "
           f"archive: {result.archive.lines} lines, {result.archive.invalid} invalid, "
           f"{result.archive.duplicates} duplicates skipped")
+    return 0
+
+
+def forget_users(args: argparse.Namespace) -> int:
+    from pulse.archive import erase_users
+
+    bucket = target_bucket(args.bucket)
+    stats = erase_users(bucket, set(args.user_ids))
+    print(f"archive of s3://{bucket}: {stats.objects_read} objects read, {stats.objects_rewritten} rewritten without "
+          f"{stats.lines_removed} lines of {len(args.user_ids)} user(s); {stats.old_versions_deleted} earlier "
+          "object versions deleted")
     return 0
 
 

@@ -21,6 +21,7 @@ from pulse.catalog import CatalogReader
 from pulse.dead_letters import DeadLetter, DeadLetterSink
 from pulse.events import BehaviourEvent, InvalidEvent, decode_record_data, parse_event
 from pulse.interest import ApplyResult, EmbeddedEvent, apply_user_events
+from pulse.privacy import user_ref
 from pulse.settings import Settings
 from pulse.store import InterestStore
 from pulse.stream import StreamRecord
@@ -158,7 +159,8 @@ class IngestPipeline:
             try:
                 result = future.result()
             except Exception:  # noqa: BLE001 - this user's records are retried; others are not held back
-                log.exception("writing a user's interest failed; their records of this batch will be retried")
+                log.exception("writing a user's interest failed; their records of this batch will be retried",
+                              extra={"user": user_ref(user_id)})
                 failed.update(pending.record.sequence_number for pending, _ in by_user[user_id])
                 continue
             report.accepted += result.applied

@@ -1,0 +1,147 @@
+"""template.yaml holds the line: least-privilege IAM for data services, encryption at rest on every data store,
+a TLS-only private bucket, a JWT authorizer behind one parameter, TTL on user state. Each rule is also shown to
+catch the mistake it is about, on a damaged copy of the template."""
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from pulse.local.template import load_template
+
+TEMPLATE = load_template(Path(__file__).resolve().parents[2] / "template.yaml")
+DATA_SERVICES = ("dynamodb", "s3", "kinesis", "sqs", "firehose")
+
+
+def allow_statements(template):
+    """(where, statement) for every Allow statement of every inline policy: SAM function Policies and IAM roles."""
+    for logical_id, resource in template["Resources"].items():
+        properties = resource.get("Properties") or {}
+        policies = properties.get("Policies") or []
+        for policy in policies:
+            if isinstance(policy, str):  # a managed policy by name: nothing to read, so not allowed
+                yield logical_id, {"Effect": "Allow", "Action": "*", "Resource": "*", "Managed": policy}
+                continue
+            document = policy.get("PolicyDocument", policy)
+            for statement in document.get("Statement", []):
+                if statement.get("Effect") == "Allow":
+                    yield logical_id, statement
+
+
+def as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def wildcard_resource(resource) -> bool:
+    """'*' or an ARN with a wildcard in its account, region or resource name. A key prefix under one of the
+    template's own buckets (`${Bucket.Arn}/catalog/*`) scopes, it does not widen."""
+    if isinstance(resource, dict):
+        if "Fn::GetAtt" in resource or "Ref" in resource:
+            return False
+        text = resource.get("Fn::Sub")
+        if isinstance(text, list):
+            text = text[0]
+        if isinstance(text, str) and text.startswith("${") and ".Arn}/" in text:
+            return "*" in text.split(".Arn}", 1)[0]
+        return True  # anything else we cannot prove narrow
+    return "*" in str(resource)
+
+
+def security_findings(template) -> list[str]:
+    findings = []
+    for where, statement in allow_statements(template):
+        actions = as_list(statement.get("Action", []))
+        data_actions = [a for a in actions if a == "*" or a.split(":", 1)[0] in DATA_SERVICES]
+        for action in data_actions:
+            if "*" in action:
+                findings.append(f"{where}: wildcard action {action}")
+        if data_actions:
+            findings += [f"{where}: wildcard resource {resource} for {', '.join(data_actions)}"
+                         for resource in as_list(statement.get("Resource", [])) if wildcard_resource(resource)]
+    for logical_id, resource in template["Resources"].items():
+        kind, properties = resource["Type"], resource.get("Properties") or {}
+        encrypted = {
+            "AWS::Kinesis::Stream": lambda p: bool((p.get("StreamEncryption") or {}).get("EncryptionType")),
+            "AWS::DynamoDB::Table": lambda p: (p.get("SSESpecification") or {}).get("SSEEnabled") is True,
+            "AWS::SQS::Queue": lambda p: p.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in p,
+            "AWS::S3::Bucket": lambda p: bool(p.get("BucketEncryption")),
+        }.get(kind)
+        if encrypted is not None and not encrypted(properties):
+            findings.append(f"{logical_id}: {kind} without encryption at rest")
+        if kind == "AWS::S3::Bucket":
+            block = properties.get("PublicAccessBlockConfiguration") or {}
+            if not all(block.get(key) is True for key in ("BlockPublicAcls", "BlockPublicPolicy",
+                                                            "IgnorePublicAcls", "RestrictPublicBuckets")):
+                findings.append(f"{logical_id}: public access not blocked")
+            if not denies_plain_http(template, logical_id):
+                findings.append(f"{logical_id}: no bucket policy denying non-TLS access")
+    return findings
+
+
+def denies_plain_http(template, bucket: str) -> bool:
+    for resource in template["Resources"].values():
+        if resource["Type"] != "AWS::S3::BucketPolicy" or resource["Properties"]["Bucket"] != {"Ref": bucket}:
+            continue
+        for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
+            covered = as_list(statement.get("Resource"))
+            if (statement.get("Effect") == "Deny" and statement.get("Principal") == "*"
+                    and statement.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
+                    and {"Fn::GetAtt": [bucket, "Arn"]} in covered
+                    and {"Fn::Sub": f"${{{bucket}.Arn}}/*"} in covered):
+                return True
+    return False
+
+
+def test_the_template_has_no_finding():
+    assert security_findings(TEMPLATE) == []
+
+
+def damaged(edit):
+    template = copy.deepcopy(TEMPLATE)
+    edit(template["Resources"])
+    return security_findings(template)
+
+
+def first_statement(resources, function):
+    return resources[function]["Properties"]["Policies"][0]["Statement"][0]
+
+
+@pytest.mark.parametrize(("edit", "finding"), [
+    (lambda r: first_statement(r, "IngestFunction").update(Action=["dynamodb:*"]), "wildcard action dynamodb:*"),
+    (lambda r: first_statement(r, "ApiFunction").update(Action="*"), "wildcard action *"),
+    (lambda r: first_statement(r, "IngestFunction").update(Resource="*"), "wildcard resource *"),
+    (lambda r: first_statement(r, "TrainFunction").update(Resource={"Fn::Sub": "arn:aws:s3:::*/*"}),
+     "wildcard resource"),
+    (lambda r: r["ApiFunction"]["Properties"]["Policies"].append("AmazonDynamoDBFullAccess"), "wildcard action *"),
+    (lambda r: r["InterestTable"]["Properties"].pop("SSESpecification"), "InterestTable: AWS::DynamoDB::Table "
+                                                                         "without encryption at rest"),
+    (lambda r: r["EventStream"]["Properties"].pop("StreamEncryption"), "EventStream: AWS::Kinesis::Stream without"),
+    (lambda r: r["DeadLetterQueue"]["Properties"].pop("SqsManagedSseEnabled"), "DeadLetterQueue: AWS::SQS::Queue"),
+    (lambda r: r["CatalogBucket"]["Properties"].pop("BucketEncryption"), "CatalogBucket: AWS::S3::Bucket without"),
+    (lambda r: r["CatalogBucket"]["Properties"]["PublicAccessBlockConfiguration"].update(BlockPublicPolicy=False),
+     "CatalogBucket: public access not blocked"),
+    (lambda r: r.pop("CatalogBucketPolicy"), "CatalogBucket: no bucket policy denying non-TLS access"),
+])
+def test_each_rule_catches_its_mistake(edit, finding):
+    assert any(finding in line for line in damaged(edit)), damaged(edit)
+
+
+def test_one_parameter_puts_every_route_but_health_and_openapi_behind_the_jwt_authorizer():
+    assert TEMPLATE["Parameters"]["JwtIssuer"]["Default"] == ""
+    assert TEMPLATE["Conditions"]["UseJwt"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "JwtIssuer"}, ""]}]}
+    authorizer = TEMPLATE["Resources"]["HttpApiJwtAuthorizer"]
+    assert authorizer["Condition"] == "UseJwt" and authorizer["Properties"]["AuthorizerType"] == "JWT"
+    assert authorizer["Properties"]["JwtConfiguration"]["Issuer"] == {"Ref": "JwtIssuer"}
+    routes = {r["Properties"]["RouteKey"]: r["Properties"] for r in TEMPLATE["Resources"].values()
+              if r["Type"] == "AWS::ApiGatewayV2::Route"}
+    assert routes["$default"]["AuthorizationType"] == {"Fn::If": ["UseJwt", "JWT", "NONE"]}
+    assert {key for key, route in routes.items() if route["AuthorizationType"] == "NONE"} == {
+        "GET /health", "GET /openapi.json"}
+
+
+def test_inactive_users_expire_by_ttl_and_traces_do_not_keep_responses():
+    table = TEMPLATE["Resources"]["InterestTable"]["Properties"]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert TEMPLATE["Parameters"]["InactiveUserTtlDays"]["Default"] > 0
+    environment = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
+    assert environment["POWERTOOLS_TRACER_CAPTURE_RESPONSE"] == "false"  # X-Ray would store user ids
