@@ -14,7 +14,8 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -385,6 +386,23 @@ def topk_figures(items: int, bandwidth: float, faiss: Any) -> dict[str, Any]:
     return row
 
 
+@contextmanager
+def patient_s3() -> Iterator[None]:
+    """moto builds a whole object before sending its first byte: give a 1.5 GB catalogue the time."""
+    from botocore.config import Config
+
+    from pulse import aws
+
+    previous = aws.CLIENT_CONFIG
+    aws.CLIENT_CONFIG = previous.merge(Config(read_timeout=900))
+    aws.reset_clients()
+    try:
+        yield
+    finally:
+        aws.CLIENT_CONFIG = previous
+        aws.reset_clients()
+
+
 def bench_catalog_load(sizes: BenchSizes, stack, tmp: Path) -> list[dict[str, Any]]:
     """Loading a published version: from S3 (moto over HTTP, local) and from a local .npy."""
     from pulse.catalog import CatalogVersion
@@ -513,7 +531,7 @@ def run(sizes: BenchSizes, out: Path, progress: Callable[[str], None] = print) -
     stack = LocalStack(port=0, parameters={"CatalogCheckSeconds": "0"}).start()
     try:
         progress("catalogue load (S3 through moto, local .npy)")
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, patient_s3():
             report["catalog_load"] = bench_catalog_load(sizes, stack, Path(tmp))
         progress("API end to end")
         report["api"] = bench_api(sizes, stack)
