@@ -1,5 +1,8 @@
 """API function: the HTTP API of DESIGN.md (contract 2) — the Lambda face only; the work is in pulse.service."""
 
+import base64
+import json
+import re
 from functools import lru_cache
 from typing import Annotated
 
@@ -30,14 +33,38 @@ from pulse.service import BadRequest, NotFound
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
-app = APIGatewayHttpResolver(enable_validation=True)
+
+
+class PulseResolver(APIGatewayHttpResolver):
+    """An id in a path may hold any character but '/': the HTTP API hands the path over already decoded, and
+    Powertools' default segment pattern (word characters and a few symbols) would not route 'price€'."""
+
+    @staticmethod
+    def _compile_regex(rule: str, base_regex: str = "^{}$"):
+        return re.compile(base_regex.format(re.sub(r"(<\w+>)", r"(?P\1[^/]+)", rule)))
+
+
+app = PulseResolver(enable_validation=True)
 
 UserId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
 ItemId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
 K = Annotated[int, Query(ge=1, le=MAX_K, description=f"how many items (1-{MAX_K})")]
+ERROR_MEANINGS = {400: "invalid input (the error names the parameter and the limit)", 404: "not found",
+                  415: "the body is not JSON", 503: "no catalogue can be served yet"}
 
 
-@app.get("/users/<user_id>/recommendations", summary="Top-k items for a user's current interest")
+def answer(model, status: int = 200, description: str = "the answer") -> dict:
+    return {status: {"description": description, "content": {"application/json": {"model": model}}}}
+
+
+def errors(*statuses: int) -> dict:
+    """OpenAPI responses for the JSON errors a route answers (every error body is an ErrorResponse)."""
+    return {status: {"description": ERROR_MEANINGS[status],
+                     "content": {"application/json": {"model": ErrorResponse}}} for status in statuses}
+
+
+@app.get("/users/<user_id>/recommendations", summary="Top-k items for a user's current interest",
+         responses={**answer(RecommendationsResponse), **errors(400, 404, 503)})
 def recommendations(user_id: UserId, k: K = 10, exclude_seen: bool = True,
                     category: Annotated[str | None, Query(max_length=128)] = None,
                     at: Annotated[float | None, Query(ge=0, description="score as of this epoch second")] = None,
@@ -48,24 +75,29 @@ def recommendations(user_id: UserId, k: K = 10, exclude_seen: bool = True,
     return answer
 
 
-@app.get("/items/<item_id>/similar", summary="Items nearest to an item")
+@app.get("/items/<item_id>/similar", summary="Items nearest to an item",
+         responses={**answer(SimilarResponse), **errors(400, 404, 503)})
 def similar(item_id: ItemId, k: K = 10) -> SimilarResponse:
     return api_service().similar(item_id, k=k)
 
 
-@app.get("/users/<user_id>/profile", summary="What Pulse believes about a user")
+@app.get("/users/<user_id>/profile", summary="What Pulse believes about a user",
+         responses={**answer(ProfileResponse), **errors(400, 404)})
 def profile(user_id: UserId, at: Annotated[float | None, Query(ge=0)] = None) -> ProfileResponse:
     logger.append_keys(user=user_ref(user_id))
     return api_service().profile(user_id, at=at)
 
 
-@app.delete("/users/<user_id>", summary="Forget a user (interest state and recent items)")
+@app.delete("/users/<user_id>", summary="Forget a user (interest state and recent items)",
+            responses={**answer(ForgetResponse), **errors(400, 404)})
 def forget(user_id: UserId) -> ForgetResponse:
     logger.append_keys(user=user_ref(user_id))
     return api_service().forget(user_id)
 
 
-@app.post("/events", summary="Validate behaviour events and put the accepted ones to Kinesis")
+@app.post("/events", summary="Validate behaviour events and put the accepted ones to Kinesis",
+          responses={**answer(EventsResponse, 202, "accepted events were put to the stream; the others are "
+                                                   "listed with their error"), **errors(400, 404, 415)})
 def post_events(body: EventsRequest) -> Response[EventsResponse]:
     answer = event_publisher().publish(body.model_dump())
     metrics.add_metric(name="EventsReceived", unit=MetricUnit.Count, value=answer["accepted"])
@@ -132,4 +164,26 @@ def unexpected(exc: Exception) -> Response:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    problem = body_problem(event)
+    if problem is not None:  # Powertools would fail on such a body with a 500
+        status, message = problem
+        return {"statusCode": status, "headers": {"Content-Type": content_types.APPLICATION_JSON},
+                "body": json.dumps(ErrorResponse(error=message, detail=None).model_dump()), "isBase64Encoded": False}
     return app.resolve(event, context)
+
+
+def body_problem(event: dict) -> tuple[int, str] | None:
+    """A request body that is not JSON (415) or not UTF-8 JSON (400); None when it is fine or absent."""
+    raw = event.get("body")
+    if not raw:
+        return None
+    headers = {key.lower(): value for key, value in (event.get("headers") or {}).items()}
+    media_type = headers.get("content-type", content_types.APPLICATION_JSON).split(";")[0].strip().lower()
+    if media_type != content_types.APPLICATION_JSON and not media_type.endswith("+json"):
+        return 415, f"the body must be {content_types.APPLICATION_JSON}, not {media_type or 'untyped'}"
+    try:
+        data = base64.b64decode(raw, validate=True) if event.get("isBase64Encoded") else raw.encode("utf-8")
+        json.loads(data.decode("utf-8"))
+    except (UnicodeError, ValueError, RecursionError) as error:  # binascii.Error and JSONDecodeError are ValueErrors
+        return 400, f"invalid request: the body is not UTF-8 JSON ({type(error).__name__}: {str(error)[:200]})"
+    return None

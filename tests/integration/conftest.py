@@ -1,6 +1,8 @@
 """Integration tests: moto's server speaks the real AWS APIs over HTTP; resources come from template.yaml."""
 
 import json
+import time
+import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,6 +57,26 @@ def dead_letters(stack) -> list[dict]:
         messages.extend(json.loads(message["Body"]) for message in batch)
         sqs.delete_message_batch(QueueUrl=queue, Entries=[
             {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)])
+
+
+def http_get(url):
+    """GET over real HTTP -> (status, JSON body), errors included."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def wait_for(check, timeout=15.0):
+    """Poll until check() returns something truthy (and return it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
 
 
 def table_items(stack) -> dict[str, dict]:

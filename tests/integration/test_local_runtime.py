@@ -12,15 +12,9 @@ from pulse.local.evaluate import EvalOptions, Progress, run_evaluation
 from pulse.local.runtime import LocalRuntime
 from pulse.local.stack import REPO_ROOT
 from pulse.local.template import PLAYED_LOCALLY, PROVISIONED, load_template
+from tests.integration.conftest import http_get as get
+from tests.integration.conftest import wait_for
 from tests.scenarios import catalog_lines
-
-
-def get(url):
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 def post(url, body):
@@ -47,16 +41,6 @@ def started_runtime():
 def runtime(started_runtime):
     started_runtime.stack.activate()  # other tests may have pointed this process at another endpoint
     return started_runtime
-
-
-def wait_for(check, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def test_a_plain_boto3_client_sees_its_events_in_the_api(runtime, tmp_path):

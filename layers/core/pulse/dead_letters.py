@@ -66,7 +66,7 @@ class SqsDeadLetters:
         for chunk in _chunks(letters, now):
             entries = [{"Id": str(index), "MessageBody": body,
                         "MessageAttributes": {"reason": {"DataType": "String",
-                                                         "StringValue": letter.reason[:256]}}}
+                                                         "StringValue": sqs_safe(letter.reason)[:256]}}}
                        for index, (letter, body) in enumerate(chunk)]
             try:
                 response = aws.client("sqs").send_message_batch(QueueUrl=self.queue_url, Entries=entries)
@@ -75,6 +75,16 @@ class SqsDeadLetters:
                 continue
             failed.extend(chunk[int(entry["Id"])][0] for entry in response.get("Failed", []))
         return failed
+
+
+def sqs_safe(text: str) -> str:
+    """Only the characters SQS accepts in messages and attributes (#x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD
+    #x10000-#x10FFFF); others are written as JSON escapes."""
+    def allowed(char: str) -> bool:
+        code = ord(char)
+        return code in (0x9, 0xA, 0xD) or 0x20 <= code <= 0xD7FF or 0xE000 <= code <= 0xFFFD or code >= 0x10000
+
+    return "".join(char if allowed(char) else json.dumps(char)[1:-1] for char in text)
 
 
 class InMemoryDeadLetters:
@@ -91,8 +101,8 @@ def _chunks(letters: Sequence[DeadLetter], now: float) -> list[list[tuple[DeadLe
     chunks: list[list[tuple[DeadLetter, str]]] = []
     size = 0
     for letter in letters:
-        body = json.dumps(letter.message(now), ensure_ascii=False)
-        length = len(body.encode("utf-8"))
+        body = json.dumps(letter.message(now))  # ASCII: SQS refuses some characters (NUL, U+FFFF, surrogates)
+        length = len(body)
         if not chunks or len(chunks[-1]) == 10 or size + length > MAX_BATCH_BYTES:
             chunks.append([])
             size = 0

@@ -56,6 +56,8 @@ def decode_record_data(data: bytes) -> dict[str, Any]:
                            f"column {error.colno}") from None
     except RecursionError:
         raise InvalidEvent("record data is not valid JSON: nested too deeply") from None
+    except ValueError as error:  # e.g. an integer of more digits than Python converts
+        raise InvalidEvent(f"record data is not valid JSON: {error}") from None
     return payload
 
 
@@ -95,7 +97,7 @@ def parse_timestamp(raw: Any) -> float:
             raise InvalidEvent(f"ts '{_clip(raw)}' has no time zone (add Z or an offset like +02:00)")
         seconds = moment.timestamp()
     else:
-        seconds = float(raw)
+        seconds = _float(raw, "ts")
     if not math.isfinite(seconds) or seconds < 0:
         raise InvalidEvent(f"ts must be a finite, non-negative epoch time, got {_clip(str(raw))}")
     if seconds > MAX_EPOCH_SECONDS:
@@ -134,6 +136,8 @@ def _text(raw: Any) -> str | None:
         raise InvalidEvent(f"text must be a string, got {_json_type(raw)}")
     if not raw.strip():
         raise InvalidEvent("text is empty")
+    if not _encodable(raw):
+        raise InvalidEvent("text is not valid Unicode (it holds a lone surrogate)")
     if len(raw) > MAX_TEXT_LENGTH:
         raise InvalidEvent(f"text is {len(raw)} characters; the limit is {MAX_TEXT_LENGTH}")
     return raw
@@ -144,9 +148,25 @@ def _value(raw: Any) -> float | None:
         return None
     if isinstance(raw, bool) or not isinstance(raw, int | float):
         raise InvalidEvent(f"value must be a number, got {_json_type(raw)}")
-    if not math.isfinite(raw):
+    value = _float(raw, "value")
+    if not math.isfinite(value):
         raise InvalidEvent("value must be a finite number")
-    return float(raw)
+    return value
+
+
+def _float(raw: int | float, field: str) -> float:
+    try:
+        return float(raw)
+    except OverflowError:
+        raise InvalidEvent(f"{field} is too large a number") from None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _json_type(raw: Any) -> str:

@@ -139,7 +139,7 @@ class EventPublisher:
                 rejected.append({"index": index, "error": str(error)})
                 continue
             accepted.append((index, {"PartitionKey": event.user_id,
-                                     "Data": json.dumps(payload, ensure_ascii=False).encode("utf-8")}))
+                                     "Data": json.dumps(payload).encode("ascii")}))
         failed = self._put(accepted) if accepted else {}
         rejected.extend({"index": index, "error": f"not stored, retry later: {error}"}
                         for index, error in failed.items())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import urllib.parse
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -29,7 +30,8 @@ def serve_api(handler: Callable[[dict[str, Any]], dict[str, Any]], host: str, po
                             json.dumps({"error": f"body over {MAX_BODY_BYTES} bytes"}).encode())
                 return
             body = self.rfile.read(length) if length else None
-            path, _, query = self.path.partition("?")
+            raw_path, _, query = self.path.partition("?")
+            path = urllib.parse.unquote(raw_path)  # an HTTP API hands the function the decoded path
             try:
                 text: str | bytes | None = body.decode("utf-8") if body is not None else None
             except UnicodeDecodeError:
