@@ -9,12 +9,13 @@ SAM := $(SAM_VENV)/bin/sam
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: demo test encoder build lint deploy local eval bench clean help install
+.PHONY: demo test encoder build lint deploy local eval bench soak clean help install
 
 help:
 	@echo "make demo     install, build the encoder, replay MovieLens-100K through the local stack, show results"
 	@echo "make eval     quality (Hit/NDCG/MRR@10 vs popularity), interest shift, freshness -> .pulse/eval.*"
 	@echo "make bench    speed and cost of every hot path, side by side -> .pulse/bench.json"
+	@echo "make soak     300 events/s for 2 min on the local stack with API load; reconcile -> .pulse/soak.json"
 	@echo "make local    the embedded local stack in the foreground (AWS on :4566, API on :3000)"
 	@echo "make test     install, build the encoder, run the tests (incl. sam validate --lint and sam build)"
 	@echo "make encoder  export + quantize all-MiniLM-L6-v2 to int8 ONNX (layers/encoder/pulse_encoder/model)"
@@ -60,6 +61,9 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 
 bench: $(VENV)/.bench-installed encoder
 	$(PY) -m pulse.cli bench
+
+soak: $(VENV)/.installed encoder
+	$(PY) -m pulse.cli soak
 
 eval: $(VENV)/.installed encoder
 	$(PY) -m pulse.cli eval

@@ -95,10 +95,10 @@ def writes_failing_for(user_id, message="injected: DynamoDB unavailable"):
     store = ingest_pipeline().store
     real_update = store.update
 
-    def flaky(user, mutate):
+    def flaky(user, mutate, **options):
         if user == user_id:
             raise RuntimeError(message)
-        return real_update(user, mutate)
+        return real_update(user, mutate, **options)
 
     with mock.patch.object(store, "update", side_effect=flaky):
         yield

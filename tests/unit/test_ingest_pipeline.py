@@ -64,6 +64,20 @@ def test_one_write_per_user_per_batch(parts):
     assert {parts["store"].get(f"u{i}").event_count for i in range(3)} == {10}
 
 
+def test_the_users_of_a_batch_are_read_together_then_written_one_by_one(parts):
+    store = parts["store"]
+    reads = {"get": 0, "get_many": []}
+    real_get, real_get_many = store.get, store.get_many
+    store.get = lambda user_id: reads.__setitem__("get", reads["get"] + 1) or real_get(user_id)
+    store.get_many = lambda user_ids: reads["get_many"].append(sorted(user_ids)) or real_get_many(user_ids)
+    for first in (0, 30):  # new users, then known ones
+        batch = records([behaviour(f"e{i}", f"u{i % 3}", item_id="100", ts=1000 + i) for i in range(first, first + 30)],
+                        first_sequence=first + 1)
+        pipeline(parts).process(batch)
+    assert reads == {"get": 0, "get_many": [["u0", "u1", "u2"]] * 2}
+    assert {store.get(f"u{i}").event_count for i in range(3)} == {20} and store.writes == 6
+
+
 def test_the_encoder_is_loaded_only_when_a_batch_has_texts(parts):
     loads = []
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pulse import aws
-from pulse.events import BehaviourEvent, InvalidEvent, parse_event
+from pulse.events import BehaviourEvent, InvalidEvent, decode_record_data, parse_event
 
 ARCHIVE_PREFIX = "archive/"
 
@@ -45,9 +45,9 @@ def read_archive(bucket: str, first_day: dt.date, last_day: dt.date, *, prefix: 
                     if not line.strip():
                         continue
                     stats.lines += 1
-                    try:
-                        event = parse_event(json.loads(line))
-                    except (ValueError, InvalidEvent) as error:  # JSONDecodeError is a ValueError
+                    try:  # the ingest's own checks (size, UTF-8, JSON, contract): what it parks stays out
+                        event = parse_event(decode_record_data(line))
+                    except InvalidEvent as error:
                         stats.invalid += 1
                         if len(stats.problems) < 20:
                             stats.problems.append(f"{entry['Key']}: {error}")

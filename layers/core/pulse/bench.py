@@ -218,13 +218,16 @@ class MeasuredStore:
     def writes(self) -> int:
         return self.inner.writes
 
-    def update(self, user_id, mutate):
+    def get_many(self, user_ids):
+        return self.inner.get_many(user_ids)
+
+    def update(self, user_id, mutate, **options):
         from datetime import timedelta
 
         from pulse.store import _to_item
 
         before = self.inner.writes
-        result = self.inner.update(user_id, mutate)
+        result = self.inner.update(user_id, mutate, **options)
         if self.inner.writes > before:
             size = dynamodb_item_bytes(_to_item(self.model, self.inner.items[user_id], time.time(),
                                                 timedelta(days=180)).serialize())

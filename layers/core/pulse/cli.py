@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     forget.add_argument("user_ids", nargs="+", metavar="USER_ID")
     forget.add_argument("--bucket", help="archive bucket (default: $PULSE_BUCKET, else the local stack's)")
 
+    commands.add_parser("soak", help="sustained load on the local stack, then reconcile (.pulse/soak.json)",
+                        add_help=False)
     commands.add_parser("bench", help="speed and cost of every hot path, side by side (.pulse/bench.json)",
                         add_help=False)
 
@@ -72,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         from pulse.bench import main as bench
 
         return bench(argv[1:])
+    if argv[:1] == ["soak"]:
+        from pulse.local.soak import main as soak
+
+        return soak(argv[1:])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "local":

@@ -20,10 +20,10 @@ import numpy as np
 from pulse.catalog import CatalogReader
 from pulse.dead_letters import DeadLetter, DeadLetterSink
 from pulse.events import BehaviourEvent, InvalidEvent, decode_record_data, parse_event
-from pulse.interest import ApplyResult, EmbeddedEvent, apply_user_events
+from pulse.interest import ApplyResult, EmbeddedEvent, UserInterest, apply_user_events
 from pulse.privacy import user_ref
 from pulse.settings import Settings
-from pulse.store import InterestStore
+from pulse.store import UNKNOWN, InterestStore
 from pulse.stream import StreamRecord
 
 log = logging.getLogger(__name__)
@@ -152,8 +152,14 @@ class IngestPipeline:
             if not ready:
                 return ApplyResult()
             settings = self.settings.interest
-            return self.store.update(user_id, lambda user: apply_user_events(user, ready, settings))
+            state = UNKNOWN if known is None else known.get(user_id)
+            return self.store.update(user_id, lambda user: apply_user_events(user, ready, settings), known=state)
 
+        try:  # one batch read for every user of the batch; each write stays conditional on what was read
+            known: dict[str, UserInterest] | None = self.store.get_many(list(by_user))
+        except Exception:  # noqa: BLE001 - each write then reads its user itself
+            log.warning("batch read of the users failed; reading them one by one", exc_info=True)
+            known = None
         futures = {user_id: self._writers.submit(write, user_id, items) for user_id, items in by_user.items()}
         for user_id, future in futures.items():
             try:

@@ -10,7 +10,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Protocol, TypeVar
@@ -38,11 +38,24 @@ class WriteConflictError(RuntimeError):
     """The user's item kept changing under us (or kept being throttled) through every attempt."""
 
 
+class _Unknown:
+    """Marks 'not read yet' for update(known=...): None already means 'no item'."""
+
+
+UNKNOWN = _Unknown()
+
+
 class InterestStore(Protocol):
     def get(self, user_id: str) -> UserInterest | None: ...
 
-    def update(self, user_id: str, mutate: Callable[[UserInterest], Result]) -> Result:
-        """Load (or create) the user, mutate it, write it back once if it changed; retry on conflict."""
+    def get_many(self, user_ids: Sequence[str]) -> dict[str, UserInterest]:
+        """The users that exist among user_ids, read together (one batch read instead of one read each)."""
+        ...
+
+    def update(self, user_id: str, mutate: Callable[[UserInterest], Result],
+               known: UserInterest | None | _Unknown = UNKNOWN) -> Result:
+        """Load (or create) the user, mutate it, write it back once if it changed; retry on conflict.
+        `known`: the user as just read (None: no item), used for the first attempt instead of a read."""
         ...
 
     def delete(self, user_id: str) -> bool: ...
@@ -98,9 +111,15 @@ class DynamoInterestStore:
         except DoesNotExist:
             return None
 
-    def update(self, user_id: str, mutate: Callable[[UserInterest], Result]) -> Result:
+    def get_many(self, user_ids: Sequence[str]) -> dict[str, UserInterest]:
+        """Consistent BatchGetItem (100 keys a request; PynamoDB re-asks for unprocessed keys)."""
+        return {item.user_id: _to_domain(item) for item in self.model.batch_get(list(user_ids), consistent_read=True)}
+
+    def update(self, user_id: str, mutate: Callable[[UserInterest], Result],
+               known: UserInterest | None | _Unknown = UNKNOWN) -> Result:
         for attempt in range(self.attempts):
-            user = self.get(user_id) or UserInterest(user_id=user_id, scales={})
+            user = self.get(user_id) if attempt > 0 or known is UNKNOWN else known
+            user = user or UserInterest(user_id=user_id, scales={})
             result = mutate(user)
             if not result.changed:
                 return result
@@ -188,8 +207,14 @@ class InMemoryInterestStore:
             found = self.items.get(user_id)
             return copy.deepcopy(found) if found is not None else None
 
-    def update(self, user_id: str, mutate: Callable[[UserInterest], Result]) -> Result:
-        user = self.get(user_id) or UserInterest(user_id=user_id, scales={})
+    def get_many(self, user_ids: Sequence[str]) -> dict[str, UserInterest]:
+        with self._lock:
+            return {user_id: copy.deepcopy(self.items[user_id]) for user_id in user_ids if user_id in self.items}
+
+    def update(self, user_id: str, mutate: Callable[[UserInterest], Result],
+               known: UserInterest | None | _Unknown = UNKNOWN) -> Result:
+        user = self.get(user_id) if known is UNKNOWN else copy.deepcopy(known)
+        user = user or UserInterest(user_id=user_id, scales={})
         result = mutate(user)
         if result.changed:
             with self._lock:
