@@ -260,23 +260,14 @@ def dynamodb_item_bytes(serialized: dict[str, Any]) -> int:
 
 def ingest_handler(pipeline: Any) -> Callable[[dict], dict]:
     """The real ingest function's handler, wired to `pipeline` (its DynamoDB store replaced by a fake)."""
-    from pulse.local.functions import load_handler
+    from pulse.local.functions import import_handler
 
     os.environ.update({"POWERTOOLS_SERVICE_NAME": "pulse-ingest", "POWERTOOLS_METRICS_NAMESPACE": "Pulse",
                        "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true",
                        "POWERTOOLS_LOG_LEVEL": "WARNING"})
-    spec = _Spec(REPO_ROOT / "functions" / "ingest", "app", "lambda_handler", "BenchIngest")
-    handler = load_handler(spec)  # type: ignore[arg-type]
-    sys.modules[f"pulse_function_{spec.logical_id}"].ingest_pipeline = lambda: pipeline
+    handler = import_handler(REPO_ROOT / "functions" / "ingest" / "app.py", "lambda_handler", "pulse_bench_ingest")
+    sys.modules["pulse_bench_ingest"].ingest_pipeline = lambda: pipeline
     return handler
-
-
-@dataclass
-class _Spec:
-    code_dir: Path
-    module: str
-    attribute: str
-    logical_id: str
 
 
 def lambda_batches(events: Sequence[dict[str, Any]], batch: int) -> list[dict[str, Any]]:
@@ -437,7 +428,7 @@ def bench_api(sizes: BenchSizes, stack) -> dict[str, Any]:
     """GET /users/{id}/recommendations through the real handler (warm), and its cold start in a new process."""
     from pulse.catalog import CatalogVersion
     from pulse.catalog_store import S3CatalogRepository
-    from pulse.interest import ScaleState, UserInterest
+    from pulse.interest import ApplyResult, ScaleState, UserInterest
     from pulse.local.http import api_gateway_event
     from pulse.store import DynamoInterestStore
 
@@ -453,7 +444,7 @@ def bench_api(sizes: BenchSizes, stack) -> dict[str, Any]:
             state.scales = {name: ScaleState(rng.standard_normal(DIM), time.time()) for name in ("short", "long")}
             state.recent_items = {f"item-{n}": time.time() for n in rng.choice(sizes.api_items, 50, replace=False)}
             state.event_count = 50
-            return _Changed()
+            return ApplyResult(applied=50)
 
         store.update(user, mutate)
     stack.use_function_environments("WARNING")
@@ -468,23 +459,18 @@ def bench_api(sizes: BenchSizes, stack) -> dict[str, Any]:
     return {"items": sizes.api_items, **summary(samples), "cold_start": api_cold_start(stack, users[0])}
 
 
-@dataclass
-class _Changed:
-    changed: bool = True
-
-
 def api_cold_start(stack, user: str) -> dict[str, Any]:
     """A new process as a new Lambda container: import the handler, then the first request (catalogue load)."""
     from pulse.local.functions import function_environment
 
     spec = stack.function("ApiFunction")
+    handler_file = spec.code_dir / f"{spec.module.replace('.', '/')}.py"
     code = ("import json, sys, time; started = time.perf_counter()\n"
-            "from pulse.local.functions import LambdaContext, load_handler\n"
+            "from pathlib import Path\n"
+            "from pulse.local.functions import LambdaContext, import_handler\n"
             "from pulse.local.http import api_gateway_event\n"
-            "import pulse.bench as bench\n"
-            f"spec = bench._Spec(bench.Path({str(spec.code_dir)!r}), {spec.module!r}, {spec.attribute!r}, "
-            "'ApiFunction')\n"
-            "handler = load_handler(spec); imported = time.perf_counter()\n"
+            f"handler = import_handler(Path({str(handler_file)!r}), {spec.attribute!r}, 'app')\n"
+            "imported = time.perf_counter()\n"
             f"answer = handler(api_gateway_event('GET', '/users/{user}/recommendations', query='k=10'), "
             "LambdaContext('ApiFunction', 1769, 29)); done = time.perf_counter()\n"
             "print(json.dumps({'import_ms': round((imported - started) * 1000, 1), "

@@ -88,12 +88,15 @@ def function_environment(spec: FunctionSpec, extra: dict[str, str] | None = None
 
 def load_handler(spec: FunctionSpec) -> Handler:
     """Import the handler file under a unique module name (every function's file is called app.py)."""
-    path = spec.code_dir / f"{spec.module.replace('.', '/')}.py"
-    name = f"pulse_function_{spec.logical_id}"
+    return import_handler(spec.code_dir / f"{spec.module.replace('.', '/')}.py", spec.attribute,
+                          f"pulse_function_{spec.logical_id}")
+
+
+def import_handler(path: Path, attribute: str, name: str) -> Handler:
     module_spec = importlib.util.spec_from_file_location(name, path)
     if module_spec is None or module_spec.loader is None:
-        raise FileNotFoundError(f"{spec.logical_id}: handler file {path} not found")
+        raise FileNotFoundError(f"{name}: handler file {path} not found")
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module
     module_spec.loader.exec_module(module)
-    return getattr(module, spec.attribute)
+    return getattr(module, attribute)

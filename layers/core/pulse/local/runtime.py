@@ -30,6 +30,7 @@ class LocalRuntime:
     parameters: dict[str, str] = field(default_factory=dict)
     log_level: str = "WARNING"
     root: Path = REPO_ROOT
+    _producer: Any = field(default=None, init=False, repr=False)
     archive_interval_seconds: float = 5.0  # Firehose buffers 60 s on AWS; locally the archive catches up faster
 
     def start(self) -> LocalRuntime:
@@ -96,7 +97,7 @@ class LocalRuntime:
 
     def _kinesis(self) -> Any:
         """One producer client (creating a boto3 client costs ~0.1 s of CPU; boto3 clients are thread-safe)."""
-        if getattr(self, "_producer", None) is None:
+        if self._producer is None:
             self._producer = self.stack.client("kinesis")
         return self._producer
 
