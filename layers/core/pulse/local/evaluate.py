@@ -272,11 +272,7 @@ class Timeline:
         result = train_catalog(self.repository, self.bucket, days=2, until=today, before=cutoff,
                                config=self.options.space(), seed=0)
         published = time.monotonic()
-        deadline = published + 60
-        while self.api.get("/health").get("catalog_version") != result.version:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the API did not pick up catalogue {result.version} within 60 s")
-            time.sleep(0.05)
+        wait_until_serving(self.api, result.version)
         check = float(self.runtime.stack.parameters.get("CatalogCheckSeconds", 2))
         time.sleep(max(0.0, published + check + 0.1 - time.monotonic()))
         self.trainings.append({"events_before": dt.datetime.fromtimestamp(cutoff, dt.UTC).isoformat(),
@@ -383,6 +379,15 @@ def wait_reflected(api: Api, expected: list[tuple[str, int]], put_at: float, tim
     if waiting:
         raise TimeoutError(f"{len(waiting)} users' events not reflected within {timeout} s")
     return seen_at
+
+
+def wait_until_serving(api: Api, version: str, timeout: float = 60.0) -> None:
+    """Until the API's /health reports this catalogue version."""
+    deadline = time.monotonic() + timeout
+    while api.get("/health").get("catalog_version") != version:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the API did not serve catalogue {version} within {timeout} s")
+        time.sleep(0.05)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

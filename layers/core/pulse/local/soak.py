@@ -425,7 +425,7 @@ def sustained(report: dict[str, Any]) -> dict[str, Any]:
 
 def run_soak(options: SoakOptions) -> dict[str, Any]:
     from pulse.catalog_store import S3CatalogRepository
-    from pulse.local.evaluate import Api, Progress, publish
+    from pulse.local.evaluate import Api, Progress, publish, wait_until_serving
     from pulse.local.runtime import LocalRuntime
     from pulse.movielens import load_movies, load_ratings
 
@@ -437,7 +437,7 @@ def run_soak(options: SoakOptions) -> dict[str, Any]:
     try:
         version = publish(runtime, {movie.item_id: movie for movie in movies}, ratings,
                           Progress(enabled=options.progress))["version"]
-        wait_for_catalogue(Api(runtime.api_url), version)
+        wait_until_serving(Api(runtime.api_url), version)
         catalogue = S3CatalogRepository(runtime.stack.name_of("AWS::S3::Bucket")).load(version, None)
         popularity = Counter(rating.item_id for rating in ratings)
         traffic = Traffic(options, {item: popularity[item] + 1.0 for item in catalogue.item_ids},
@@ -456,14 +456,6 @@ def run_soak(options: SoakOptions) -> dict[str, Any]:
     report["sustained"] = sustained(report)
     report["seconds"] = round(time.perf_counter() - started, 1)
     return report
-
-
-def wait_for_catalogue(api: Any, version: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while api.get("/health").get("catalog_version") != version:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the API did not serve catalogue {version} within {timeout} s")
-        time.sleep(0.1)
 
 
 def send(runtime: Any, traffic: Traffic, options: SoakOptions) -> tuple[dict[str, Any], dict[str, Any]]:
