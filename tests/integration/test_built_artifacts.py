@@ -129,7 +129,13 @@ def test_the_built_training_function_runs_with_only_its_layers(built, lambda_run
     function = stack.function("TrainFunction")
     assert function.layers == ["CoreLayer", "TrainingLayer"]  # no encoder layer: trains from stored vectors
     response = invoke_built(stack, lambda_runtime, "TrainFunction", "train-schedule.json")
-    assert response["version"].startswith("t-") and response["events"] == 100 and response["users"] == 20
+    assert (response["decision"], response["version"], response["events"], response["users"]) == \
+        ("refused", None, 100, 20)
+    assert response["reason"].startswith("not enough data: 100 events < 1000; 20 users < 50")
+    report = json.loads(s3.get_object(Bucket=bucket, Key=response["report"])["Body"].read())
+    assert report["decision"] == "refused" and report["data"]["events"] == 100
+    forced = invoke_built(stack, lambda_runtime, "TrainFunction", "train-forced.json")
+    assert forced["decision"] == "published" and forced["version"].startswith("t-") and "forced" in forced["reason"]
 
 
 def test_each_function_with_its_layers_fits_lambdas_unzipped_limit(built, stack):

@@ -9,6 +9,7 @@ import pytest
 
 from pulse.catalog_store import S3CatalogRepository
 from pulse.collaborative import SpaceConfig
+from pulse.settings import TrainingPolicy
 from pulse.training import train_catalog
 from tests.builders import behaviour, kinesis_event
 from tests.integration.conftest import upload_catalog
@@ -19,6 +20,7 @@ T0 = dt.datetime(2026, 11, 20, 8, tzinfo=dt.UTC).timestamp()
 COLD = [{"item_id": "cold-horror", "title": "Scream 2 (1997)", "categories": ["Horror"]},
         {"item_id": "cold-animation", "title": "Toy Story 2 (1999)", "categories": ["Animation"]}]
 CONFIG = SpaceConfig(dim=8, text_weight=0.25, collab_weight=0.75)
+FORCED = TrainingPolicy(force=True)  # 60 one-hour sessions: too little for the gate, published all the same
 
 
 def genre_items(genre):
@@ -45,7 +47,8 @@ def trained(stack, catalog_function):
     upload_catalog(stack, catalog_function, catalog_lines() + [json.dumps(item) for item in COLD])
     archive_sessions(stack)
     bucket = stack.name_of("AWS::S3::Bucket")
-    return train_catalog(S3CatalogRepository(bucket), bucket, days=3, until=DAY, config=CONFIG, seed=0)
+    return train_catalog(S3CatalogRepository(bucket), bucket, days=3, until=DAY, config=CONFIG, seed=0, policy=FORCED,
+                        pinned_blocks=(0.25, 0.75))
 
 
 def genre_of(item_id):
@@ -95,7 +98,8 @@ def test_retraining_with_another_seed_keeps_users_recommendations(stack, api, in
 
     before = top10()
     bucket = stack.name_of("AWS::S3::Bucket")
-    again = train_catalog(S3CatalogRepository(bucket), bucket, days=3, until=DAY, config=CONFIG, seed=1)
+    again = train_catalog(S3CatalogRepository(bucket), bucket, days=3, until=DAY, config=CONFIG, seed=1, policy=FORCED,
+                           pinned_blocks=(0.25, 0.75))
     assert again.version != trained.version
     assert api("GET", "/health")[1]["catalog_version"] == again.version
     after = top10()

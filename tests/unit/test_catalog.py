@@ -61,7 +61,7 @@ class MemoryRepository:
         self.versions, self.current, self.loads, self.pointer_reads = {}, None, 0, 0
         self.broken = False
 
-    def publish(self, catalog):
+    def publish(self, catalog, training_state=None):
         new = catalog.version not in self.versions
         self.versions[catalog.version] = catalog
         self.current = catalog.version

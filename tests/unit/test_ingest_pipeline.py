@@ -1,6 +1,7 @@
 """The ingest pipeline with in-memory stores: catalogue vs text embeddings, aggregation, fault handling."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from pulse.catalog import EmptyCatalog, in_memory_catalog
 from pulse.dead_letters import InMemoryDeadLetters
 from pulse.ingest import IngestPipeline
+from pulse.recommend import scale_vectors
 from pulse.settings import Settings
 from pulse.store import InMemoryInterestStore
 from pulse.stream import StreamRecord
@@ -54,7 +56,13 @@ def test_catalogue_items_need_no_encoder_and_texts_share_one_batched_call(parts)
     assert (report.accepted, report.rejected, report.failed_sequence_numbers) == (4, 0, [])
     assert parts["encoder"].calls == [["coen brothers crime", "A Bug's Life (1998) Animation"]]
     u2 = parts["store"].get("u2")
-    np.testing.assert_allclose(u2.scales["long"].vector, 0.5 * parts["catalog"].embeddings[1], atol=1e-6)
+    assert [(entry.item_id, entry.type) for entry in u2.history] == [("1", "view")] and u2.scales == {}
+    long = scale_vectors(u2, parts["catalog"], 0.0, Settings().half_lives)["long"]
+    np.testing.assert_allclose(long, 0.5 * parts["catalog"].embeddings[1], atol=1e-6)
+    u3 = parts["store"].get("u3")  # an item the catalogue does not know: its text stands for it, in text space
+    assert u3.history == [] and list(u3.recent_items) == ["new-item"]
+    np.testing.assert_allclose(u3.scales["long"].vector, 0.5 * parts["encoder"].encode(
+        ["A Bug's Life (1998) Animation"])[0], atol=1e-6)
 
 
 def test_one_write_per_user_per_batch(parts):
@@ -110,6 +118,12 @@ def test_a_transient_failure_holds_back_that_users_later_records_only(parts):
         def embed_texts(self, text_vectors):
             return text_vectors
 
+        def text_vectors_for(self, item_ids):
+            raise ConnectionError("injected: S3 unavailable")
+
+        def learned_settings(self):
+            raise ConnectionError("injected: S3 unavailable")
+
     parts["catalog"] = FailingCatalog()
     batch = records([
         behaviour("a", "u1", text="first text event", ts=10),
@@ -127,9 +141,25 @@ def test_weights_follow_the_type_and_rating(parts):
     batch = records([behaviour("a", "fan", type="rate", item_id="100", value=5),
                      behaviour("b", "hater", type="rate", item_id="100", value=1)])
     pipeline(parts).process(batch)
-    fan = parts["store"].get("fan").scales["long"].vector
-    hater = parts["store"].get("hater").scales["long"].vector
+    fan, hater = (scale_vectors(parts["store"].get(user), parts["catalog"], 0.0, Settings().half_lives,
+                                Settings().type_weights)["long"] for user in ("fan", "hater"))
     assert float(fan @ hater) < 0
+
+
+def test_history_keeps_the_newest_item_events_and_folds_the_rest_by_their_text(parts):
+    """What leaves the history is not lost: its text vector joins the residual, so the state still sums every
+    event (here exactly, since a text-only catalogue's rows are the text vectors)."""
+    settings = replace(Settings(), history_limit=2)
+    batch = records([behaviour(f"e{n}", "u", item_id=item, ts=100 + n)
+                     for n, item in enumerate(["100", "1", "100", "1"])])
+    pipeline(parts, settings).process(batch)
+    user = parts["store"].get("u")
+    assert [(entry.ts, entry.item_id) for entry in user.history] == [(102.0, "100"), (103.0, "1")]
+    vectors = scale_vectors(user, parts["catalog"], 200.0, settings.half_lives)
+    rows = parts["catalog"].embeddings.astype(np.float64)
+    for name, half_life in settings.half_lives.items():
+        expected = sum(0.5 * 2 ** (-(200.0 - (100 + n)) / half_life) * rows[row] for n, row in enumerate([0, 1, 0, 1]))
+        np.testing.assert_allclose(vectors[name], expected, atol=1e-6)
 
 
 def test_dead_letters_keep_undecodable_bytes(parts):

@@ -69,11 +69,19 @@ class EventsResponse(BaseModel):
     rejected: list[Rejection]
 
 
+class SpaceDescription(BaseModel):
+    kind: Literal["text", "hybrid"] = Field(description="text: the encoder's space; hybrid: text + learned blocks")
+    dim: int
+    basis: str | None = Field(description="the space's identity: uploads keep it, only a training changes it")
+    settings: dict[str, Any] = Field(description="the interest settings serving now (learned unless pinned)")
+
+
 class HealthResponse(BaseModel):
     status: Literal["ok", "degraded"]
     catalog_version: str | None
     item_count: int
     encoder_fingerprint: str | None
+    space: SpaceDescription | None = None
 
 
 class ForgetResponse(BaseModel):

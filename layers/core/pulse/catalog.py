@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -19,6 +19,14 @@ class CatalogReader(Protocol):
         """Encoder vectors of behaviour texts -> the catalogue's item space."""
         ...
 
+    def text_vectors_for(self, item_ids: Iterable[str]) -> dict[str, np.ndarray]:
+        """The encoder's vectors of the items' texts (what a user's text-space residual is made of)."""
+        ...
+
+    def learned_settings(self) -> dict[str, Any] | None:
+        """Interest settings the training chose for this version (None: none learned yet)."""
+        ...
+
 
 class EmptyCatalog:
     """No catalogue published yet: every item is unknown, texts stay in the encoder's space."""
@@ -28,6 +36,12 @@ class EmptyCatalog:
 
     def embed_texts(self, text_vectors: np.ndarray) -> np.ndarray:
         return text_vectors
+
+    def text_vectors_for(self, item_ids: Iterable[str]) -> dict[str, np.ndarray]:
+        return {}
+
+    def learned_settings(self) -> dict[str, Any] | None:
+        return None
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,6 +62,11 @@ class CatalogVersion:
     text_to_collab: np.ndarray | None = None
     text_weight: float = 1.0
     collab_weight: float = 0.0
+    # Interest settings chosen by the training that made this version (half_lives, blend_weights,
+    # rating_weighting); the API and the ingest use them unless the deployment pins its own.
+    settings: dict[str, Any] | None = None
+    # Identifies the item space: an upload that extends a version keeps it, only a training makes a new one.
+    basis: str | None = None
 
     def __post_init__(self) -> None:
         count = len(self.item_ids)
@@ -67,6 +86,10 @@ class CatalogVersion:
             for name in names:
                 by_category.setdefault(name.casefold(), []).append(row)
         object.__setattr__(self, "category_rows", {name: np.array(rows) for name, rows in by_category.items()})
+        if self.text_to_collab is not None and not self.text_weight > 0:
+            raise ValueError("a hybrid version needs a text block (text_weight > 0)")
+        if not np.isfinite(self.embeddings).all():
+            raise ValueError("the embeddings hold non-finite values (NaN or infinity)")
 
     index: dict[str, int] = field(init=False, repr=False)
     category_rows: dict[str, np.ndarray] = field(init=False, repr=False)
@@ -90,6 +113,31 @@ class CatalogVersion:
         if self.text_to_collab is None:
             return text_vectors
         return hybrid_vectors(text_vectors, text_vectors @ self.text_to_collab, self.text_weight, self.collab_weight)
+
+    @property
+    def text_dim(self) -> int:
+        return self.dim if self.text_to_collab is None else int(self.text_to_collab.shape[0])
+
+    @property
+    def text_share(self) -> float:
+        return 1.0 if self.text_to_collab is None else self.text_weight / (self.text_weight + self.collab_weight)
+
+    def text_block(self, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """The encoder's (unit) vectors of these rows' texts: the hybrid rows' text block, rescaled."""
+        return self.embeddings[rows, : self.text_dim] / np.float32(math.sqrt(self.text_share))
+
+    def text_vectors_for(self, item_ids: Iterable[str]) -> dict[str, np.ndarray]:
+        return {item_id: self.text_block(self.index[item_id]) for item_id in item_ids if item_id in self.index}
+
+    def embed_residual(self, residual: np.ndarray) -> np.ndarray:
+        """A text-space interest vector -> this space, its length kept (blend reads strength from lengths)."""
+        strength = float(np.linalg.norm(residual))
+        if self.text_to_collab is None or strength == 0.0:
+            return np.asarray(residual, dtype=np.float64)
+        return strength * self.embed_texts((residual / strength)[None, :]).astype(np.float64)[0]
+
+    def learned_settings(self) -> dict[str, Any] | None:
+        return self.settings
 
 
 def unit_rows(matrix: np.ndarray) -> np.ndarray:

@@ -8,13 +8,14 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import unquote_plus
 
 import numpy as np
 
-from pulse.catalog import CatalogVersion
+from pulse.catalog import CatalogVersion, hybrid_vectors
+from pulse.catalog_store import CatalogRefused
 from pulse.events import InvalidEvent, identifier
 
 MAX_CATEGORIES = 64
@@ -135,6 +136,7 @@ def build_catalog(items: Sequence[CatalogItem], encode: Callable[[Sequence[str]]
         available=np.array([item.available for item in items], dtype=bool),
         popularity=np.array([item.popularity for item in items], dtype=np.float64),
         created_at=time.time(),
+        basis=f"text-{encoder_fingerprint[:12]}",  # the encoder's own space
     )
 
 
@@ -170,15 +172,66 @@ class PublishResult:
     items: int
     new_files: bool
     skipped: list[tuple[int, str]]
+    basis: str | None = None
+
+
+def extend_space(serving: CatalogVersion, state: dict[str, np.ndarray], uploaded: CatalogVersion
+                 ) -> tuple[CatalogVersion, dict[str, np.ndarray]]:
+    """The uploaded items in the serving version's learned space (its dimensionality and basis kept).
+
+    Text blocks come from the upload (a changed text updates its block). An item the training saw in use keeps
+    its collaborative vector; a new or never-used item gets it from its text through the version's
+    text->collaborative map. Items the upload leaves out leave the version. -> (version, training state)."""
+    text = uploaded.embeddings.astype(np.float64)
+    mapped = text @ np.asarray(serving.text_to_collab, dtype=np.float64)
+    collab = mapped.copy()
+    warm = np.zeros(len(uploaded), dtype=bool)
+    for row, item_id in enumerate(uploaded.item_ids):
+        old = serving.index.get(item_id)
+        if old is not None and bool(state["warm"][old]):
+            collab[row], warm[row] = state["collab"][old], True
+    vectors = hybrid_vectors(text, collab, serving.text_weight, serving.collab_weight)
+    digest = hashlib.sha256(uploaded.version.encode())
+    digest.update(f"{serving.basis}".encode())
+    extended = replace(uploaded, version=f"v-{digest.hexdigest()[:20]}", embeddings=vectors,
+                       text_to_collab=serving.text_to_collab, text_weight=serving.text_weight,
+                       collab_weight=serving.collab_weight, settings=serving.settings, basis=serving.basis)
+    return extended, {"text": text, "collab": collab, "warm": warm}
 
 
 def publish_catalog(lines: Iterable[str | bytes], encoder: Any, repository: Any, *, skip_invalid: bool = False,
                     progress: Callable[[int], None] | None = None, batch_size: int = 256) -> PublishResult:
     """The one code path of `pulse catalog build` and the catalogue function. Nothing is published when a
-    line is invalid, unless skip_invalid (then the bad lines are skipped and reported)."""
+    line is invalid, unless skip_invalid (then the bad lines are skipped and reported).
+
+    When a trained (hybrid) version serves, the upload joins its space (extend_space) instead of replacing it:
+    only a training changes the space."""
     items, problems = parse_catalog_lines(lines)
     if problems and not skip_invalid:
         raise CatalogInvalid(problems)
+    if not items:
+        raise CatalogInvalid(problems or [(0, "the catalogue has no items")])
+    serving, state = _serving_space(repository, encoder.fingerprint)
     catalog = build_catalog(items, encoder.encode, encoder.fingerprint, batch_size=batch_size, progress=progress)
-    new_files = repository.publish(catalog)
-    return PublishResult(catalog.version, len(catalog), new_files, problems)
+    if serving is not None and state is not None:
+        catalog, state = extend_space(serving, state, catalog)
+    new_files = repository.publish(catalog, training_state=state)
+    return PublishResult(catalog.version, len(catalog), new_files, problems, catalog.basis)
+
+
+def _serving_space(repository: Any, fingerprint: str) -> tuple[CatalogVersion | None, dict[str, np.ndarray] | None]:
+    """The serving version and its training state, when it is a trained space of this encoder."""
+    version = repository.current_version()
+    if version is None:
+        return None, None
+    try:
+        serving = repository.load(version, fingerprint)
+    except CatalogRefused:  # another encoder's space, or a broken version: the upload starts afresh
+        return None, None
+    if not serving.is_hybrid:
+        return None, None
+    state = repository.load_training_state(version)
+    if state is None or len(state["warm"]) != len(serving):
+        raise CatalogInvalid([(0, f"the serving version {version} lacks its training state; run a training "
+                                  "(pulse train) before uploading, or restore the version")])
+    return serving, state

@@ -49,11 +49,26 @@ class S3CatalogRepository:
             raise CatalogRefused("the CURRENT pointer is not {\"version\": ...}") from None
 
     def load(self, version: str, expected_fingerprint: str | None) -> CatalogVersion:
+        """The version, checked whole; any problem (missing or damaged file, shapes, values, another encoder)
+        is a CatalogRefused naming it. Errors reaching S3 propagate (the caller retries later)."""
+        try:
+            return self._load(version, expected_fingerprint)
+        except CatalogRefused:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError, OSError, EOFError) as error:
+            raise CatalogRefused(f"version {version}: cannot be read ({type(error).__name__}: {error})") from None
+
+    def _load(self, version: str, expected_fingerprint: str | None) -> CatalogVersion:
         base = f"{self.prefix}versions/{version}/"
         manifest_raw = self._get(base + "manifest.json")
         if manifest_raw is None:
             raise CatalogRefused(f"version {version}: manifest.json is missing")
-        manifest = json.loads(manifest_raw)
+        try:
+            manifest = json.loads(manifest_raw)
+        except ValueError as error:
+            raise CatalogRefused(f"version {version}: manifest.json does not parse ({error})") from None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("sha256"), dict):
+            raise CatalogRefused(f"version {version}: manifest.json has no sha256 table")
         if expected_fingerprint is not None and manifest.get("encoder_fingerprint") != expected_fingerprint:
             raise CatalogRefused(f"version {version} was embedded by encoder {manifest.get('encoder_fingerprint')}"
                                  f", this deployment runs {expected_fingerprint}")
@@ -62,7 +77,7 @@ class S3CatalogRepository:
             body = self._get(base + name)
             if body is None:
                 raise CatalogRefused(f"version {version}: {name} is missing")
-            if hashlib.sha256(body).hexdigest() != manifest["sha256"][name]:
+            if hashlib.sha256(body).hexdigest() != manifest["sha256"].get(name):
                 raise CatalogRefused(f"version {version}: {name} does not match its sha256 in the manifest")
             files[name] = body
         embeddings = np.load(io.BytesIO(files["embeddings.npy"]), allow_pickle=False)
@@ -70,6 +85,8 @@ class S3CatalogRepository:
         if embeddings.dtype != np.float32 or embeddings.shape != (manifest["count"], manifest["dim"]):
             raise CatalogRefused(f"version {version}: embeddings are {embeddings.dtype}{embeddings.shape}, the "
                                  f"manifest says float32({manifest['count']}, {manifest['dim']})")
+        if len(set(columns["item_ids"])) != len(columns["item_ids"]):
+            raise CatalogRefused(f"version {version}: item ids repeat")
         space = manifest.get("space") or {}
         text_to_collab = None
         if space.get("kind") == "hybrid":
@@ -80,16 +97,17 @@ class S3CatalogRepository:
             if text_to_collab.shape[1] + space["text_dim"] != manifest["dim"]:
                 raise CatalogRefused(f"version {version}: text_to_collab is {text_to_collab.shape}, dim is "
                                      f"{manifest['dim']}")
-        try:
-            return CatalogVersion(
-                version=version, item_ids=columns["item_ids"], embeddings=np.ascontiguousarray(embeddings),
-                encoder_fingerprint=manifest["encoder_fingerprint"], titles=columns["titles"],
-                categories=columns["categories"], available=np.array(columns["available"], dtype=bool),
-                popularity=np.array(columns["popularity"], dtype=np.float64),
-                created_at=float(manifest.get("created_at", 0)), text_to_collab=text_to_collab,
-                text_weight=float(space.get("text_weight", 1.0)), collab_weight=float(space.get("collab_weight", 0.0)))
-        except (KeyError, ValueError) as error:
-            raise CatalogRefused(f"version {version}: {error}") from None
+        learned = manifest.get("settings")
+        if learned is not None:
+            _check_learned(version, learned)
+        return CatalogVersion(
+            version=version, item_ids=columns["item_ids"], embeddings=np.ascontiguousarray(embeddings),
+            encoder_fingerprint=manifest["encoder_fingerprint"], titles=columns["titles"],
+            categories=columns["categories"], available=np.array(columns["available"], dtype=bool),
+            popularity=np.array(columns["popularity"], dtype=np.float64),
+            created_at=float(manifest.get("created_at", 0)), text_to_collab=text_to_collab,
+            text_weight=float(space.get("text_weight", 1.0)), collab_weight=float(space.get("collab_weight", 0.0)),
+            settings=learned, basis=manifest.get("basis") or f"text-{manifest['encoder_fingerprint'][:12]}")
 
     def load_training_state(self, version: str) -> dict[str, np.ndarray] | None:
         """A hybrid version's text block, collaborative block and warm rows (what the next training aligns to)."""
@@ -122,6 +140,7 @@ class S3CatalogRepository:
                 self._put(base + name, body)
             manifest = {"version": catalog.version, "count": len(catalog), "dim": catalog.dim,
                         "encoder_fingerprint": catalog.encoder_fingerprint, "created_at": catalog.created_at,
+                        "basis": catalog.basis, "settings": catalog.settings,
                         "sha256": {name: hashlib.sha256(body).hexdigest() for name, body in files.items()}}
             if catalog.is_hybrid:
                 manifest["space"] = {"kind": "hybrid", "text_weight": catalog.text_weight,
@@ -143,6 +162,19 @@ class S3CatalogRepository:
 
     def _put(self, key: str, body: bytes) -> None:
         aws.client("s3").put_object(Bucket=self.bucket, Key=key, Body=body)
+
+
+def _check_learned(version: str, learned: Any) -> None:
+    """Learned interest settings must be what pulse.settings can serve: positive half-lives, finite blend."""
+    try:
+        lives, blend = learned["half_lives"], learned["blend_weights"]
+        ok = (all(float(value) > 0 and np.isfinite(float(value)) for value in lives.values())
+              and all(np.isfinite(float(value)) for value in blend.values()) and set(lives) == set(blend)
+              and learned.get("rating_weighting") in ("stars", "flat"))
+    except (KeyError, TypeError, AttributeError, ValueError):
+        ok = False
+    if not ok:
+        raise CatalogRefused(f"version {version}: its learned settings are malformed: {learned!r:.200}")
 
 
 def _npy(matrix: np.ndarray) -> bytes:
@@ -220,6 +252,14 @@ class LiveCatalog:
     def embed_texts(self, text_vectors):
         catalog = self._current_for_ingest()
         return catalog.embed_texts(text_vectors) if catalog is not None else text_vectors
+
+    def text_vectors_for(self, item_ids):
+        catalog = self._current_for_ingest()
+        return catalog.text_vectors_for(item_ids) if catalog is not None else {}
+
+    def learned_settings(self):
+        catalog = self._current_for_ingest()
+        return catalog.learned_settings() if catalog is not None else None
 
     def _current_for_ingest(self) -> CatalogVersion | None:
         try:

@@ -25,18 +25,25 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--parameter", action="append", default=[], metavar="NAME=VALUE",
                     help="template parameter override (repeatable), e.g. --parameter IngestBatchSize=500")
     up.add_argument("--log-level", default="INFO")
+    up.add_argument("--train-every", type=float, metavar="SECONDS",
+                    help="run the training function every this many seconds (default: the template's schedule, "
+                         "one day; 0 never). pulse train runs one on demand")
 
     for name, help_text in (("eval", "MovieLens-100K through the real pipeline: quality, interest shift, freshness"),
                             ("demo", "install-free tour: replay MovieLens-100K, show users and recommendations")):
         command = commands.add_parser(name, help=help_text)
-        command.add_argument("--half-lives", help="seconds per time scale (default short=60,long=86400)")
-        command.add_argument("--blend-weights", help="time scales' weights (default short=1,long=0.2)")
-        command.add_argument("--rating-weighting", choices=("stars", "flat"), help="default flat")
+        command.add_argument("--half-lives", help="pin the time scales' half-lives in seconds, e.g. "
+                             "short=60,long=86400 (default: learned by each training, as deployed)")
+        command.add_argument("--blend-weights", help="pin the time scales' weights, e.g. short=1,long=0.2 "
+                             "(default: learned)")
+        command.add_argument("--rating-weighting", choices=("stars", "flat"), help="pin it (default: learned)")
         command.add_argument("--type-weights", help="e.g. rate=2,view=0.5")
-        command.add_argument("--text-weight", type=float, help="text block's share (default 0.25)")
-        command.add_argument("--collab-weight", type=float, help="collaborative block's share (default 0.75)")
+        command.add_argument("--text-weight", type=float, help="pin the text block's share (default: learned)")
+        command.add_argument("--collab-weight", type=float, help="pin the collaborative block's share "
+                             "(default: learned)")
         command.add_argument("--retrain-days", type=float,
-                             help="train the item space every this many simulated days (default 7; 0 never)")
+                             help="run the training every this many simulated days (default 1, the template's "
+                                  "schedule; 0 never)")
         command.add_argument("--batch-size", type=int, help="IngestBatchSize (default: the template's)")
         command.add_argument("--out-dir", type=Path, default=Path(".pulse"))
 
@@ -53,10 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     trainer.add_argument("--days", type=int, default=30, help="archive window in days, ending today (default 30)")
     trainer.add_argument("--until", type=lambda text: __import__("datetime").date.fromisoformat(text),
                          help="last archive day (YYYY-MM-DD, default today, UTC)")
-    trainer.add_argument("--dim", type=int, default=128, help="collaborative dimensions (default 128)")
-    trainer.add_argument("--text-weight", type=float, default=0.25)
-    trainer.add_argument("--collab-weight", type=float, default=0.75)
-    trainer.add_argument("--seed", type=int, default=0)
+    trainer.add_argument("--seed", type=int, default=0, help="random seed of the factorization (default 0)")
+    trainer.add_argument("--force", action="store_true",
+                         help="publish even with too little data or a candidate worse than the serving version")
 
     forget = commands.add_parser("forget", help="erase users from the event archive (DELETE /users/{id} erases "
                                                 "their live state)")
@@ -96,20 +102,35 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train(args: argparse.Namespace) -> int:
+    """The training function's job, run here: settings (policy, pins) from the PULSE_* environment variables."""
     from pulse.catalog_store import S3CatalogRepository
-    from pulse.collaborative import SpaceConfig
-    from pulse.training import train_catalog
+    from pulse.settings import Settings
+    from pulse.training import TrainingError, deployment_options, train_catalog
 
     bucket = target_bucket(args.bucket)
-    config = SpaceConfig(dim=args.dim, text_weight=args.text_weight, collab_weight=args.collab_weight)
-    result = train_catalog(S3CatalogRepository(bucket), bucket, days=args.days, until=args.until, config=config,
-                           seed=args.seed)
-    print(f"catalogue {result.version} published (hybrid, from {result.base_version}): {result.events} events of "
-          f"{result.users} users, {result.warm_items}/{result.items} items with interactions; "
-          f"{result.seconds['total']:.1f} s training, ~{result.peak_bytes_estimate / 2**20:.0f} MiB peak; "
-          f"archive: {result.archive.lines} lines, {result.archive.invalid} invalid, "
-          f"{result.archive.duplicates} duplicates skipped")
-    return 0
+    options = deployment_options(Settings.from_env(), force=args.force) | {"days": args.days}
+    try:
+        result = train_catalog(S3CatalogRepository(bucket), bucket, until=args.until, seed=args.seed, **options)
+    except TrainingError as error:
+        print(f"pulse train: {error}", file=sys.stderr)
+        return 1
+    report = result.report
+    if result.published:
+        print(f"catalogue {result.version} published ({result.reason}; serving was {result.base_version})")
+    else:
+        print(f"training refused, {result.base_version} keeps serving: {result.reason} (--force publishes anyway)")
+    print(f"data: {result.events} events of {result.users} users, {result.warm_items}/{result.items} items used "
+          f"together, {report['data']['held_out_users']} held-out users; archive: {result.archive.lines} lines, "
+          f"{result.archive.invalid} invalid, {result.archive.duplicates} duplicates skipped; "
+          f"{result.seconds['total']:.1f} s")
+    if "candidate" in report:
+        for side in ("serving", "candidate", "popularity"):
+            print(f"  {side:<10} Hit@10 {report[side]['hit_at_10']:.4f}  NDCG@10 {report[side]['ndcg_at_10']:.4f}"
+                  f"  ({report[side]['users']} users)")
+        print(f"  settings chosen: {json.dumps(report['settings']['chosen'])}, blocks "
+              f"{report['settings']['text_weight']:g}/{report['settings']['collab_weight']:g}")
+    print(f"report: s3://{bucket}/{result.report_key}")
+    return 0 if result.published else 3
 
 
 def forget_users(args: argparse.Namespace) -> int:
@@ -132,7 +153,7 @@ def local_up(args: argparse.Namespace) -> int:
     logging.getLogger("pulse").setLevel(logging.INFO)
     parameters = dict(pair.split("=", 1) for pair in args.parameter)
     runtime = LocalRuntime(host=args.host, aws_port=args.aws_port, api_port=args.api_port, parameters=parameters,
-                           log_level=args.log_level).start()
+                           log_level=args.log_level, train_every_seconds=args.train_every).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -74,11 +74,12 @@ class IngestPipeline:
             except InvalidEvent as error:
                 letters.append(DeadLetter(str(error), record))
 
-        embedded, unknown, not_embedded = self._embed(valid, report)
+        settings = self._serving_settings()
+        embedded, unknown, not_embedded = self._embed(valid, report, settings)
         letters.extend(unknown)
         failed.update(pending.record.sequence_number for pending in not_embedded)
 
-        self._write_users(embedded, not_embedded, report, failed)
+        self._write_users(embedded, not_embedded, report, failed, settings)
 
         for letter in letters:
             report.rejections.append((letter.record.sequence_number, letter.reason))
@@ -91,7 +92,7 @@ class IngestPipeline:
         report.failed_sequence_numbers = [r.sequence_number for r in records if r.sequence_number in failed]
         return report
 
-    def _embed(self, valid: Sequence[_Pending], report: IngestReport
+    def _embed(self, valid: Sequence[_Pending], report: IngestReport, settings: Settings
                ) -> tuple[list[tuple[_Pending, EmbeddedEvent]], list[DeadLetter], list[_Pending]]:
         """-> (embedded events, unknown items without text, events that failed for a passing reason)."""
         item_ids = {pending.event.item_id for pending in valid if pending.event.item_id is not None}
@@ -101,13 +102,13 @@ class IngestPipeline:
         except Exception:  # noqa: BLE001 - the catalogue store is down: retry these records later
             log.exception("catalogue lookup failed; item events of this batch will be retried")
             known = None
-        vectors: dict[int, np.ndarray] = {}
+        vectors: dict[int, np.ndarray | None] = {}
         needs_text: list[int] = []
         letters: list[DeadLetter] = []
         for index, pending in enumerate(valid):
             event = pending.event
             if event.item_id is not None and known is not None and event.item_id in known:
-                vectors[index] = known[event.item_id]
+                vectors[index] = None  # a catalogue item: the history keeps it, embedded when asked
             elif event.text is not None:
                 needs_text.append(index)
             elif known is None:
@@ -117,21 +118,27 @@ class IngestPipeline:
                                           "has no text to embed", pending.record))
         if needs_text:
             try:
-                encoded = self.catalog.embed_texts(self.embedder.encode([valid[index].event.text
-                                                                         for index in needs_text]))
-                vectors.update(zip(needs_text, encoded, strict=True))
+                encoded = self.embedder.encode([valid[index].event.text for index in needs_text])
+                vectors.update(zip(needs_text, np.asarray(encoded, dtype=np.float64), strict=True))
                 report.texts_embedded += len(needs_text)
             except Exception:  # noqa: BLE001 - the encoder failed: retry these records later
                 log.exception("encoder failed; %d text events of this batch will be retried", len(needs_text))
                 not_embedded.extend(valid[index] for index in needs_text)
-        weights = self.settings.type_weights
+        weights = settings.type_weights
         embedded = [(valid[index], EmbeddedEvent(valid[index].event, valid[index].record.position,
                                                  weights.weight(valid[index].event), vector))
                     for index, vector in sorted(vectors.items())]
         return embedded, letters, not_embedded
 
+    def _serving_settings(self) -> Settings:
+        """The configured settings with what the serving catalogue version learned (unless pinned)."""
+        try:
+            return self.settings.serving(self.catalog.learned_settings())
+        except Exception:  # noqa: BLE001 - the catalogue store is down: the item lookups report it
+            return self.settings
+
     def _write_users(self, embedded: Sequence[tuple[_Pending, EmbeddedEvent]], not_embedded: Sequence[_Pending],
-                     report: IngestReport, failed: set[str]) -> None:
+                     report: IngestReport, failed: set[str], serving: Settings) -> None:
         by_user: dict[str, list[tuple[_Pending, EmbeddedEvent]]] = defaultdict(list)
         for pending, item in embedded:
             by_user[pending.event.user_id].append((pending, item))
@@ -151,9 +158,10 @@ class IngestPipeline:
             failed.update(held)
             if not ready:
                 return ApplyResult()
-            settings = self.settings.interest
+            settings = serving.interest
             state = UNKNOWN if known is None else known.get(user_id)
-            return self.store.update(user_id, lambda user: apply_user_events(user, ready, settings), known=state)
+            return self.store.update(user_id, lambda user: apply_user_events(
+                user, ready, settings, self.catalog.text_vectors_for), known=state)
 
         try:  # one batch read for every user of the batch; each write stays conditional on what was read
             known: dict[str, UserInterest] | None = self.store.get_many(list(by_user))

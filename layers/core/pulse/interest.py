@@ -1,16 +1,22 @@
-"""The interest model (DESIGN.md): exponentially time-decayed, multi-timescale interest vectors.
+"""The interest model (docs/architecture.md): exponentially time-decayed, multi-timescale interest.
 
-State per time scale s with half-life h: a vector v and the time T it is decayed to. An event at t with
-weight w and embedding e contributes w·2^(-(T-t)/h)·e, whatever order events arrive in:
-  t >= T: v <- v·2^(-(t-T)/h) + w·e, T <- t
-  t <  T: v <- v + w·2^(-(T-t)/h)·e
+A user's interest on time scale s (half-life h) as of time `at` is sum_i w_i·2^(-(at-t_i)/h)·e_i over their
+events. It is kept in a form that no catalogue upload or training can strand:
+
+- the history: the newest item events themselves (item id, time, type, value). They are weighed and embedded
+  when a question is asked, in the item space that serves then, with the settings that serve then;
+- per scale, a residual vector in the encoder's own (text) space, which never changes: search texts, items the
+  catalogue did not know, and item events that left the history (by their text vector). Residual fold:
+    t >= T: v <- v·2^(-(t-T)/h) + w·e, T <- t
+    t <  T: v <- v + w·2^(-(T-t)/h)·e
+  whatever order events arrive in.
 Everything here is pure NumPy: no AWS, no clocks.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -90,12 +96,15 @@ class TypeWeights:
     rating_weighting: str = "stars"
 
     def weight(self, event: BehaviourEvent) -> float:
-        base = self.by_type[event.type]
-        if event.type == "rate" and event.value is not None and self.rating_weighting == "stars":
+        return self.weight_of(event.type, event.value)
+
+    def weight_of(self, event_type: str, value: float | None) -> float:
+        base = self.by_type[event_type]
+        if event_type == "rate" and value is not None and self.rating_weighting == "stars":
             span = self.rating_max - self.rating_neutral
-            return base * float(np.clip((event.value - self.rating_neutral) / span, -1.0, 1.0))
-        if event.type == "view" and event.value is not None:
-            return base * float(np.clip(event.value / self.full_dwell_seconds, 0.1, 1.0))
+            return base * float(np.clip((value - self.rating_neutral) / span, -1.0, 1.0))
+        if event_type == "view" and value is not None:
+            return base * float(np.clip(value / self.full_dwell_seconds, 0.1, 1.0))
         return base
 
 
@@ -119,12 +128,31 @@ class StreamPosition:
 
 @dataclass(frozen=True, slots=True)
 class EmbeddedEvent:
-    """A valid event ready to apply: its stream position, weight and embedding."""
+    """A valid event ready to apply: its stream position, weight and, for texts, the encoder's vector.
+
+    `embedding` None: an item event of the catalogue, kept in the history and embedded at query time.
+    A vector: the encoder's vector of the event's text (a search, an item the catalogue does not know yet),
+    folded into the text-space residual at once.
+    """
 
     event: BehaviourEvent
     position: StreamPosition | None
     weight: float
-    embedding: np.ndarray
+    embedding: np.ndarray | None
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Engagement:
+    """One item event of the history (ordered by time, then the other fields, so any order of arrival keeps
+    the same newest ones)."""
+
+    ts: float
+    item_id: str
+    type: str
+    value: float | None = None
+
+    def weight(self, weights: TypeWeights) -> float:
+        return weights.weight_of(self.type, self.value)
 
 
 @dataclass(slots=True)
@@ -132,7 +160,8 @@ class UserInterest:
     """Everything Pulse keeps about one user (the DynamoDB item, in domain form)."""
 
     user_id: str
-    scales: dict[str, ScaleState]
+    scales: dict[str, ScaleState]  # text-space residual per time scale
+    history: list[Engagement] = field(default_factory=list)  # newest item events, oldest first
     recent_items: dict[str, float] = field(default_factory=dict)  # item_id -> latest event time
     recent_event_ids: list[bytes] = field(default_factory=list)  # oldest first
     applied_sequence: dict[str, str] = field(default_factory=dict)  # shard_id -> highest applied seq
@@ -152,6 +181,8 @@ class InterestSettings:
     recent_items_limit: int = 200
     dedup_window: int = 512
     max_tracked_shards: int = 16
+    history_limit: int = 200
+    type_weights: TypeWeights = field(default_factory=lambda: TypeWeights(DEFAULT_TYPE_WEIGHTS))
 
 
 @dataclass(slots=True)
@@ -165,12 +196,17 @@ class ApplyResult:
         return self.applied > 0
 
 
-def apply_user_events(user: UserInterest, batch: Sequence[EmbeddedEvent],
-                      settings: InterestSettings) -> ApplyResult:
+TextVectors = Callable[[Iterable[str]], Mapping[str, np.ndarray]]
+
+
+def apply_user_events(user: UserInterest, batch: Sequence[EmbeddedEvent], settings: InterestSettings,
+                      text_vectors: TextVectors | None = None) -> ApplyResult:
     """Fold one user's events of a batch into their state, exactly once.
 
     Skips records at or below the shard's applied sequence number (a batch delivered again) and
-    event_ids already in the de-duplication window (a producer retry). Mutates `user` in place.
+    event_ids already in the de-duplication window (a producer retry). Item events join the history; what
+    leaves it (beyond `history_limit`) is folded into the residual by the item's text vector
+    (`text_vectors`, from the catalogue). Mutates `user` in place.
     """
     result = ApplyResult()
     seen_ids = set(user.recent_event_ids)
@@ -190,7 +226,8 @@ def apply_user_events(user: UserInterest, batch: Sequence[EmbeddedEvent],
             user.applied_sequence[item.position.shard_id] = item.position.sequence_number
     if not fresh:
         return result
-    _fold_into_scales(user, fresh, settings)
+    _fold_into_scales(user, [item for item in fresh if item.embedding is not None], settings)
+    _extend_history(user, [item for item in fresh if item.embedding is None], settings, text_vectors)
     _remember_items(user, fresh, settings.recent_items_limit)
     del user.recent_event_ids[: max(0, len(user.recent_event_ids) - settings.dedup_window)]
     _forget_old_shards(user, settings.max_tracked_shards)
@@ -203,13 +240,36 @@ def apply_user_events(user: UserInterest, batch: Sequence[EmbeddedEvent],
 
 
 def _fold_into_scales(user: UserInterest, fresh: Sequence[EmbeddedEvent], settings: InterestSettings) -> None:
-    times = np.array([item.event.ts for item in fresh], dtype=np.float64)
-    weights = np.array([item.weight for item in fresh], dtype=np.float64)
-    embeddings = np.stack([item.embedding for item in fresh])
+    if fresh:
+        _fold(user, np.array([item.event.ts for item in fresh], dtype=np.float64),
+              np.array([item.weight for item in fresh], dtype=np.float64),
+              np.stack([item.embedding for item in fresh]), settings)
+
+
+def _extend_history(user: UserInterest, items: Sequence[EmbeddedEvent], settings: InterestSettings,
+                    text_vectors: TextVectors | None) -> None:
+    if not items:
+        return
+    user.history = sorted(user.history + [Engagement(item.event.ts, item.event.item_id, item.event.type,
+                                                     item.event.value) for item in items])
+    overflow = len(user.history) - settings.history_limit
+    if overflow <= 0:
+        return
+    leaving, user.history = user.history[:overflow], user.history[overflow:]
+    vectors = text_vectors([entry.item_id for entry in leaving]) if text_vectors is not None else {}
+    kept = [entry for entry in leaving if entry.item_id in vectors]  # an item gone from the catalogue: dropped
+    if kept:
+        _fold(user, np.array([entry.ts for entry in kept], dtype=np.float64),
+              np.array([entry.weight(settings.type_weights) for entry in kept], dtype=np.float64),
+              np.stack([np.asarray(vectors[entry.item_id], dtype=np.float64) for entry in kept]), settings)
+
+
+def _fold(user: UserInterest, times: np.ndarray, weights: np.ndarray, embeddings: np.ndarray,
+          settings: InterestSettings) -> None:
     for name, half_life in settings.half_lives.items():
         state = user.scales.get(name)
         if state is None or state.vector.shape != (embeddings.shape[1],):
-            # No state yet, or state from another item space (the first switch to a hybrid catalogue): restart.
+            # No state yet, or a vector of another encoder (or written before the residual was text-only).
             state = ScaleState.empty(embeddings.shape[1])
         user.scales[name] = fold_events(state, times, weights, embeddings, half_life)
 

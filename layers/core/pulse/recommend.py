@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pulse.catalog import CatalogVersion
-from pulse.interest import UserInterest, blend, decay_to
+from pulse.interest import DEFAULT_TYPE_WEIGHTS, TypeWeights, UserInterest, blend, decay_to
 
 MAX_K = 100
 TOP_K_BLOCK = 256
@@ -30,12 +30,39 @@ class Recommendations:
     items: list[ScoredItem] = field(default_factory=list)
 
 
-def interest_vector(user: UserInterest, at: float, half_lives: Mapping[str, float],
-                    blend_weights: Mapping[str, float]) -> np.ndarray:
+DEFAULT_WEIGHTS = TypeWeights(DEFAULT_TYPE_WEIGHTS)
+
+
+def scale_vectors(user: UserInterest, catalog: CatalogVersion, at: float, half_lives: Mapping[str, float],
+                  type_weights: TypeWeights = DEFAULT_WEIGHTS) -> dict[str, np.ndarray]:
+    """The user's interest per time scale as of `at`, in this catalogue's item space: the history's item events
+    weighed and decayed now (events after `at` count undecayed: nothing is un-applied), plus the text-space
+    residual mapped into the space. Items the catalogue no longer holds count nothing."""
+    rows, times, weights = [], [], []
+    for entry in user.history:
+        row = catalog.index.get(entry.item_id)
+        if row is not None:
+            rows.append(row)
+            times.append(entry.ts)
+            weights.append(entry.weight(type_weights))
+    items = catalog.embeddings[rows].astype(np.float64) if rows else None
+    ages = np.maximum(0.0, at - np.array(times, dtype=np.float64))
+    vectors = {}
+    for name, half_life in half_lives.items():
+        vector = np.zeros(catalog.dim)
+        state = user.scales.get(name)
+        if state is not None and state.vector.shape == (catalog.text_dim,):
+            vector += catalog.embed_residual(decay_to(state, at, half_life))
+        if items is not None:
+            vector += (np.array(weights) * np.exp2(-ages / half_life)) @ items
+        vectors[name] = vector
+    return vectors
+
+
+def interest_vector(user: UserInterest, catalog: CatalogVersion, at: float, half_lives: Mapping[str, float],
+                    blend_weights: Mapping[str, float], type_weights: TypeWeights = DEFAULT_WEIGHTS) -> np.ndarray:
     """The user's interest as of `at`: each scale decayed, then blended."""
-    vectors = {name: decay_to(state, at, half_lives[name]) for name, state in user.scales.items()
-               if name in half_lives}
-    return blend(vectors, blend_weights) if vectors else np.zeros(0)
+    return blend(scale_vectors(user, catalog, at, half_lives, type_weights), blend_weights)
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -87,10 +114,14 @@ def allowed_mask(catalog: CatalogVersion, *, exclude: set[str] | frozenset[str] 
 
 def recommend(catalog: CatalogVersion, user: UserInterest | None, *, k: int, at: float,
               half_lives: Mapping[str, float], blend_weights: Mapping[str, float], exclude_seen: bool = True,
-              category: str | None = None, min_strength: float = 1e-3) -> Recommendations:
+              category: str | None = None, min_strength: float = 1e-3,
+              type_weights: TypeWeights = DEFAULT_WEIGHTS, query: np.ndarray | None = None) -> Recommendations:
+    """`query`: the user's interest vector when the caller computed it already (else from `user`)."""
     seen = set(user.recent_items) if (user is not None and exclude_seen) else set()
     allowed = allowed_mask(catalog, exclude=seen, category=category)
-    query = interest_vector(user, at, half_lives, blend_weights) if user is not None else np.zeros(0)
+    if query is None:
+        query = interest_vector(user, catalog, at, half_lives, blend_weights, type_weights) \
+            if user is not None else np.zeros(0)
     strength = float(np.linalg.norm(query)) if query.size else 0.0
     if strength < min_strength or query.shape != (catalog.dim,):
         return popular(catalog, allowed, k, category)

@@ -14,8 +14,8 @@ from pulse import aws
 from pulse.catalog import CatalogVersion
 from pulse.catalog_store import LiveCatalog
 from pulse.events import InvalidEvent, parse_event
-from pulse.interest import decay_to
-from pulse.recommend import ScoredItem, interest_vector, recommend, similar_items, top_k
+from pulse.interest import blend, decay_to
+from pulse.recommend import ScoredItem, recommend, scale_vectors, similar_items, top_k
 from pulse.settings import Settings
 from pulse.store import InterestStore
 
@@ -50,9 +50,11 @@ class RecommendationService:
                         at: float | None) -> dict[str, Any]:
         catalog = self.catalog.current()
         user = self.store.get(user_id)
+        config = self.settings.serving(catalog.learned_settings())
         result = recommend(catalog, user, k=k, at=self.clock() if at is None else at,
-                           half_lives=self.settings.half_lives, blend_weights=self.settings.blend_weights,
-                           exclude_seen=exclude_seen, category=category, min_strength=self.settings.min_strength)
+                           half_lives=config.half_lives, blend_weights=config.blend_weights,
+                           exclude_seen=exclude_seen, category=category, min_strength=config.min_strength,
+                           type_weights=config.type_weights)
         return {"user_id": user_id, "strategy": result.strategy, "catalog_version": catalog.version,
                 "items": items_json(result.items)}
 
@@ -69,15 +71,20 @@ class RecommendationService:
             raise NotFound(f"user '{user_id}' has no recorded behaviour")
         now = self.clock() if at is None else at
         catalog = self._catalog_or_none()
+        config = self.settings.serving(catalog.learned_settings() if catalog else None)
+        if catalog is not None:
+            vectors = scale_vectors(user, catalog, now, config.half_lives, config.type_weights)
+        else:  # no catalogue to embed the history in: the text-space residual alone
+            vectors = {name: decay_to(state, now, config.half_lives[name]) for name, state in user.scales.items()
+                       if name in config.half_lives}
         scales = {}
-        for name, state in user.scales.items():
-            if name not in self.settings.half_lives:
-                continue
-            vector = decay_to(state, now, self.settings.half_lives[name])
+        for name, vector in vectors.items():
             strength = float(np.linalg.norm(vector))
-            scales[name] = {"half_life_seconds": self.settings.half_lives[name], "strength": round(strength, 6),
-                            "decayed_from": state.t, **_closest(catalog, vector, strength)}
-        blended = interest_vector(user, now, self.settings.half_lives, self.settings.blend_weights)
+            state = user.scales.get(name)
+            scales[name] = {"half_life_seconds": config.half_lives[name], "strength": round(strength, 6),
+                            "decayed_from": _latest(state.t if state else None, user.history, now),
+                            **_closest(catalog, vector, strength)}
+        blended = blend(vectors, config.blend_weights) if vectors else np.zeros(0)
         return {"user_id": user_id, "event_count": user.event_count, "first_event_ts": user.first_event_ts,
                 "last_event_ts": user.last_event_ts, "as_of": now,
                 "strength": round(float(np.linalg.norm(blended)), 6) if blended.size else 0.0,
@@ -89,16 +96,30 @@ class RecommendationService:
 
     def health(self) -> dict[str, Any]:
         catalog = self._catalog_or_none()
+        space = None
+        if catalog is not None:
+            config = self.settings.serving(catalog.learned_settings())
+            space = {"kind": "hybrid" if catalog.is_hybrid else "text", "dim": catalog.dim, "basis": catalog.basis,
+                     "settings": {"half_lives": dict(config.half_lives), "blend_weights": dict(config.blend_weights),
+                                  "rating_weighting": config.type_weights.rating_weighting,
+                                  "learned": sorted(set(catalog.learned_settings() or {}) - config.pinned),
+                                  "pinned": sorted(config.pinned)}}
         return {"status": "ok" if catalog else "degraded",
                 "catalog_version": catalog.version if catalog else None,
                 "item_count": len(catalog) if catalog else 0,
-                "encoder_fingerprint": self.encoder_fingerprint}
+                "encoder_fingerprint": self.encoder_fingerprint, "space": space}
 
     def _catalog_or_none(self) -> CatalogVersion | None:
         try:
             return self.catalog.current()
         except Exception:  # noqa: BLE001 - health and profile still answer without a catalogue
             return None
+
+
+def _latest(residual_t: float | None, history: Sequence[Any], now: float) -> float | None:
+    """The newest event time the scale's interest holds (at most `now`)."""
+    times = [entry.ts for entry in history if entry.ts <= now] + ([residual_t] if residual_t is not None else [])
+    return max(times) if times else None
 
 
 def _closest(catalog: CatalogVersion | None, vector: np.ndarray, strength: float, count: int = 5) -> dict[str, Any]:

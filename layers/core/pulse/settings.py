@@ -5,14 +5,37 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from typing import Any
 
 from pulse.events import EVENT_TYPES
 from pulse.interest import DEFAULT_TYPE_WEIGHTS, RATING_WEIGHTINGS, InterestSettings, TypeWeights
 
 DEFAULT_HALF_LIVES = {"short": 1800.0, "long": 30 * 86400.0}
 DEFAULT_BLEND = {"short": 0.5, "long": 0.5}
+
+
+# Settings a training learns unless the deployment sets them (template parameter -> environment variable).
+PINNABLE = {"half_lives": "PULSE_HALF_LIVES", "blend_weights": "PULSE_BLEND_WEIGHTS",
+            "rating_weighting": "PULSE_RATING_WEIGHTING", "blocks": "PULSE_TEXT_WEIGHT PULSE_COLLAB_WEIGHT"}
+
+
+@dataclass(frozen=True)
+class TrainingPolicy:
+    """When a training may publish. Defaults: a collaborative space needs co-occurrence to factorize, so fewer
+    warm items than its dimensions, or a thousand events, give a degenerate space (neighbours that merely shared
+    one user); 50 users and 20 held-out users keep one person's taste from defining it and the gate above noise.
+    A candidate is refused when its NDCG@10 on the held-out half is lower than the serving version's by more
+    than `tolerance` and by more than 1.64 standard errors of the paired difference (one-sided 95%)."""
+
+    min_events: int = 1000
+    min_users: int = 50
+    min_warm_items: int | None = None  # None: the collaborative dimensions
+    min_held_out_users: int = 20
+    tolerance: float = 0.01
+    force: bool = False
+    max_held_out_users: int = 2000
 
 
 class ConfigurationError(ValueError):
@@ -42,11 +65,34 @@ class Settings:
     collab_dim: int = 128
     text_weight: float = 0.25
     collab_weight: float = 0.75
+    history_limit: int = 200
+    training_policy: TrainingPolicy = field(default_factory=TrainingPolicy)
+    # Interest settings the deployment set itself ("half_lives", "blend_weights", "rating_weighting"): these win
+    # over what a training learned; the others follow the serving catalogue version.
+    pinned: frozenset[str] = frozenset()
 
     @property
     def interest(self) -> InterestSettings:
         return InterestSettings(half_lives=self.half_lives, recent_items_limit=self.recent_items_limit,
-                                dedup_window=self.dedup_window)
+                                dedup_window=self.dedup_window, history_limit=self.history_limit,
+                                type_weights=self.type_weights)
+
+    def serving(self, learned: Mapping[str, Any] | None) -> Settings:
+        """These settings with what the serving version learned, except what the deployment pinned."""
+        if not learned:
+            return self
+        changes: dict[str, Any] = {}
+        if "half_lives" not in self.pinned and learned.get("half_lives"):
+            changes["half_lives"] = {name: float(value) for name, value in learned["half_lives"].items()}
+        scales = set(changes.get("half_lives", self.half_lives))
+        if "blend_weights" not in self.pinned and learned.get("blend_weights") \
+                and set(learned["blend_weights"]) == scales:
+            changes["blend_weights"] = {name: float(value) for name, value in learned["blend_weights"].items()}
+        elif set(self.blend_weights) != scales:
+            changes["blend_weights"] = {name: DEFAULT_BLEND.get(name, 1.0) for name in scales}
+        if "rating_weighting" not in self.pinned and learned.get("rating_weighting") in RATING_WEIGHTINGS:
+            changes["type_weights"] = replace(self.type_weights, rating_weighting=learned["rating_weighting"])
+        return replace(self, **changes) if changes else self
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -67,7 +113,7 @@ class Settings:
         rating_max = _number(env, "PULSE_RATING_MAX", 5.0)
         if rating_max <= rating_neutral:
             raise ConfigurationError("PULSE_RATING_MAX must be greater than PULSE_RATING_NEUTRAL")
-        rating_weighting = (env.get("PULSE_RATING_WEIGHTING") or "stars").strip().lower()
+        rating_weighting = (env.get("PULSE_RATING_WEIGHTING") or "").strip().lower() or "stars"
         if rating_weighting not in RATING_WEIGHTINGS:
             raise ConfigurationError(f"PULSE_RATING_WEIGHTING={rating_weighting!r} must be one of "
                                      f"{', '.join(RATING_WEIGHTINGS)}")
@@ -96,6 +142,15 @@ class Settings:
             collab_dim=int(_number(env, "PULSE_COLLAB_DIM", 128, minimum=2, integer=True)),
             text_weight=_number(env, "PULSE_TEXT_WEIGHT", 0.25, minimum=0),
             collab_weight=_number(env, "PULSE_COLLAB_WEIGHT", 0.75, minimum=0),
+            history_limit=int(_number(env, "PULSE_HISTORY_EVENTS", 200, minimum=1, integer=True)),
+            training_policy=TrainingPolicy(
+                min_events=int(_number(env, "PULSE_TRAINING_MIN_EVENTS", 1000, minimum=0, integer=True)),
+                min_users=int(_number(env, "PULSE_TRAINING_MIN_USERS", 50, minimum=0, integer=True)),
+                min_held_out_users=int(_number(env, "PULSE_TRAINING_MIN_HELD_OUT_USERS", 20, minimum=1,
+                                               integer=True)),
+                tolerance=_number(env, "PULSE_TRAINING_TOLERANCE", 0.01, minimum=0)),
+            pinned=frozenset(name for name, variables in PINNABLE.items()
+                             if any((env.get(variable) or "").strip() for variable in variables.split())),
         )
 
     def require(self, name: str, variable: str) -> str:

@@ -28,7 +28,7 @@ from pynamodb.attributes import (
 from pynamodb.exceptions import DeleteError, DoesNotExist, PutError
 from pynamodb.models import Model
 
-from pulse.interest import ApplyResult, ScaleState, UserInterest
+from pulse.interest import ApplyResult, Engagement, ScaleState, UserInterest
 
 Result = TypeVar("Result", bound=ApplyResult)
 DIGEST_BYTES = 8
@@ -80,6 +80,7 @@ class UserInterestItem(Model):
     version = VersionAttribute()
     scales = ListAttribute(of=ScaleAttribute, default=list)
     recent_items = UnicodeAttribute(null=True)  # compact JSON {item_id: event time}: hundreds of entries
+    history = UnicodeAttribute(null=True)  # compact JSON [[event time, item_id, type, value], ...], oldest first
     recent_event_ids = BinaryAttribute(legacy_encoding=False, null=True)  # 8-byte digests, oldest first
     applied_sequence = MapAttribute(default=dict)  # shard_id -> sequence number (string)
     event_count = NumberAttribute(default=0)
@@ -163,6 +164,7 @@ def _to_domain(item: UserInterestItem) -> UserInterest:
         scales={scale.name: ScaleState(np.frombuffer(scale.vector, dtype="<f4").astype(np.float64), scale.t)
                 for scale in item.scales},
         recent_items=json.loads(item.recent_items) if item.recent_items else {},
+        history=[Engagement(*entry) for entry in json.loads(item.history)] if item.history else [],
         recent_event_ids=[digests[i:i + DIGEST_BYTES] for i in range(0, len(digests), DIGEST_BYTES)],
         applied_sequence={str(shard): str(seq) for shard, seq in item.applied_sequence.as_dict().items()},
         event_count=int(item.event_count),
@@ -178,6 +180,8 @@ def _to_item(model: type[UserInterestItem], user: UserInterest, now: float, ttl:
         scales=[ScaleAttribute(name=name, vector=state.vector.astype("<f4").tobytes(), t=state.t)
                 for name, state in user.scales.items()],
         recent_items=json.dumps(user.recent_items, separators=(",", ":")) if user.recent_items else None,
+        history=json.dumps([[e.ts, e.item_id, e.type, e.value] for e in user.history], separators=(",", ":"),
+                           ensure_ascii=False) if user.history else None,
         recent_event_ids=b"".join(user.recent_event_ids) or None,
         applied_sequence=MapAttribute(**user.applied_sequence),
         event_count=user.event_count,

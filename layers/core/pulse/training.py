@@ -1,85 +1,260 @@
-"""`pulse train`: the archive's recent events -> a hybrid item space -> a new catalogue version.
+"""`pulse train` and the scheduled training function: the archive's recent events -> a candidate item space ->
+published only if it deserves it, with the interest settings that suit it.
 
-Reads a window of the event archive, learns the collaborative block (pulse.collaborative), keeps the current
-version's items, text block, titles and filters, and publishes the hybrid version (CURRENT swapped last). A
-retrain is rotated onto the previous collaborative block (orthogonal Procrustes on the items warm in both), so
-users' stored interest stays valid; the first switch from a text-only catalogue restarts interest vectors once
-(pulse.interest), since they live in another space.
+1. Read the archive window; the serving version's items, text and filters are the base.
+2. Enough data? (events, users, warm items; TrainingPolicy). If not: refused, the serving version serves on.
+3. Hold out each user's first event of the last day; train a candidate on the events before it.
+4. Choose the interest settings (half-lives, blend, rating weighting, block weights) on one half of the
+   held-out users; judge candidate and serving version on the other half (pulse.space_quality).
+5. Publish unless the candidate is worse beyond the tolerance (and the difference is clear of noise); the
+   published version is then trained on every event of the window, with the chosen settings travelling in it.
+Every run writes reports/training/<time>.json beside the catalogue; `force` publishes whatever the gate says.
+
+Users' stored interest does not depend on the space (pulse.interest): a new space serves every user at once.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
+import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from pulse import aws
 from pulse.archive import ArchiveReadStats, read_archive
+from pulse.catalog import CatalogVersion, hybrid_vectors
 from pulse.catalog_store import S3CatalogRepository
 from pulse.collaborative import Interactions, SpaceConfig, TrainedSpace, train
+from pulse.settings import Settings, TrainingPolicy
+from pulse.space_quality import (
+    BLOCK_CHOICES,
+    HeldOut,
+    Interaction,
+    InterestModel,
+    Quality,
+    Scorer,
+    held_out_slice,
+    interest_grid,
+    paired_difference,
+    popularity_quality,
+)
+
+REPORT_PREFIX = "reports/training/"
+MAX_SCORED_CELLS = 10_000_000  # held-out users x items per cached product (80 MB each)
 
 
-@dataclass(frozen=True)
+class TrainingError(RuntimeError):
+    """Training cannot even start (no catalogue published yet)."""
+
+
+@dataclass
 class TrainingResult:
-    version: str
+    decision: str  # "published" | "refused"
+    reason: str
+    version: str | None
     base_version: str
     events: int
     users: int
     warm_items: int
     items: int
     seconds: dict[str, float]
-    peak_bytes_estimate: int
     archive: ArchiveReadStats
+    report: dict[str, Any] = field(default_factory=dict)
+    report_key: str | None = None
+    peak_bytes_estimate: int = 0
+
+    @property
+    def published(self) -> bool:
+        return self.decision == "published"
 
 
 def train_catalog(repository: S3CatalogRepository, archive_bucket: str, *, days: int = 30,
-                  until: dt.date | None = None, before: float | None = None, config: SpaceConfig | None = None,
-                  seed: int = 0) -> TrainingResult:
-    """`before`: only events that happened earlier than this epoch second (replays and backfills, whose
-    arrival day says nothing of when the events happened)."""
+                  until: dt.date | None = None, before: float | None = None, since: float | None = None,
+                  config: SpaceConfig | None = None,
+                  seed: int = 0, policy: TrainingPolicy | None = None, serving_settings: Any = None,
+                  pinned: InterestModel | None = None, pinned_names: frozenset[str] = frozenset(),
+                  pinned_blocks: tuple[float, float] | None = None, clock=time.time) -> TrainingResult:
+    """`before`/`since`: only events that happened in [since, before) (replays and backfills, whose arrival day
+    says nothing of when the events happened).
+    `serving_settings`: the pulse.settings.Settings the deployment runs (what the serving version is judged
+    with); `pinned`/`pinned_names`/`pinned_blocks`: what the deployment fixed, left out of the search."""
     config = config or SpaceConfig()
+    policy = policy or TrainingPolicy()
     started = time.perf_counter()
     base_version = repository.current_version()
     if base_version is None:
-        raise RuntimeError("no catalogue published yet: publish one (pulse catalog build) before training")
+        raise TrainingError("no catalogue published yet: publish one (pulse catalog build) before training")
     base = repository.load(base_version, None)
     state = repository.load_training_state(base_version) if base.is_hybrid else None
-    text = state["text"] if state is not None else base.embeddings.astype(np.float64)
+    text = state["text"] if state is not None else base.text_block().astype(np.float64)
     previous = None
     if state is not None and state["collab"].shape[1] == config.dim:
         previous = TrainedSpace(vectors=base.embeddings, collab=state["collab"], warm_mask=state["warm"],
                                 text_map=base.text_to_collab, rotation=None, config=config, seed=-1)
 
-    last_day = until or dt.datetime.now(dt.UTC).date()
+    last_day = until or dt.datetime.fromtimestamp(clock(), dt.UTC).date()
     stats = ArchiveReadStats()
-    users: dict[str, int] = {}
-    user_ids, rows, times = [], [], []
-    for event in read_archive(archive_bucket, last_day - dt.timedelta(days=days - 1), last_day, stats=stats):
-        row = base.index.get(event.item_id) if event.item_id is not None else None
-        if row is None or (before is not None and event.ts >= before):
-            continue  # search texts and unknown items carry no co-occurrence
-        user_ids.append(users.setdefault(event.user_id, len(users)))
-        rows.append(row)
-        times.append(event.ts)
-    interactions = Interactions(np.array(user_ids, dtype=np.int64), np.array(rows, dtype=np.int64),
-                                np.array(times, dtype=np.float64))
-    read_seconds = time.perf_counter() - started
-    space = train(interactions, len(base), text, config, seed=seed, previous=previous)
-    digest = hashlib.sha256(space.vectors.tobytes())
+    events = [Interaction(event.user_id, base.index[event.item_id], event.ts, event.type, event.value)
+              for event in read_archive(archive_bucket, last_day - dt.timedelta(days=days - 1), last_day, stats=stats)
+              if event.item_id is not None and event.item_id in base.index and (before is None or event.ts < before)
+              and (since is None or event.ts >= since)]
+    seconds = {"read_archive": time.perf_counter() - started}
+    users = {event.user for event in events}
+    max_users = max(1, min(policy.max_held_out_users, MAX_SCORED_CELLS // max(1, len(base))))
+    queries, earlier = held_out_slice(events, len(base), max_users=max_users)
+    report: dict[str, Any] = {
+        "started_at": dt.datetime.fromtimestamp(clock(), dt.UTC).isoformat(), "forced": policy.force,
+        "policy": asdict(policy) | {"min_warm_items": policy.min_warm_items or config.dim},
+        "data": {"events": len(events), "users": len(users), "items": len(base), "days": days,
+                 "until": last_day.isoformat(), "events_before": before, "held_out_users": len(queries),
+                 "archive": {"lines": stats.lines, "invalid": stats.invalid, "duplicates": stats.duplicates}},
+        "serving": {"version": base_version, "space": "hybrid" if base.is_hybrid else "text"},
+    }
+
+    def finish(decision: str, reason: str, version: str | None, warm: int, peak: int = 0) -> TrainingResult:
+        seconds["total"] = time.perf_counter() - started
+        report.update({"decision": decision, "reason": reason, "published_version": version,
+                       "seconds": {name: round(value, 3) for name, value in seconds.items()}})
+        report["data"]["warm_items"] = warm
+        key = f"{REPORT_PREFIX}{dt.datetime.fromtimestamp(clock(), dt.UTC).strftime('%Y-%m-%dT%H%M%S.%fZ')}.json"
+        aws.client("s3").put_object(Bucket=repository.bucket, Key=key,
+                                    Body=json.dumps(report, indent=1, default=_plain).encode())
+        return TrainingResult(decision, reason, version, base_version, len(events), len(users), warm, len(base),
+                              seconds, stats, report, key, peak)
+
+    shortfall = _shortfall(policy, config, len(events), len(users), len(queries))
+    if shortfall and not policy.force:
+        return finish("refused", f"not enough data: {shortfall}", None, 0)
+    if not events:
+        return finish("refused", "the archive window holds no event of a catalogue item", None, 0)
+
+    mark = time.perf_counter()
+    candidate = train(_interactions(earlier or events), len(base), text, config, seed=seed, previous=previous)
+    seconds["candidate"] = time.perf_counter() - mark
+    warm = int(candidate.warm_mask.sum())
+    if warm < (policy.min_warm_items or config.dim) and not policy.force:
+        report["data"]["warm_items"] = warm
+        return finish("refused", f"not enough data: {warm} items used together < "
+                                 f"{policy.min_warm_items or config.dim} (the collaborative dimensions)", None, warm)
+
+    mark = time.perf_counter()
+    serving_model = _serving_model(base, serving_settings)
+    choice, judged = _choose_and_judge(queries, base, serving_model, text, candidate.collab, pinned, pinned_names,
+                                       pinned_blocks, counts=np.bincount([e.row for e in earlier], minlength=len(base)))
+    seconds["settings_and_gate"] = time.perf_counter() - mark
+    report.update(judged)
+    difference, error = judged["difference"]["ndcg_at_10"], judged["difference"]["standard_error"]
+    worse = difference < -policy.tolerance and (error is None or difference < -1.64 * error)
+    if worse and not policy.force:
+        return finish("refused", f"the candidate is worse than serving {base_version}: NDCG@10 "
+                                 f"{judged['candidate']['ndcg_at_10']:.4f} vs {judged['serving']['ndcg_at_10']:.4f} "
+                                 f"(tolerance {policy.tolerance})", None, warm)
+
+    mark = time.perf_counter()
+    final = train(_interactions(events), len(base), text, config, seed=seed, previous=previous)
+    model, (text_weight, collab_weight) = choice
+    vectors = hybrid_vectors(text, final.collab, text_weight, collab_weight)
+    digest = hashlib.sha256(vectors.tobytes())
     digest.update(base.encoder_fingerprint.encode())
-    trained = replace(base, version=f"t-{digest.hexdigest()[:20]}", embeddings=space.vectors,
-                      text_to_collab=space.text_map.astype(np.float32), text_weight=config.text_weight,
-                      collab_weight=config.collab_weight, created_at=time.time())
-    described = _describe(config, seed, base_version, len(interactions), len(users), days, last_day, before)
-    repository.publish(trained, training_state={"text": text, "collab": space.collab, "warm": space.warm_mask},
-                       space=described)
-    return TrainingResult(version=trained.version, base_version=base_version, events=len(interactions),
-                          users=len(users), warm_items=int(space.warm_mask.sum()), items=len(base),
-                          seconds={"read_archive": read_seconds, **space.seconds},
-                          peak_bytes_estimate=space.peak_bytes_estimate, archive=stats)
+    digest.update(json.dumps(model.as_dict(), sort_keys=True).encode())
+    version = f"t-{digest.hexdigest()[:20]}"
+    trained = replace(base, version=version, embeddings=vectors, text_to_collab=final.text_map.astype(np.float32),
+                      text_weight=text_weight, collab_weight=collab_weight, created_at=clock(),
+                      settings=model.as_dict(), basis=version)
+    seconds["final"] = time.perf_counter() - mark
+    repository.publish(trained, training_state={"text": text, "collab": final.collab, "warm": final.warm_mask},
+                       space=_describe(config, seed, base_version, len(events), len(users), days, last_day, before))
+    reason = "forced" if policy.force and (shortfall or worse) else (
+        "not worse than the serving version" if base.is_hybrid else "the first learned space")
+    if policy.force and shortfall:
+        reason += f" (despite: {shortfall})"
+    return finish("published", reason, version, int(final.warm_mask.sum()), final.peak_bytes_estimate)
+
+
+def deployment_options(settings: Any, *, force: bool = False) -> dict[str, Any]:
+    """train_catalog's keyword arguments for a deployment's pulse.settings.Settings: its space, its policy, and
+    what it pinned (left out of the settings search)."""
+    return {"config": replace(SpaceConfig(), dim=settings.collab_dim, text_weight=settings.text_weight,
+                              collab_weight=settings.collab_weight),
+            "days": settings.training_days, "policy": replace(settings.training_policy, force=force),
+            "serving_settings": settings,
+            "pinned": InterestModel(dict(settings.half_lives), dict(settings.blend_weights),
+                                    settings.type_weights.rating_weighting),
+            "pinned_names": settings.pinned,
+            "pinned_blocks": (settings.text_weight, settings.collab_weight) if "blocks" in settings.pinned else None}
+
+
+def _shortfall(policy: TrainingPolicy, config: SpaceConfig, events: int, users: int, held_out: int) -> str:
+    missing = []
+    if events < policy.min_events:
+        missing.append(f"{events} events < {policy.min_events}")
+    if users < policy.min_users:
+        missing.append(f"{users} users < {policy.min_users}")
+    if held_out < policy.min_held_out_users:
+        missing.append(f"{held_out} users active on the last day with earlier history < {policy.min_held_out_users}")
+    return "; ".join(missing)
+
+
+def _interactions(events: list[Interaction]) -> Interactions:
+    numbers: dict[str, int] = {}
+    return Interactions(np.array([numbers.setdefault(e.user, len(numbers)) for e in events], dtype=np.int64),
+                        np.array([e.row for e in events], dtype=np.int64),
+                        np.array([e.ts for e in events], dtype=np.float64))
+
+
+def _serving_model(base: CatalogVersion, serving_settings: Any) -> InterestModel:
+    if serving_settings is None:
+        serving_settings = Settings()
+    config = serving_settings.serving(base.learned_settings())
+    return InterestModel(dict(config.half_lives), dict(config.blend_weights), config.type_weights.rating_weighting)
+
+
+def _choose_and_judge(queries: HeldOut, base: CatalogVersion, serving_model: InterestModel, text: np.ndarray,
+                      collab: np.ndarray, pinned: InterestModel | None, pinned_names: frozenset[str],
+                      pinned_blocks: tuple[float, float] | None, counts: np.ndarray
+                      ) -> tuple[tuple[InterestModel, tuple[float, float]], dict[str, Any]]:
+    """Settings chosen on one half of the held-out users (NDCG@10), both versions judged on the other half
+    (on all of them when there are fewer than 100: the report says so)."""
+    tune, judge = queries.halves() if len(queries) >= 100 else (queries, queries)
+    grid = interest_grid(pinned, pinned_names)
+    blocks = [pinned_blocks] if pinned_blocks else list(BLOCK_CHOICES)
+    if not len(tune):  # nothing to learn settings from (a forced training): keep what serves
+        grid, blocks = [serving_model], [pinned_blocks or (base.text_weight, base.collab_weight)
+                                          if base.is_hybrid else pinned_blocks or BLOCK_CHOICES[0]]
+    best: tuple[float, InterestModel, tuple[float, float]] | None = None
+    for weights in blocks:
+        scorer = Scorer(tune, hybrid_vectors(text, collab, *weights), base.available)
+        for model in grid:
+            ndcg = scorer.quality(model).ndcg
+            if best is None or ndcg > best[0]:
+                best = (ndcg, model, weights)
+    assert best is not None
+    _, model, weights = best
+    candidate = Scorer(judge, hybrid_vectors(text, collab, *weights), base.available).quality(model)
+    serving = Scorer(judge, base.embeddings, base.available).quality(serving_model)
+    popular = popularity_quality(judge, counts, base.available)
+    difference, error = paired_difference(candidate, serving)
+    judged = {
+        "settings": {"chosen": model.as_dict(), "text_weight": weights[0], "collab_weight": weights[1],
+                     "searched": len(grid) * len(blocks), "tuned_on_users": len(tune), "tuned_ndcg_at_10": best[0]},
+        "serving": {"version": base.version, "settings": serving_model.as_dict(), **_metrics(serving)},
+        "candidate": {"settings": model.as_dict(), "text_weight": weights[0], "collab_weight": weights[1],
+                      **_metrics(candidate)},
+        "popularity": _metrics(popular),
+        "judged_on": "the other half of the held-out users" if judge is not tune else
+                     "the same users the settings were chosen on (fewer than 100)",
+        "difference": {"ndcg_at_10": difference, "standard_error": error if math.isfinite(error) else None},
+    }
+    return (model, weights), judged
+
+
+def _metrics(quality: Quality) -> dict[str, Any]:
+    return quality.as_dict()
 
 
 def _describe(config: SpaceConfig, seed: int, base: str, events: int, users: int, days: int,
@@ -88,3 +263,11 @@ def _describe(config: SpaceConfig, seed: int, base: str, events: int, users: int
                            "events_before": before},
             "base_version": base, "seed": seed,
             "config": {key: getattr(config, key) for key in config.__dataclass_fields__}}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return str(value)

@@ -32,15 +32,14 @@ import numpy as np
 from pulse.catalog import CatalogVersion, unit_rows
 from pulse.catalog_build import publish_catalog
 from pulse.catalog_store import S3CatalogRepository
-from pulse.collaborative import SpaceConfig
 from pulse.evaluation import PopularityBaseline, hit_by_activity, plot_report, results_table, summarize
-from pulse.interest import ScaleState
+from pulse.interest import blend
 from pulse.local.runtime import LocalRuntime
 from pulse.movielens import Movie, Rating, catalog_record, leave_last_out, load_movies, load_ratings, rating_event
-from pulse.recommend import recommend
+from pulse.recommend import recommend, scale_vectors
 from pulse.settings import Settings
 from pulse.store import DynamoInterestStore
-from pulse.training import train_catalog
+from pulse.training import deployment_options, train_catalog
 
 SHIFT_PAIRS = (("Drama", "Horror"), ("Comedy", "Sci-Fi"), ("Action", "Romance"), ("Romance", "Children's"))
 DAY = 86400.0
@@ -49,18 +48,18 @@ FAMILIES = ("hybrid (API)", "text-only", "collab-only")
 
 @dataclass
 class EvalOptions:
-    """The defaults are the settings `python -m pulse.offline_eval` chooses on the validation event
-    (each user's second-to-last rating): a 1-minute and a 1-day scale blended 1 : 0.2, every rating alike,
-    text and collaborative blocks 0.25 : 0.75."""
+    """The defaults are the template's: nothing pinned, so each training chooses the interest settings and the
+    block weights on its held-out events, and its gate decides whether it publishes; one training a simulated
+    day, as the template schedules it. Every flag pins a setting, as a template parameter would."""
 
-    half_lives: str = "short=60,long=86400"
-    blend_weights: str = "short=1,long=0.2"
-    rating_weighting: str = "flat"
+    half_lives: str | None = None
+    blend_weights: str | None = None
+    rating_weighting: str | None = None
     type_weights: str | None = None
-    text_weight: float = 0.25
-    collab_weight: float = 0.75
-    collab_dim: int = 128
-    retrain_days: float = 7.0  # 0: never train (the text-only catalogue throughout)
+    text_weight: float | None = None
+    collab_weight: float | None = None
+    collab_dim: int | None = None
+    retrain_days: float = 1.0  # 0: never train (the text-only catalogue throughout)
     batch_size: int | None = None  # None: the template's IngestBatchSize
     out_dir: Path = Path(".pulse")
     shift_users_per_pair: int = 2
@@ -71,15 +70,11 @@ class EvalOptions:
         """Template parameter overrides (as `sam deploy --parameter-overrides` would pass them)."""
         # RecentItems covers every MovieLens user's whole history (at most 737 ratings): exclude_seen is exact.
         # The API and the ingest look for a new catalogue version every half second (a retrain each week).
-        chosen = {"IngestBatchSize": str(self.batch_size or ""), "RecentItems": "1000", "CatalogCheckSeconds": "0.5",
-                  "HalfLives": self.half_lives, "BlendWeights": self.blend_weights, "TypeWeights": self.type_weights,
-                  "RatingWeighting": self.rating_weighting, "TextWeight": str(self.text_weight),
-                  "CollabWeight": str(self.collab_weight), "CollabDim": str(self.collab_dim)}
-        return {name: value for name, value in chosen.items() if value}
-
-    def space(self) -> SpaceConfig:
-        return replace(SpaceConfig(), dim=self.collab_dim, text_weight=self.text_weight,
-                       collab_weight=self.collab_weight)
+        chosen = {"IngestBatchSize": self.batch_size, "RecentItems": 1000,
+                  "CatalogCheckSeconds": 0.5, "HalfLives": self.half_lives, "BlendWeights": self.blend_weights,
+                  "TypeWeights": self.type_weights, "RatingWeighting": self.rating_weighting,
+                  "TextWeight": self.text_weight, "CollabWeight": self.collab_weight, "CollabDim": self.collab_dim}
+        return {name: str(value) for name, value in chosen.items() if value is not None}
 
 
 @dataclass
@@ -204,8 +199,8 @@ class Timeline:
         self.bucket = runtime.stack.name_of("AWS::S3::Bucket")
         self.repository = S3CatalogRepository(self.bucket)
         self.store = DynamoInterestStore(runtime.stack.name_of("AWS::DynamoDB::Table"), ttl_days=3650)
-        self.settings = Settings.from_env({"PULSE_HALF_LIVES": options.half_lives,
-                                           "PULSE_BLEND_WEIGHTS": options.blend_weights})
+        # the deployment's settings, as its training function gets them from the template
+        self.settings = Settings.from_env(runtime.stack.function("TrainFunction").environment)
         self.trainings: list[dict[str, Any]] = []
         self._versions: dict[str, CatalogVersion] = {}
         self._seen_items: dict[str, set[str]] = defaultdict(set)
@@ -269,16 +264,27 @@ class Timeline:
         self.runtime.wait_until_ingested()
         self.runtime.archiver.drain()
         today = dt.datetime.now(dt.UTC).date()  # the replay's events all arrived today (or yesterday)
-        result = train_catalog(self.repository, self.bucket, days=2, until=today, before=cutoff,
-                               config=self.options.space(), seed=0)
-        published = time.monotonic()
-        wait_until_serving(self.api, result.version)
-        check = float(self.runtime.stack.parameters.get("CatalogCheckSeconds", 2))
-        time.sleep(max(0.0, published + check + 0.1 - time.monotonic()))
+        # the deployed window (TrainingDays) in event time: arrival days say nothing of when replayed events happened
+        options = deployment_options(self.settings) | {"days": 2}
+        result = train_catalog(self.repository, self.bucket, until=today, before=cutoff, seed=0,
+                               since=cutoff - self.settings.training_days * DAY, **options)
+        if result.published:
+            published = time.monotonic()
+            wait_until_serving(self.api, result.version)
+            check = float(self.runtime.stack.parameters.get("CatalogCheckSeconds", 2))
+            time.sleep(max(0.0, published + check + 0.1 - time.monotonic()))
+        report = result.report
         self.trainings.append({"events_before": dt.datetime.fromtimestamp(cutoff, dt.UTC).isoformat(),
+                               "cutoff": cutoff, "decision": result.decision, "reason": result.reason,
                                "version": result.version, "events": result.events, "users": result.users,
                                "warm_items": result.warm_items, "seconds": round(result.seconds["total"], 2),
-                               "read_archive_seconds": round(result.seconds["read_archive"], 2)})
+                               "read_archive_seconds": round(result.seconds["read_archive"], 2),
+                               "held_out_users": report["data"]["held_out_users"],
+                               "serving_ndcg": report.get("serving", {}).get("ndcg_at_10"),
+                               "candidate_ndcg": report.get("candidate", {}).get("ndcg_at_10"),
+                               "settings": report.get("settings", {}).get("chosen"),
+                               "blocks": [report["settings"]["text_weight"], report["settings"]["collab_weight"]]
+                               if "settings" in report else None})
 
     def ask(self, rating: Rating, strategies: dict[str, int]) -> dict[str, list[str]]:
         """The API's top 10 (the deployed hybrid) and the same stored interest scored on each block alone."""
@@ -287,18 +293,20 @@ class Timeline:
         lists = {"hybrid (API)": [item["item_id"] for item in answer["items"]]}
         catalog = self._version(answer["catalog_version"])
         user = self.store.get(rating.user_id)
-        text_dim = catalog.text_to_collab.shape[0] if catalog.is_hybrid else catalog.dim
+        config = self.settings.serving(catalog.learned_settings())
+        vectors = None if user is None else scale_vectors(user, catalog, rating.ts, config.half_lives,
+                                                          config.type_weights)
+        text_dim = catalog.text_dim
         blocks = {"text-only": slice(0, text_dim),
                   "collab-only": slice(text_dim, catalog.dim) if catalog.is_hybrid else slice(0, text_dim)}
         for name, block in blocks.items():  # before the first training both are the text catalogue
             view = replace(catalog, embeddings=np.ascontiguousarray(unit_rows(catalog.embeddings[:, block]),
-                                                                    dtype=np.float32))
-            restricted = None if user is None else replace(user, scales={
-                scale: ScaleState(state.vector[block] if len(state.vector) == catalog.dim else state.vector, state.t)
-                for scale, state in user.scales.items()})
-            result = recommend(view, restricted, k=10, at=rating.ts, half_lives=self.settings.half_lives,
-                               blend_weights=self.settings.blend_weights, exclude_seen=True,
-                               min_strength=self.settings.min_strength)
+                                                                    dtype=np.float32), text_to_collab=None)
+            query = None if vectors is None else blend({scale: vector[block] for scale, vector in vectors.items()},
+                                                       config.blend_weights)
+            result = recommend(view, user, k=10, at=rating.ts, half_lives=config.half_lives,
+                               blend_weights=config.blend_weights, exclude_seen=True,
+                               min_strength=config.min_strength, query=query)
             lists[name] = [item.item_id for item in result.items]
         return lists
 

@@ -32,6 +32,8 @@ class LocalRuntime:
     root: Path = REPO_ROOT
     _producer: Any = field(default=None, init=False, repr=False)
     archive_interval_seconds: float = 5.0  # Firehose buffers 60 s on AWS; locally the archive catches up faster
+    # The training function's schedule, in wall-clock seconds: None plays the template's (rate(1 day)), 0 never.
+    train_every_seconds: float | None = None
 
     def start(self) -> LocalRuntime:
         # Requests that record no metric (e.g. /health) make Powertools warn; CloudWatch would just log it.
@@ -50,6 +52,10 @@ class LocalRuntime:
                                  interval_seconds=self.archive_interval_seconds)
         self._threads.append(threading.Thread(target=self.archiver.run, args=(self._stop,), name="pulse-archive",
                                               daemon=True))
+        if self.train_every_seconds is None:
+            self.train_every_seconds = schedule_seconds(self.stack.function("TrainFunction").events)
+        if self.train_every_seconds:
+            self._threads.append(threading.Thread(target=self._train_on_schedule, name="pulse-train", daemon=True))
         for thread in self._threads:
             thread.start()
         self.api_server = serve_api(lambda event: self.stack.invoke("ApiFunction", event), self.host, self.api_port)
@@ -111,6 +117,21 @@ class LocalRuntime:
             time.sleep(0.05)
         raise TimeoutError(f"the ingest function did not catch up within {timeout} s")
 
+    def train_now(self) -> dict[str, Any]:
+        """What the schedule does: the archive brought up to date, then the training function invoked."""
+        self.archiver.drain()
+        event = {"version": "0", "detail-type": "Scheduled Event", "source": "aws.events",
+                 "region": PSEUDO_PARAMETERS["AWS::Region"], "detail": {}}
+        return self.stack.invoke("TrainFunction", event)
+
+    def _train_on_schedule(self) -> None:
+        while not self._stop.wait(self.train_every_seconds):
+            try:
+                result = self.train_now()
+                log.info("scheduled training: %s (%s)", result["decision"], result["reason"])
+            except Exception:  # noqa: BLE001 - the next run tries again; the error is logged
+                log.exception("scheduled training failed")
+
     def _watch_incoming(self) -> None:
         """Plays the bucket's "Object Created" notification for the catalogue function (JSONL under incoming/)."""
         s3 = self.stack.client("s3")
@@ -129,6 +150,16 @@ class LocalRuntime:
                         log.warning("catalogue function: %s", json.dumps(result["results"]))
             except Exception:  # noqa: BLE001 - keep watching; the error is logged
                 log.exception("incoming/ watcher error")
+
+
+def schedule_seconds(events: dict[str, dict[str, Any]]) -> float:
+    """rate(N unit) of the function's Schedule event in seconds (0: no schedule)."""
+    units = {"minute": 60.0, "hour": 3600.0, "day": 86400.0}
+    for event in events.values():
+        if event["Type"] == "Schedule":
+            amount, unit = str(event["Schedule"]).removeprefix("rate(").removesuffix(")").split()
+            return float(amount) * units[unit.rstrip("s")]
+    return 0.0
 
 
 def _put_all(kinesis: Any, stream: str, records: list[dict[str, Any]]) -> int:

@@ -1,0 +1,205 @@
+"""How well an item space and a set of interest settings predict what users did next: the training's gate and
+its settings search. Pure NumPy/SciPy, no AWS.
+
+A held-out slice: each user active in the archive's last day, asked as of their first event of that day
+(their history: every earlier event of the window, seen items excluded), scored by full ranking of the
+available items. The user's interest is the one the API computes (pulse.recommend.scale_vectors): each
+history event weighed by its type and value, decayed per time scale, blended with the soft cap of
+pulse.interest.blend. Ranking needs only sum_s c_s(user) * (A_s E) E^T, so each (half-life, weighting, item
+space) costs one product and every blend of them is nearly free: the grid stays cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from pulse.interest import DEFAULT_TYPE_WEIGHTS, RATING_WEIGHTINGS, TypeWeights
+
+K = 10
+DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class Interaction:
+    user: str
+    row: int  # catalogue row
+    ts: float
+    type: str
+    value: float | None
+
+
+@dataclass
+class HeldOut:
+    """Queries: per user the history rows/times/types/values, the target row and the moment asked."""
+
+    users: list[str]
+    targets: np.ndarray  # (Q,) rows
+    times: np.ndarray  # (Q,) epoch seconds
+    history: list[list[Interaction]]
+    n_items: int
+    seen: sp.csr_matrix = field(init=False)
+
+    def __post_init__(self) -> None:
+        rows = [q for q, events in enumerate(self.history) for _ in events]
+        cols = [event.row for events in self.history for event in events]
+        self.seen = sp.csr_matrix((np.ones(len(rows), dtype=bool), (rows, cols)), shape=(len(self.users),
+                                                                                         self.n_items))
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def subset(self, positions: Sequence[int]) -> HeldOut:
+        return HeldOut([self.users[p] for p in positions], self.targets[list(positions)],
+                       self.times[list(positions)], [self.history[p] for p in positions], self.n_items)
+
+    def halves(self) -> tuple[HeldOut, HeldOut]:
+        """Two disjoint halves by hashed user id: one to choose settings on, one to judge with."""
+        parity = [hashlib.blake2b(user.encode(), digest_size=2).digest()[0] % 2 for user in self.users]
+        return (self.subset([p for p, bit in enumerate(parity) if bit == 0]),
+                self.subset([p for p, bit in enumerate(parity) if bit == 1]))
+
+
+def held_out_slice(events: Sequence[Interaction], n_items: int, *, slice_seconds: float = DAY,
+                   max_users: int = 2000) -> tuple[HeldOut, list[Interaction]]:
+    """-> (the last slice's queries, the events before the slice: what a candidate may be trained on).
+
+    At most `max_users` users (the smallest hashed ids: a stable, unbiased sample)."""
+    if not events:
+        return HeldOut([], np.zeros(0, dtype=np.int64), np.zeros(0), [], n_items), []
+    ordered = sorted(events, key=lambda e: (e.ts, e.user, e.row))
+    start = ordered[-1].ts - slice_seconds
+    before = [event for event in ordered if event.ts <= start]
+    history: dict[str, list[Interaction]] = {}
+    for event in before:
+        history.setdefault(event.user, []).append(event)
+    first_in_slice: dict[str, Interaction] = {}
+    for event in ordered:
+        if event.ts > start and event.user in history and event.user not in first_in_slice:
+            first_in_slice[event.user] = event
+    users = sorted(first_in_slice, key=lambda u: hashlib.blake2b(u.encode(), digest_size=8).digest())[:max_users]
+    users.sort()
+    queries = HeldOut(users, np.array([first_in_slice[u].row for u in users], dtype=np.int64),
+                      np.array([first_in_slice[u].ts for u in users], dtype=np.float64),
+                      [history[u] for u in users], n_items)
+    return queries, before
+
+
+@dataclass(frozen=True)
+class InterestModel:
+    """The settings a training learns: half-lives and blend per scale, how ratings weigh."""
+
+    half_lives: Mapping[str, float]
+    blend_weights: Mapping[str, float]
+    rating_weighting: str = "stars"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"half_lives": dict(self.half_lives), "blend_weights": dict(self.blend_weights),
+                "rating_weighting": self.rating_weighting}
+
+
+@dataclass(frozen=True)
+class Quality:
+    hit: float
+    ndcg: float
+    users: int
+    per_user_ndcg: np.ndarray = field(repr=False, compare=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"hit_at_10": round(self.hit, 4), "ndcg_at_10": round(self.ndcg, 4), "users": self.users}
+
+
+class Scorer:
+    """Scores one item space on one held-out slice, caching the per-scale products."""
+
+    def __init__(self, queries: HeldOut, item_vectors: np.ndarray, available: np.ndarray | None = None):
+        self.queries = queries
+        self.items = np.asarray(item_vectors, dtype=np.float64)
+        self.blocked = queries.seen.toarray()
+        if available is not None:
+            self.blocked |= ~np.asarray(available, dtype=bool)[None, :]
+        self._cache: dict[tuple[float, str], tuple[np.ndarray, np.ndarray]] = {}
+
+    def _scale(self, half_life: float, weighting: str) -> tuple[np.ndarray, np.ndarray]:
+        """(scores Q x N of the unnormalised scale vector, its length per user)."""
+        key = (half_life, weighting)
+        if key not in self._cache:
+            weights = TypeWeights(DEFAULT_TYPE_WEIGHTS, rating_weighting=weighting)
+            rows, cols, values = [], [], []
+            for q, events in enumerate(self.queries.history):
+                at = self.queries.times[q]
+                for event in events:
+                    rows.append(q)
+                    cols.append(event.row)
+                    values.append(weights.weight_of(event.type, event.value)
+                                  * math.exp2(-max(0.0, at - event.ts) / half_life))
+            A = sp.csr_matrix((values, (rows, cols)), shape=(len(self.queries), self.items.shape[0]))
+            vectors = A @ self.items
+            self._cache[key] = (vectors @ self.items.T, np.linalg.norm(vectors, axis=1))
+        return self._cache[key]
+
+    def quality(self, model: InterestModel) -> Quality:
+        if not len(self.queries):
+            return Quality(0.0, 0.0, 0, np.zeros(0))
+        scores = np.zeros((len(self.queries), self.items.shape[0]))
+        for name, half_life in model.half_lives.items():
+            part, norms = self._scale(half_life, model.rating_weighting)
+            # blend(): each scale scaled to unit length, capped so a faded scale stays faint
+            coefficient = model.blend_weights.get(name, 0.0) * np.minimum(1.0, norms) / np.maximum(norms, 1e-300)
+            scores += coefficient[:, None] * part
+        return rank_quality(scores, self.queries.targets, self.blocked)
+
+
+def rank_quality(scores: np.ndarray, targets: np.ndarray, blocked: np.ndarray) -> Quality:
+    """Hit@10 and NDCG@10 of the targets under full ranking; ties count against the target."""
+    target_scores = scores[np.arange(len(targets)), targets]
+    masked = np.where(blocked, -np.inf, scores)
+    masked[np.arange(len(targets)), targets] = -np.inf  # the target itself is not its own competitor
+    rank = (masked >= target_scores[:, None]).sum(axis=1)
+    hit = rank < K
+    ndcg = np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0)
+    return Quality(float(hit.mean()), float(ndcg.mean()), len(targets), ndcg)
+
+
+def popularity_quality(queries: HeldOut, counts: np.ndarray, available: np.ndarray | None = None) -> Quality:
+    """The popular items (event counts before the slice) for everyone: the floor every space must beat."""
+    blocked = queries.seen.toarray()
+    if available is not None:
+        blocked |= ~np.asarray(available, dtype=bool)[None, :]
+    scores = np.broadcast_to(np.asarray(counts, dtype=np.float64), (len(queries), len(counts))).copy()
+    return rank_quality(scores, queries.targets, blocked)
+
+
+HALF_LIFE_CHOICES = {"short": (60.0, 600.0, 1800.0, 3600.0), "long": (DAY, 7 * DAY, 30 * DAY)}
+BLEND_CHOICES = ({"short": 1.0, "long": 0.2}, {"short": 1.0, "long": 1.0}, {"short": 0.2, "long": 1.0})
+BLOCK_CHOICES = ((0.25, 0.75), (0.5, 0.5), (0.1, 0.9))
+
+
+def interest_grid(pinned: InterestModel | None = None, pinned_names: frozenset[str] = frozenset()
+                  ) -> list[InterestModel]:
+    """Every combination of the choices, with what the deployment pinned held fixed."""
+    half_lives = [pinned.half_lives] if pinned is not None and "half_lives" in pinned_names else [
+        {"short": short, "long": long} for short, long in itertools.product(*HALF_LIFE_CHOICES.values())]
+    weightings = [pinned.rating_weighting] if pinned is not None and "rating_weighting" in pinned_names \
+        else list(RATING_WEIGHTINGS)
+    grid = []
+    for lives, weighting in itertools.product(half_lives, weightings):
+        blends = [pinned.blend_weights] if pinned is not None and "blend_weights" in pinned_names else [
+            blend for blend in BLEND_CHOICES if set(blend) == set(lives)] or [{name: 1.0 for name in lives}]
+        grid.extend(InterestModel(dict(lives), dict(blend), weighting) for blend in blends)
+    return grid
+
+
+def paired_difference(candidate: Quality, serving: Quality) -> tuple[float, float]:
+    """(mean NDCG@10 difference candidate - serving over the same users, its standard error)."""
+    difference = candidate.per_user_ndcg - serving.per_user_ndcg
+    if len(difference) < 2:
+        return float(difference.mean()) if len(difference) else 0.0, math.inf
+    return float(difference.mean()), float(difference.std(ddof=1) / math.sqrt(len(difference)))
