@@ -176,3 +176,33 @@ def test_a_corrupted_new_version_is_refused_and_the_old_one_keeps_serving(stack,
     assert api("GET", "/health")[1]["catalog_version"] == published
     s3.put_object(Bucket=bucket, Key="catalog/CURRENT", Body=json.dumps({"version": "v-missing"}))
     assert api("GET", "/health")[1]["catalog_version"] == published
+
+    def refused(version, manifest_body, embeddings=None):
+        """A version whose manifest (or rows) is damaged: refused by name, the old one keeps serving."""
+        for name in ("embeddings.npy", "items.json"):
+            body = s3.get_object(Bucket=bucket, Key=base + name)["Body"].read()
+            s3.put_object(Bucket=bucket, Key=f"catalog/versions/{version}/{name}", Body=body)
+        if embeddings is not None:
+            s3.put_object(Bucket=bucket, Key=f"catalog/versions/{version}/embeddings.npy", Body=embeddings)
+        s3.put_object(Bucket=bucket, Key=f"catalog/versions/{version}/manifest.json", Body=manifest_body)
+        s3.put_object(Bucket=bucket, Key="catalog/CURRENT", Body=json.dumps({"version": version}))
+        health = api("GET", "/health")[1]
+        assert health["catalog_version"] == published and health["refused"]["version"] == version
+        assert api("GET", "/users/x/recommendations")[0] == 200
+        return health["refused"]["reason"]
+
+    assert "manifest.json does not parse" in refused("v-truncated", json.dumps(manifest)[:-20])
+    assert "no sha256 table" in refused("v-no-sha", json.dumps({k: v for k, v in manifest.items() if k != "sha256"}))
+    import io
+
+    import numpy as np
+
+    rows = np.load(io.BytesIO(s3.get_object(Bucket=bucket, Key=base + "embeddings.npy")["Body"].read()))
+    rows[3, 5] = np.nan
+    damaged = io.BytesIO()
+    np.save(damaged, rows)
+    import hashlib
+
+    nan_manifest = {**manifest, "sha256": {**manifest["sha256"],
+                                           "embeddings.npy": hashlib.sha256(damaged.getvalue()).hexdigest()}}
+    assert "non-finite" in refused("v-nan", json.dumps(nan_manifest), damaged.getvalue())

@@ -3,6 +3,7 @@
 import datetime as dt
 import gzip
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -105,3 +106,56 @@ def test_retraining_with_another_seed_keeps_users_recommendations(stack, api, in
     after = top10()
     overlap = np.mean([len(set(before[user]) & set(after[user])) for user in users])
     assert overlap >= 8, overlap
+
+
+def archive_lines(stack, events, part="part-2"):
+    body = gzip.compress(("\n".join(json.dumps(event) for event in events) + "\n").encode())
+    stack.client("s3").put_object(Bucket=stack.name_of("AWS::S3::Bucket"), Key=f"archive/dt={DAY}/{part}.gz",
+                                  Body=body)
+
+
+def test_a_tiny_archive_is_refused_with_its_reason_and_the_serving_version_keeps_serving(stack, api,
+                                                                                         catalog_function):
+    upload_catalog(stack, catalog_function, catalog_lines())
+    serving = api("GET", "/health")[1]["catalog_version"]
+    archive_lines(stack, [behaviour(f"t{n}", f"reader-{n % 7}", item_id=genre_items("Horror")[n % 8], ts=T0 + n)
+                          for n in range(14)])
+    bucket = stack.name_of("AWS::S3::Bucket")
+    result = train_catalog(S3CatalogRepository(bucket), bucket, days=3, until=DAY, config=CONFIG)
+    assert (result.decision, result.version) == ("refused", None)
+    assert result.reason == ("not enough data: 14 events < 1000; 7 users < 50; 0 users active on the last day "
+                             "with earlier history < 20")
+    report = json.loads(stack.client("s3").get_object(Bucket=bucket, Key=result.report_key)["Body"].read())
+    assert result.report_key.startswith("reports/training/") and report["decision"] == "refused"
+    assert report["reason"] == result.reason and report["data"]["events"] == 14
+    assert report["serving"]["version"] == serving
+    assert api("GET", "/health")[1]["catalog_version"] == serving
+
+
+def test_a_candidate_worse_than_the_serving_version_is_refused_unless_forced(stack, api, catalog_function):
+    """Co-occurrence that says nothing (hundreds of users picking at random) against users who stay in one genre:
+    the text space predicts their next pick, the learned one cannot; the gate keeps the text space."""
+    upload_catalog(stack, catalog_function, catalog_lines())
+    serving = api("GET", "/health")[1]["catalog_version"]
+    rng = np.random.default_rng(11)
+    every = [item["item_id"] for item in catalog_items()]
+    events = [behaviour(f"n{user}-{step}", f"noise-{user}", item_id=str(rng.choice(every)),
+                        ts=T0 + user * 600 + step * 60) for user in range(300) for step in range(6)]
+    for user in range(40):
+        picks = rng.permutation(genre_items(list(GENRE_TITLES)[user % 4]))
+        events += [behaviour(f"g{user}-{step}", f"genre-{user}", item_id=str(item), ts=T0 + step * 3600)
+                   for step, item in enumerate(picks[:4])]
+        events.append(behaviour(f"g{user}-last", f"genre-{user}", item_id=str(picks[4]), ts=T0 + 3 * 86400 + user))
+    archive_lines(stack, events)
+    bucket = stack.name_of("AWS::S3::Bucket")
+    policy = TrainingPolicy(min_events=100, min_users=10, min_warm_items=8)
+    refused = train_catalog(S3CatalogRepository(bucket), bucket, days=3, until=DAY, config=CONFIG, policy=policy)
+    assert refused.decision == "refused" and refused.reason.startswith("the candidate is worse than serving")
+    report = refused.report
+    assert report["data"]["held_out_users"] >= 40  # the genre users (and a noise user whose session straddles)
+    assert report["candidate"]["ndcg_at_10"] < report["serving"]["ndcg_at_10"] - 0.01
+    assert api("GET", "/health")[1]["catalog_version"] == serving
+    forced = train_catalog(S3CatalogRepository(bucket), bucket, days=3, until=DAY, config=CONFIG,
+                           policy=replace(policy, force=True))
+    assert forced.decision == "published" and forced.reason == "forced"
+    assert api("GET", "/health")[1]["catalog_version"] == forced.version

@@ -36,6 +36,11 @@ def test_valid_lines_parse_with_free_metadata():
     (json.dumps({"item_id": "9", "title": "x", "popularity": -1}), "popularity must be a non-negative number"),
     (json.dumps({"item_id": "1", "title": "again"}), "item_id '1' repeats line 1"),
     (json.dumps([1]), "an item must be a JSON object"),
+    ('{"item_id": "9", "title": "x", "popularity": 1e400}', "popularity must be a non-negative number"),
+    ('{"item_id": "9", "title": "x", "popularity": NaN}', "popularity must be a non-negative number"),
+    ('{"item_id": "9", "title": "x", "popularity": ' + "9" * 5000 + "}", "not valid JSON: Exceeds the limit"),
+    ("[" * 100_000 + "]" * 100_000, "not valid JSON: nested too deeply"),
+    (json.dumps({"item_id": "9", "title": "x" * 4001}), "title is 4001 characters; the limit is 4000"),
 ])
 def test_bad_lines_are_reported_with_their_line_number(line, message):
     items, problems = parse_catalog_lines([LINES[0], line])

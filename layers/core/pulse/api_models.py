@@ -82,6 +82,7 @@ class HealthResponse(BaseModel):
     item_count: int
     encoder_fingerprint: str | None
     space: SpaceDescription | None = None
+    refused: dict[str, str] | None = Field(default=None, description="the last catalogue version refused, and why")
 
 
 class ForgetResponse(BaseModel):

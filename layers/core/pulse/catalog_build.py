@@ -97,6 +97,12 @@ def parse_catalog_lines(lines: Iterable[str | bytes]) -> tuple[list[CatalogItem]
         except InvalidEvent as error:
             problems.append((number, str(error)))
             continue
+        except RecursionError:
+            problems.append((number, "not valid JSON: nested too deeply"))
+            continue
+        except ValueError as error:  # e.g. an integer of more digits than Python converts
+            problems.append((number, f"not valid JSON: {error}"))
+            continue
         if item.item_id in first_line:
             problems.append((number, f"item_id '{item.item_id}' repeats line {first_line[item.item_id]}"))
             continue

@@ -197,6 +197,7 @@ class LiveCatalog:
         self.on_refused = on_refused or (lambda reason: None)
         self._serving: CatalogVersion | None = None
         self._refused: set[str] = set()
+        self.last_refusal: dict[str, str] | None = None  # {"version", "reason"}: what /health reports
         self._checked_at: float | None = None
         self._lock = threading.Lock()
 
@@ -241,6 +242,7 @@ class LiveCatalog:
 
     def _refuse(self, version: str, reason: str) -> None:
         self._refused.add(version)
+        self.last_refusal = {"version": version, "reason": reason}
         log.error("catalogue version refused: %s", reason)
         self.on_refused(reason)
 

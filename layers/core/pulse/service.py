@@ -107,7 +107,8 @@ class RecommendationService:
         return {"status": "ok" if catalog else "degraded",
                 "catalog_version": catalog.version if catalog else None,
                 "item_count": len(catalog) if catalog else 0,
-                "encoder_fingerprint": self.encoder_fingerprint, "space": space}
+                "encoder_fingerprint": self.encoder_fingerprint, "space": space,
+                "refused": getattr(self.catalog, "last_refusal", None)}
 
     def _catalog_or_none(self) -> CatalogVersion | None:
         try:

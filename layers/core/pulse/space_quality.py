@@ -145,16 +145,20 @@ class Scorer:
             self._cache[key] = (vectors @ self.items.T, np.linalg.norm(vectors, axis=1))
         return self._cache[key]
 
-    def quality(self, model: InterestModel) -> Quality:
-        if not len(self.queries):
-            return Quality(0.0, 0.0, 0, np.zeros(0))
+    def scores(self, model: InterestModel) -> np.ndarray:
+        """(Q x N) each user's item scores, up to a positive factor per user (the ranking the API serves)."""
         scores = np.zeros((len(self.queries), self.items.shape[0]))
         for name, half_life in model.half_lives.items():
             part, norms = self._scale(half_life, model.rating_weighting)
             # blend(): each scale scaled to unit length, capped so a faded scale stays faint
             coefficient = model.blend_weights.get(name, 0.0) * np.minimum(1.0, norms) / np.maximum(norms, 1e-300)
             scores += coefficient[:, None] * part
-        return rank_quality(scores, self.queries.targets, self.blocked)
+        return scores
+
+    def quality(self, model: InterestModel) -> Quality:
+        if not len(self.queries):
+            return Quality(0.0, 0.0, 0, np.zeros(0))
+        return rank_quality(self.scores(model), self.queries.targets, self.blocked)
 
 
 def rank_quality(scores: np.ndarray, targets: np.ndarray, blocked: np.ndarray) -> Quality:
