@@ -123,8 +123,8 @@ def test_a_tiny_archive_is_refused_with_its_reason_and_the_serving_version_keeps
     bucket = stack.name_of("AWS::S3::Bucket")
     result = train_catalog(S3CatalogRepository(bucket), bucket, days=3, until=DAY, config=CONFIG)
     assert (result.decision, result.version) == ("refused", None)
-    assert result.reason == ("not enough data: 14 events < 1000; 7 users < 50; 0 users active on the last day "
-                             "with earlier history < 20")
+    assert result.reason == ("not enough data: 14 events < 1000; 7 users < 50; 7 users with an earlier event to "
+                             "hold out < 20")
     report = json.loads(stack.client("s3").get_object(Bucket=bucket, Key=result.report_key)["Body"].read())
     assert result.report_key.startswith("reports/training/") and report["decision"] == "refused"
     assert report["reason"] == result.reason and report["data"]["events"] == 14
@@ -148,11 +148,11 @@ def test_a_candidate_worse_than_the_serving_version_is_refused_unless_forced(sta
         events.append(behaviour(f"g{user}-last", f"genre-{user}", item_id=str(picks[4]), ts=T0 + 3 * 86400 + user))
     archive_lines(stack, events)
     bucket = stack.name_of("AWS::S3::Bucket")
-    policy = TrainingPolicy(min_events=100, min_users=10, min_warm_items=8)
+    policy = TrainingPolicy(min_events=100, min_users=10, min_warm_items=8, max_held_out_users=40)
     refused = train_catalog(S3CatalogRepository(bucket), bucket, days=3, until=DAY, config=CONFIG, policy=policy)
     assert refused.decision == "refused" and refused.reason.startswith("the candidate is worse than serving")
     report = refused.report
-    assert report["data"]["held_out_users"] >= 40  # the genre users (and a noise user whose session straddles)
+    assert report["data"]["held_out_users"] == 40  # the most recent latest events: the genre users'
     assert report["candidate"]["ndcg_at_10"] < report["serving"]["ndcg_at_10"] - 0.01
     assert api("GET", "/health")[1]["catalog_version"] == serving
     forced = train_catalog(S3CatalogRepository(bucket), bucket, days=3, until=DAY, config=CONFIG,

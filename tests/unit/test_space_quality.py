@@ -30,15 +30,17 @@ def test_ranks_count_ties_against_the_target_and_skip_blocked_items():
     assert all_equal.hit == 0.0  # no information is no hit
 
 
-def test_the_held_out_slice_is_each_last_day_users_first_event_after_their_history():
+def test_the_held_out_slice_is_each_users_latest_event_the_most_recent_first():
     events = [Interaction("a", 1, 0.0, "view", None), Interaction("a", 2, 5 * DAY, "view", None),
               Interaction("a", 3, 5 * DAY + 10, "view", None), Interaction("b", 4, 5 * DAY + 20, "view", None),
               Interaction("c", 5, DAY, "view", None), Interaction("c", 6, 2 * DAY, "view", None)]
-    queries, before = held_out_slice(events, 10)
-    assert queries.users == ["a"]  # b has no history before the day; c was not active on it
-    assert queries.targets.tolist() == [2] and queries.times.tolist() == [5 * DAY]
-    assert [event.row for event in queries.history[0]] == [1]
-    assert {event.row for event in before} == {1, 5, 6}  # a candidate never sees the last day
+    queries, rest = held_out_slice(events, 10)
+    assert queries.users == ["a", "c"]  # b has nothing earlier to be asked from
+    assert queries.targets.tolist() == [3, 6] and queries.times.tolist() == [5 * DAY + 10, 2 * DAY]
+    assert [event.row for event in queries.history[0]] == [1, 2]
+    assert {event.row for event in rest} == {1, 2, 4, 5}  # a candidate never sees what it is judged on
+    newest, _ = held_out_slice(events, 10, max_users=1)
+    assert newest.users == ["a"]
 
 
 def test_the_gate_scores_users_as_the_api_ranks_them():

@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
                              help="run the training every this many simulated days (default 1, the template's "
                                   "schedule; 0 never)")
         command.add_argument("--batch-size", type=int, help="IngestBatchSize (default: the template's)")
+        command.add_argument("--protocol", choices=("honest", "replay-then-train"),
+                             help="honest (default): trainings during the replay, questions before each held-out "
+                                  "rating; replay-then-train: the whole replay, one training, then the questions "
+                                  "(use with --retrain-days 0)")
         command.add_argument("--out-dir", type=Path, default=Path(".pulse"))
 
     catalog = commands.add_parser("catalog", help="catalogue commands").add_subparsers(dest="action", required=True)

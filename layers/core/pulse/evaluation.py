@@ -6,6 +6,7 @@ import math
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -178,13 +179,15 @@ def hit_by_activity(per_user_hits: Sequence[float], activity: Sequence[int],
 
 def plot_report(path: Path, results: Sequence[MethodResult], activity: Sequence[int],
                 shift_curve: Mapping[str, Sequence[float]] | None = None,
-                freshness_seconds: Sequence[float] | None = None) -> None:
-    """One PNG: Hit@10 by user activity, then the interest-shift curve and the freshness histogram if given."""
+                freshness_seconds: Sequence[float] | None = None,
+                timeline: Mapping[str, Any] | None = None) -> None:
+    """One PNG: Hit@10 by user activity, then the interest-shift curve, the freshness histogram and Hit@10 over
+    the replay with every training's decision marked, if given."""
     # Imported here so the Lambda layers never load matplotlib; no pyplot, so no global backend state.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    panels = 1 + (shift_curve is not None) + (freshness_seconds is not None)
+    panels = 1 + (shift_curve is not None) + (freshness_seconds is not None) + (timeline is not None)
     figure = Figure(figsize=(6 * panels, 4.5))
     FigureCanvasAgg(figure)
     axes = list(figure.subplots(1, panels, squeeze=False)[0])
@@ -193,6 +196,8 @@ def plot_report(path: Path, results: Sequence[MethodResult], activity: Sequence[
         _plot_shift(axes.pop(0), shift_curve)
     if freshness_seconds is not None:
         _plot_freshness(axes.pop(0), freshness_seconds)
+    if timeline is not None:
+        _plot_timeline(axes.pop(0), results, timeline)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
@@ -210,6 +215,32 @@ def _plot_activity(axis, results: Sequence[MethodResult], activity: Sequence[int
     axis.set_ylabel("Hit@10")
     if results:
         axis.legend()
+
+
+def _plot_timeline(axis, results: Sequence[MethodResult], timeline: Mapping[str, Any]) -> None:
+    """Hit@10 of the questions asked in each simulated week; trainings as ticks: published (green), refused (red)."""
+    days = (np.asarray(timeline["times"], dtype=np.float64) - timeline["start"]) / 86400.0
+    if not len(days):
+        return
+    weeks = np.floor(days / 7).astype(int)
+    for result in results:
+        hits = np.asarray(result.per_user_hits, dtype=np.float64)
+        centres, means = [], []
+        for week in np.unique(weeks):
+            chosen = weeks == week
+            if chosen.sum() >= 5:
+                centres.append(week * 7 + 3.5)
+                means.append(hits[chosen].mean())
+        axis.plot(centres, means, marker=".", label=result.name)
+    for key, colour, label in (("published", "green", "published"), ("refused", "red", "refused")):
+        moments = (np.asarray(timeline.get(key, []), dtype=np.float64) - timeline["start"]) / 86400.0
+        if len(moments):
+            axis.vlines(moments, 0, 0.03, color=colour, linewidth=0.8, label=f"training {label} ({len(moments)})")
+    axis.set_ylim(0, None)
+    axis.set_title("(d) Hit@10 over the replay (weekly), trainings marked")
+    axis.set_xlabel("simulated days since the first event")
+    axis.set_ylabel("Hit@10")
+    axis.legend(fontsize=7)
 
 
 def _plot_shift(axis, shift_curve: Mapping[str, Sequence[float]]) -> None:

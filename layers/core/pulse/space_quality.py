@@ -1,9 +1,8 @@
 """How well an item space and a set of interest settings predict what users did next: the training's gate and
 its settings search. Pure NumPy/SciPy, no AWS.
 
-A held-out slice: each user active in the archive's last day, asked as of their first event of that day
-(their history: every earlier event of the window, seen items excluded), scored by full ranking of the
-available items. The user's interest is the one the API computes (pulse.recommend.scale_vectors): each
+The held-out slice: each user's latest event of the archive window, asked as of its time from their earlier events
+(seen items excluded), scored by full ranking of the available items; the most recent ones when there are many. The user's interest is the one the API computes (pulse.recommend.scale_vectors): each
 history event weighed by its type and value, decayed per time scale, blended with the soft cap of
 pulse.interest.blend. Ranking needs only sum_s c_s(user) * (A_s E) E^T, so each (half-life, weighting, item
 space) costs one product and every blend of them is nearly free: the grid stays cheap.
@@ -67,29 +66,26 @@ class HeldOut:
                 self.subset([p for p, bit in enumerate(parity) if bit == 1]))
 
 
-def held_out_slice(events: Sequence[Interaction], n_items: int, *, slice_seconds: float = DAY,
-                   max_users: int = 2000) -> tuple[HeldOut, list[Interaction]]:
-    """-> (the last slice's queries, the events before the slice: what a candidate may be trained on).
+def held_out_slice(events: Sequence[Interaction], n_items: int, *, max_users: int = 2000
+                   ) -> tuple[HeldOut, list[Interaction]]:
+    """-> (the held-out queries, every other event: what a candidate may be trained on).
 
-    At most `max_users` users (the smallest hashed ids: a stable, unbiased sample)."""
+    Each user's latest event is held out, asked as of its time from their earlier events (users with at least
+    one); the `max_users` most recent of these form the slice, so the gate judges the newest behaviour."""
     if not events:
         return HeldOut([], np.zeros(0, dtype=np.int64), np.zeros(0), [], n_items), []
     ordered = sorted(events, key=lambda e: (e.ts, e.user, e.row))
-    start = ordered[-1].ts - slice_seconds
-    before = [event for event in ordered if event.ts <= start]
     history: dict[str, list[Interaction]] = {}
-    for event in before:
-        history.setdefault(event.user, []).append(event)
-    first_in_slice: dict[str, Interaction] = {}
     for event in ordered:
-        if event.ts > start and event.user in history and event.user not in first_in_slice:
-            first_in_slice[event.user] = event
-    users = sorted(first_in_slice, key=lambda u: hashlib.blake2b(u.encode(), digest_size=8).digest())[:max_users]
-    users.sort()
-    queries = HeldOut(users, np.array([first_in_slice[u].row for u in users], dtype=np.int64),
-                      np.array([first_in_slice[u].ts for u in users], dtype=np.float64),
-                      [history[u] for u in users], n_items)
-    return queries, before
+        history.setdefault(event.user, []).append(event)
+    latest = sorted(((user, own[-1]) for user, own in history.items() if len(own) >= 2),
+                    key=lambda pair: (-pair[1].ts, pair[0]))[:max_users]
+    latest.sort(key=lambda pair: pair[0])
+    held = {id(target) for _, target in latest}
+    queries = HeldOut([user for user, _ in latest], np.array([t.row for _, t in latest], dtype=np.int64),
+                      np.array([t.ts for _, t in latest], dtype=np.float64),
+                      [history[user][:-1] for user, _ in latest], n_items)
+    return queries, [event for event in ordered if id(event) not in held]
 
 
 @dataclass(frozen=True)
@@ -163,6 +159,8 @@ class Scorer:
 
 def rank_quality(scores: np.ndarray, targets: np.ndarray, blocked: np.ndarray) -> Quality:
     """Hit@10 and NDCG@10 of the targets under full ranking; ties count against the target."""
+    if not len(targets):
+        return Quality(0.0, 0.0, 0, np.zeros(0))
     target_scores = scores[np.arange(len(targets)), targets]
     masked = np.where(blocked, -np.inf, scores)
     masked[np.arange(len(targets)), targets] = -np.inf  # the target itself is not its own competitor

@@ -3,7 +3,7 @@ published only if it deserves it, with the interest settings that suit it.
 
 1. Read the archive window; the serving version's items, text and filters are the base.
 2. Enough data? (events, users, warm items; TrainingPolicy). If not: refused, the serving version serves on.
-3. Hold out each user's first event of the last day; train a candidate on the events before it.
+3. Hold out each user's latest event (the most recent ones); train a candidate on the other events.
 4. Choose the interest settings (half-lives, blend, rating weighting, block weights) on one half of the
    held-out users; judge candidate and serving version on the other half (pulse.space_quality).
 5. Publish unless the candidate is worse beyond the tolerance (and the difference is clear of noise); the
@@ -196,7 +196,7 @@ def _shortfall(policy: TrainingPolicy, config: SpaceConfig, events: int, users: 
     if users < policy.min_users:
         missing.append(f"{users} users < {policy.min_users}")
     if held_out < policy.min_held_out_users:
-        missing.append(f"{held_out} users active on the last day with earlier history < {policy.min_held_out_users}")
+        missing.append(f"{held_out} users with an earlier event to hold out < {policy.min_held_out_users}")
     return "; ".join(missing)
 
 

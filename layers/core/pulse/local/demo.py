@@ -21,7 +21,7 @@ def publish_movielens(runtime: LocalRuntime) -> str:
 
 def run(command: str, args: argparse.Namespace) -> int:
     flags = ("half_lives", "blend_weights", "rating_weighting", "type_weights", "text_weight", "collab_weight",
-             "retrain_days", "batch_size")
+             "retrain_days", "batch_size", "protocol")
     options = EvalOptions(out_dir=args.out_dir, **{name: getattr(args, name) for name in flags
                                                    if getattr(args, name) is not None})
     started = time.perf_counter()
@@ -73,9 +73,22 @@ def print_report(report: dict[str, Any]) -> None:
           f"{replay['events']} events at {replay['events_per_second']} events/s ({replay['invocations']} invocations)")
     trainings = report["trainings"]
     if trainings:
-        print(f"\nItem space retrained {len(trainings)} times during the replay, each on the archived events before "
-              f"that moment only ({min(t['seconds'] for t in trainings)}-{max(t['seconds'] for t in trainings)} s "
-              f"per training, last on {trainings[-1]['events']} events)")
+        published = [t for t in trainings if t["decision"] == "published"]
+        refused = [t for t in trainings if t["decision"] == "refused"]
+        print(f"\n{len(trainings)} scheduled trainings during the replay, each on the archived events of its window "
+              f"before that moment only ({min(t['seconds'] for t in trainings)}-"
+              f"{max(t['seconds'] for t in trainings)} s each): {len(published)} published, {len(refused)} refused")
+        reasons: dict[str, int] = {}
+        for training in refused:
+            reason = training["reason"].split(":")[0]
+            reasons[reason] = reasons.get(reason, 0) + 1
+        for reason, count in sorted(reasons.items(), key=lambda pair: -pair[1]):
+            print(f"  refused {count}x: {reason}")
+        if published:
+            last = published[-1]
+            print(f"  last published: {last['version']} on {last['events']} events, settings {last['settings']}, "
+                  f"blocks {last['blocks']}; held-out NDCG@10 {last['candidate_ndcg']} vs serving "
+                  f"{last['serving_ndcg']}")
     print("\nLeave-last-out, full ranking, exclude seen, asked as of each user's last rating "
           f"(strategies: {report['strategies']}):\n")
     print(report["table"])

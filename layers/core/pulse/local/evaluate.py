@@ -60,6 +60,9 @@ class EvalOptions:
     collab_weight: float | None = None
     collab_dim: int | None = None
     retrain_days: float = 1.0  # 0: never train (the text-only catalogue throughout)
+    # "honest": trainings during the replay, each test question asked before its rating enters the stream;
+    # "replay-then-train": every rating but the held-out ones replayed, one scheduled training, then the questions
+    protocol: str = "honest"
     batch_size: int | None = None  # None: the template's IngestBatchSize
     out_dir: Path = Path(".pulse")
     shift_users_per_pair: int = 2
@@ -155,8 +158,11 @@ def run_evaluation(options: EvalOptions, progress: Progress | None = None,
                                        "p95": percentile(freshness, 95)}
         if after_replay is not None:
             report["users_now"] = after_replay(runtime, movies, ratings)
+        decisions = {kind: [t["cutoff"] for t in timeline.trainings if t["decision"] == kind]
+                     for kind in ("published", "refused")}
         plot_report(options.out_dir / "eval.png", results, per_user["activity"],
-                    {"mean share of new genre in top 10": shift_curve["mean_share_by_step"]}, freshness)
+                    {"mean share of new genre in top 10": shift_curve["mean_share_by_step"]}, freshness,
+                    {"times": per_user["times"], "start": ratings[0].ts, **decisions})
         report["table"] = results_table(results)
         report["picture"] = str(options.out_dir / "eval.png")
         return report
@@ -207,7 +213,8 @@ class Timeline:
         self._replayed, self._replay_seconds = 0, 0.0
 
     def run(self, ratings: Sequence[Rating]) -> tuple[list, dict[str, Any]]:
-        period = self.options.retrain_days * DAY if self.options.retrain_days > 0 else math.inf
+        once = self.options.protocol == "replay-then-train"
+        period = self.options.retrain_days * DAY if self.options.retrain_days > 0 and not once else math.inf
         start = ratings[0].ts
         by_period: dict[int, list[Rating]] = defaultdict(list)
         for rating in ratings:
@@ -216,7 +223,7 @@ class Timeline:
         lists: dict[str, list[list[str]]] = {name: [] for name in (*FAMILIES, "popularity")}
         queries: list[Query] = []
         strategies: dict[str, int] = defaultdict(int)
-        with self.progress.bar(len(ratings), "replay, weekly training, questions") as bar:
+        with self.progress.bar(len(ratings), "replay, trainings, questions") as bar:
             for number in sorted(by_period):
                 if number > 0:
                     self.retrain(start + number * period)
@@ -231,6 +238,8 @@ class Timeline:
                     baseline.add(rating.item_id)
                 held = {id(query.rating) for query in asked}
                 self._replay([rating_event(r) for r in by_period[number] if id(r) not in held])
+                if self.options.protocol == "replay-then-train":  # the schedule's run after the whole replay
+                    self.retrain(by_period[number][-1].ts + 1)
                 for query in asked:
                     for name, items in self.ask(query.rating, strategies).items():
                         lists[name].append(items)
@@ -243,7 +252,8 @@ class Timeline:
         shares = [query.shares for query in queries]
         results = [summarize(name, lists[name], targets, len(self.movies), shares)
                    for name in (*FAMILIES, "popularity")]
-        return results, {"activity": [query.seen for query in queries], "strategies": dict(strategies)}
+        return results, {"activity": [query.seen for query in queries], "strategies": dict(strategies),
+                         "times": [query.rating.ts for query in queries]}
 
     def _replay(self, events: list[dict[str, Any]]) -> None:
         started = time.perf_counter()
@@ -266,8 +276,10 @@ class Timeline:
         today = dt.datetime.now(dt.UTC).date()  # the replay's events all arrived today (or yesterday)
         # the deployed window (TrainingDays) in event time: arrival days say nothing of when replayed events happened
         options = deployment_options(self.settings) | {"days": 2}
-        result = train_catalog(self.repository, self.bucket, until=today, before=cutoff, seed=0,
-                               since=cutoff - self.settings.training_days * DAY, **options)
+        # (replay-then-train: everything arrived within the window, as a replay through a deployment would)
+        since = None if self.options.protocol == "replay-then-train" else cutoff - self.settings.training_days * DAY
+        result = train_catalog(self.repository, self.bucket, until=today, before=cutoff, seed=0, since=since,
+                               **options)
         if result.published:
             published = time.monotonic()
             wait_until_serving(self.api, result.version)
