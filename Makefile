@@ -67,6 +67,8 @@ soak: $(VENV)/.installed encoder
 
 eval: $(VENV)/.installed encoder
 	$(PY) -m pulse.cli eval
+	# A new deployment fed its history: the whole replay with the template's defaults, one scheduled training.
+	$(PY) -m pulse.cli eval --protocol replay-then-train --retrain-days 0 --out-dir .pulse/replay-then-train
 	# The standard protocol (item space trained on all but each user's last two), offline, same data.
 	$(PY) -m pulse.offline_eval
 

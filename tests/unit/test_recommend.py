@@ -121,3 +121,25 @@ def test_similar_items_exclude_the_item_itself():
     scores = catalog.embeddings @ catalog.embeddings[10]
     scores[10] = -np.inf
     assert [item.item_id for item in similar] == [f"i{row}" for row in np.argsort(-scores)[:5]]
+
+
+def test_a_user_is_expressed_in_any_space_the_residual_included_even_when_it_is_zero():
+    """A text-space residual of zero (a neutral rating, an interest decayed to nothing) next to history, in a
+    hybrid space of another dimensionality: the history scores, the residual adds nothing, nothing breaks."""
+    from pulse.catalog import hybrid_vectors
+    from pulse.interest import Engagement, ScaleState
+    from pulse.recommend import scale_vectors
+
+    rng = np.random.default_rng(5)
+    text, collab = rng.normal(size=(6, 4)), rng.normal(size=(6, 3))
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    hybrid = in_memory_catalog([f"i{n}" for n in range(6)], hybrid_vectors(text, collab, 0.5, 0.5),
+                               text_to_collab=rng.normal(size=(4, 3)), text_weight=0.5, collab_weight=0.5)
+    user = UserInterest(user_id="u", scales={"long": ScaleState(np.zeros(4), 10.0),
+                                             "short": ScaleState(text[2].copy(), 10.0)},
+                        history=[Engagement(5.0, "i1", "like"), Engagement(6.0, "gone", "like")])
+    vectors = scale_vectors(user, hybrid, 10.0, {"short": 1e9, "long": 1e9})
+    np.testing.assert_allclose(vectors["long"], 2.0 * hybrid.embeddings[1], atol=1e-6)  # "gone" counts nothing
+    np.testing.assert_allclose(vectors["short"], 2.0 * hybrid.embeddings[1] + hybrid.embed_texts(text[2:3])[0],
+                               atol=1e-5)
+    np.testing.assert_allclose(hybrid.text_vectors_for(["i2"])["i2"], text[2], atol=1e-6)

@@ -132,7 +132,9 @@ class CatalogVersion:
     def embed_residual(self, residual: np.ndarray) -> np.ndarray:
         """A text-space interest vector -> this space, its length kept (blend reads strength from lengths)."""
         strength = float(np.linalg.norm(residual))
-        if self.text_to_collab is None or strength == 0.0:
+        if strength == 0.0:
+            return np.zeros(self.dim)
+        if self.text_to_collab is None:
             return np.asarray(residual, dtype=np.float64)
         return strength * self.embed_texts((residual / strength)[None, :]).astype(np.float64)[0]
 
