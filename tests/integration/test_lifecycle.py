@@ -98,6 +98,7 @@ def test_interest_survives_uploads_and_trainings(deployment):
     uploaded = top10(runtime, users, at)
     assert_all_personal(runtime, uploaded, at)
     assert overlap(start, uploaded) >= 9
+    print(f"\nlifecycle: upload +1 item: {USERS}/{USERS} personal, top-10 overlap {overlap(start, uploaded):.2f}/10")
 
     # 2. the first training: a learned (hybrid) space; every user follows at once
     code, output = pulse_train(runtime, folder)
@@ -110,7 +111,8 @@ def test_interest_survives_uploads_and_trainings(deployment):
     assert health["space"]["kind"] == "hybrid" and health["space"]["dim"] > 384
     learned = top10(runtime, users, at)
     assert_all_personal(runtime, learned, at)
-    print(f"top-10 overlap after the first training: {overlap(uploaded, learned):.2f}/10")
+    print(f"lifecycle: first training (dim {health['space']['dim']}): {USERS}/{USERS} personal, top-10 overlap "
+          f"{overlap(uploaded, learned):.2f}/10")
 
     # 3. the next upload joins the learned space: kind, dimensionality and basis kept, users unaffected
     third = upload(runtime, movies, "incoming/day-3.jsonl")
@@ -121,6 +123,8 @@ def test_interest_survives_uploads_and_trainings(deployment):
     joined = top10(runtime, users, at)
     assert_all_personal(runtime, joined, at)
     assert overlap(learned, joined) >= 9
+    print(f"lifecycle: upload into the learned space: {USERS}/{USERS} personal, top-10 overlap "
+          f"{overlap(learned, joined):.2f}/10")
 
     # 4. a retrain with another seed: a new basis, recommendations kept
     code, output = pulse_train(runtime, folder, "--force", "--seed", "1")
@@ -130,3 +134,23 @@ def test_interest_survives_uploads_and_trainings(deployment):
     again = top10(runtime, users, at)
     assert_all_personal(runtime, again, at)
     assert overlap(joined, again) >= 8
+    print(f"lifecycle: retrain with another seed: {USERS}/{USERS} personal, top-10 overlap {overlap(joined, again):.2f}/10")
+
+
+def test_the_local_stack_plays_the_training_schedule():
+    from pulse.local.runtime import schedule_seconds
+    from tests.scenarios import catalog_lines
+
+    assert schedule_seconds({"Daily": {"Type": "Schedule", "Schedule": "rate(1 day)"}}) == 86400
+    assert schedule_seconds({"Hourly": {"Type": "Schedule", "Schedule": "rate(2 hours)"}}) == 7200
+    runtime = LocalRuntime(aws_port=0, api_port=0, train_every_seconds=1).start()
+    try:
+        s3, bucket = runtime.stack.client("s3"), runtime.stack.name_of("AWS::S3::Bucket")
+        s3.put_object(Bucket=bucket, Key="incoming/catalog.jsonl", Body="\n".join(catalog_lines()).encode())
+        wait_for(lambda: http_get(runtime.api_url + "/health")[1]["catalog_version"], timeout=60)
+        reports = wait_for(lambda: s3.list_objects_v2(Bucket=bucket, Prefix="reports/training/").get("Contents"),
+                           timeout=60)
+        report = json.loads(s3.get_object(Bucket=bucket, Key=reports[0]["Key"])["Body"].read())
+        assert report["decision"] == "refused" and report["reason"].startswith("not enough data: 0 events")
+    finally:
+        runtime.stop()
