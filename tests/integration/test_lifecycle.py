@@ -134,7 +134,8 @@ def test_interest_survives_uploads_and_trainings(deployment):
     again = top10(runtime, users, at)
     assert_all_personal(runtime, again, at)
     assert overlap(joined, again) >= 8
-    print(f"lifecycle: retrain with another seed: {USERS}/{USERS} personal, top-10 overlap {overlap(joined, again):.2f}/10")
+    print(f"lifecycle: retrain with another seed: {USERS}/{USERS} personal, top-10 overlap "
+          f"{overlap(joined, again):.2f}/10")
 
 
 def test_the_local_stack_plays_the_training_schedule():

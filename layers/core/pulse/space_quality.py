@@ -1,8 +1,9 @@
 """How well an item space and a set of interest settings predict what users did next: the training's gate and
 its settings search. Pure NumPy/SciPy, no AWS.
 
-The held-out slice: each user's latest event of the archive window, asked as of its time from their earlier events
-(seen items excluded), scored by full ranking of the available items; the most recent ones when there are many. The user's interest is the one the API computes (pulse.recommend.scale_vectors): each
+The held-out slice: each user's latest event of the archive window, asked as of its time from their earlier
+events (seen items excluded), scored by full ranking of the available items; the most recent ones when there are
+many. The user's interest is the one the API computes (pulse.recommend.scale_vectors): each
 history event weighed by its type and value, decayed per time scale, blended with the soft cap of
 pulse.interest.blend. Ranking needs only sum_s c_s(user) * (A_s E) E^T, so each (half-life, weighting, item
 space) costs one product and every blend of them is nearly free: the grid stays cheap.
