@@ -48,10 +48,23 @@ class HeldOut:
     seen: sp.csr_matrix = field(init=False)
 
     def __post_init__(self) -> None:
-        rows = [q for q, events in enumerate(self.history) for _ in events]
-        cols = [event.row for events in self.history for event in events]
-        self.seen = sp.csr_matrix((np.ones(len(rows), dtype=bool), (rows, cols)), shape=(len(self.users),
-                                                                                         self.n_items))
+        flat = [(q, event) for q, events in enumerate(self.history) for event in events]
+        self._query = np.array([q for q, _ in flat], dtype=np.int64)
+        self._rows = np.array([event.row for _, event in flat], dtype=np.int64)
+        self._ages = np.maximum(0.0, self.times[self._query] - np.array([event.ts for _, event in flat]))
+        self._kinds = [(event.type, event.value) for _, event in flat]
+        self._weights: dict[str, np.ndarray] = {}
+        self.seen = sp.csr_matrix((np.ones(len(flat), dtype=bool), (self._query, self._rows)),
+                                  shape=(len(self.users), self.n_items))
+
+    def decayed(self, half_life: float, weighting: str) -> sp.csr_matrix:
+        """(Q x N) each history event's weight, decayed to its user's question time."""
+        if weighting not in self._weights:
+            weights = TypeWeights(DEFAULT_TYPE_WEIGHTS, rating_weighting=weighting)
+            by_kind = {kind: weights.weight_of(*kind) for kind in set(self._kinds)}
+            self._weights[weighting] = np.array([by_kind[kind] for kind in self._kinds], dtype=np.float64)
+        values = self._weights[weighting] * np.exp2(-self._ages / half_life)
+        return sp.csr_matrix((values, (self._query, self._rows)), shape=(len(self.users), self.n_items))
 
     def __len__(self) -> int:
         return len(self.users)
@@ -128,16 +141,7 @@ class Scorer:
         """(scores Q x N of the unnormalised scale vector, its length per user)."""
         key = (half_life, weighting)
         if key not in self._cache:
-            weights = TypeWeights(DEFAULT_TYPE_WEIGHTS, rating_weighting=weighting)
-            rows, cols, values = [], [], []
-            for q, events in enumerate(self.queries.history):
-                at = self.queries.times[q]
-                for event in events:
-                    rows.append(q)
-                    cols.append(event.row)
-                    values.append(weights.weight_of(event.type, event.value)
-                                  * math.exp2(-max(0.0, at - event.ts) / half_life))
-            A = sp.csr_matrix((values, (rows, cols)), shape=(len(self.queries), self.items.shape[0]))
+            A = self.queries.decayed(half_life, weighting)
             vectors = A @ self.items
             self._cache[key] = (vectors @ self.items.T, np.linalg.norm(vectors, axis=1))
         return self._cache[key]
