@@ -126,6 +126,7 @@ def test_a_tiny_archive_is_refused_with_its_reason_and_the_serving_version_keeps
     assert result.reason == ("not enough data: 14 events < 1000; 7 users < 50; 7 users with an earlier event to "
                              "hold out < 20")
     report = json.loads(stack.client("s3").get_object(Bucket=bucket, Key=result.report_key)["Body"].read())
+    print(json.dumps(report, indent=1))  # shown with -s: what an operator reads
     assert result.report_key.startswith("reports/training/") and report["decision"] == "refused"
     assert report["reason"] == result.reason and report["data"]["events"] == 14
     assert report["serving"]["version"] == serving
