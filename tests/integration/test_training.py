@@ -123,8 +123,8 @@ def test_a_tiny_archive_is_refused_with_its_reason_and_the_serving_version_keeps
     bucket = stack.name_of("AWS::S3::Bucket")
     result = train_catalog(S3CatalogRepository(bucket), bucket, days=3, until=DAY, config=CONFIG)
     assert (result.decision, result.version) == ("refused", None)
-    assert result.reason == ("not enough data: 14 events < 1000; 7 users < 50; 7 users with an earlier event to "
-                             "hold out < 20")
+    assert result.reason == ("not enough data: 14 events < 1000; 7 users < 50; 7 users with a new event to hold "
+                             "out (and an earlier one) < 20")
     report = json.loads(stack.client("s3").get_object(Bucket=bucket, Key=result.report_key)["Body"].read())
     print(json.dumps(report, indent=1))  # shown with -s: what an operator reads
     assert result.report_key.startswith("reports/training/") and report["decision"] == "refused"
@@ -160,3 +160,17 @@ def test_a_candidate_worse_than_the_serving_version_is_refused_unless_forced(sta
                            policy=replace(policy, force=True))
     assert forced.decision == "published" and forced.reason == "forced"
     assert api("GET", "/health")[1]["catalog_version"] == forced.version
+
+
+def test_the_gate_judges_only_events_newer_than_what_the_serving_version_learned(stack, catalog_function):
+    """A retrain the next day is judged on that day's events: the serving version has seen everything before."""
+    upload_catalog(stack, catalog_function, catalog_lines())
+    archive_sessions(stack)
+    bucket = stack.name_of("AWS::S3::Bucket")
+    first = train_catalog(S3CatalogRepository(bucket), bucket, days=3, until=DAY, config=CONFIG, policy=FORCED,
+                          pinned_blocks=(0.25, 0.75))
+    learned = S3CatalogRepository(bucket).load(first.version, None)
+    assert learned.trained_until == T0 + 59 * 3600 + 5 * 300  # the newest archived event
+    again = train_catalog(S3CatalogRepository(bucket), bucket, days=3, until=DAY, config=CONFIG)
+    assert again.decision == "refused" and again.report["data"]["held_out_users"] == 0
+    assert again.report["serving"]["trained_until"] == learned.trained_until

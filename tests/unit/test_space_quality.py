@@ -41,6 +41,8 @@ def test_the_held_out_slice_is_each_users_latest_event_the_most_recent_first():
     assert {event.row for event in rest} == {1, 2, 4, 5}  # a candidate never sees what it is judged on
     newest, _ = held_out_slice(events, 10, max_users=1)
     assert newest.users == ["a"]
+    unseen, rest = held_out_slice(events, 10, after=3 * DAY)  # the serving version learned from events until then
+    assert unseen.users == ["a"] and {event.row for event in rest} == {1, 2, 4, 5, 6}
 
 
 def test_the_gate_scores_users_as_the_api_ranks_them():

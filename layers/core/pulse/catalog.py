@@ -67,6 +67,8 @@ class CatalogVersion:
     settings: dict[str, Any] | None = None
     # Identifies the item space: an upload that extends a version keeps it, only a training makes a new one.
     basis: str | None = None
+    # The newest event time the space learned from (None: nothing learned): the gate holds out only later events.
+    trained_until: float | None = None
 
     def __post_init__(self) -> None:
         count = len(self.item_ids)

@@ -201,7 +201,8 @@ def extend_space(serving: CatalogVersion, state: dict[str, np.ndarray], uploaded
     digest.update(f"{serving.basis}".encode())
     extended = replace(uploaded, version=f"v-{digest.hexdigest()[:20]}", embeddings=vectors,
                        text_to_collab=serving.text_to_collab, text_weight=serving.text_weight,
-                       collab_weight=serving.collab_weight, settings=serving.settings, basis=serving.basis)
+                       collab_weight=serving.collab_weight, settings=serving.settings, basis=serving.basis,
+                       trained_until=serving.trained_until)
     return extended, {"text": text, "collab": collab, "warm": warm}
 
 

@@ -107,7 +107,8 @@ class S3CatalogRepository:
             popularity=np.array(columns["popularity"], dtype=np.float64),
             created_at=float(manifest.get("created_at", 0)), text_to_collab=text_to_collab,
             text_weight=float(space.get("text_weight", 1.0)), collab_weight=float(space.get("collab_weight", 0.0)),
-            settings=learned, basis=manifest.get("basis") or f"text-{manifest['encoder_fingerprint'][:12]}")
+            settings=learned, basis=manifest.get("basis") or f"text-{manifest['encoder_fingerprint'][:12]}",
+            trained_until=manifest.get("trained_until"))
 
     def load_training_state(self, version: str) -> dict[str, np.ndarray] | None:
         """A hybrid version's text block, collaborative block and warm rows (what the next training aligns to)."""
@@ -140,7 +141,7 @@ class S3CatalogRepository:
                 self._put(base + name, body)
             manifest = {"version": catalog.version, "count": len(catalog), "dim": catalog.dim,
                         "encoder_fingerprint": catalog.encoder_fingerprint, "created_at": catalog.created_at,
-                        "basis": catalog.basis, "settings": catalog.settings,
+                        "basis": catalog.basis, "settings": catalog.settings, "trained_until": catalog.trained_until,
                         "sha256": {name: hashlib.sha256(body).hexdigest() for name, body in files.items()}}
             if catalog.is_hybrid:
                 manifest["space"] = {"kind": "hybrid", "text_weight": catalog.text_weight,

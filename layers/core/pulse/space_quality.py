@@ -80,19 +80,21 @@ class HeldOut:
                 self.subset([p for p, bit in enumerate(parity) if bit == 1]))
 
 
-def held_out_slice(events: Sequence[Interaction], n_items: int, *, max_users: int = 2000
-                   ) -> tuple[HeldOut, list[Interaction]]:
+def held_out_slice(events: Sequence[Interaction], n_items: int, *, max_users: int = 2000,
+                   after: float | None = None) -> tuple[HeldOut, list[Interaction]]:
     """-> (the held-out queries, every other event: what a candidate may be trained on).
 
     Each user's latest event is held out, asked as of its time from their earlier events (users with at least
-    one); the `max_users` most recent of these form the slice, so the gate judges the newest behaviour."""
+    one); only events later than `after` (what the serving version learned from: it must not be judged on what
+    it has seen), and the `max_users` most recent of these, so the gate judges the newest behaviour."""
     if not events:
         return HeldOut([], np.zeros(0, dtype=np.int64), np.zeros(0), [], n_items), []
     ordered = sorted(events, key=lambda e: (e.ts, e.user, e.row))
     history: dict[str, list[Interaction]] = {}
     for event in ordered:
         history.setdefault(event.user, []).append(event)
-    latest = sorted(((user, own[-1]) for user, own in history.items() if len(own) >= 2),
+    latest = sorted(((user, own[-1]) for user, own in history.items()
+                     if len(own) >= 2 and (after is None or own[-1].ts > after)),
                     key=lambda pair: (-pair[1].ts, pair[0]))[:max_users]
     latest.sort(key=lambda pair: pair[0])
     held = {id(target) for _, target in latest}

@@ -3,7 +3,8 @@ published only if it deserves it, with the interest settings that suit it.
 
 1. Read the archive window; the serving version's items, text and filters are the base.
 2. Enough data? (events, users, warm items; TrainingPolicy). If not: refused, the serving version serves on.
-3. Hold out each user's latest event (the most recent ones); train a candidate on the other events.
+3. Hold out each user's latest event, among the events newer than what the serving version learned from; train a
+   candidate on the other events.
 4. Choose the interest settings (half-lives, blend, rating weighting, block weights) on one half of the
    held-out users; judge candidate and serving version on the other half (pulse.space_quality).
 5. Publish unless the candidate is worse beyond the tolerance (and the difference is clear of noise); the
@@ -106,14 +107,15 @@ def train_catalog(repository: S3CatalogRepository, archive_bucket: str, *, days:
     seconds = {"read_archive": time.perf_counter() - started}
     users = {event.user for event in events}
     max_users = max(1, min(policy.max_held_out_users, MAX_SCORED_CELLS // max(1, len(base))))
-    queries, earlier = held_out_slice(events, len(base), max_users=max_users)
+    queries, earlier = held_out_slice(events, len(base), max_users=max_users, after=base.trained_until)
     report: dict[str, Any] = {
         "started_at": dt.datetime.fromtimestamp(clock(), dt.UTC).isoformat(), "forced": policy.force,
         "policy": asdict(policy) | {"min_warm_items": policy.min_warm_items or config.dim},
         "data": {"events": len(events), "users": len(users), "items": len(base), "days": days,
                  "until": last_day.isoformat(), "events_before": before, "held_out_users": len(queries),
                  "archive": {"lines": stats.lines, "invalid": stats.invalid, "duplicates": stats.duplicates}},
-        "serving": {"version": base_version, "space": "hybrid" if base.is_hybrid else "text"},
+        "serving": {"version": base_version, "space": "hybrid" if base.is_hybrid else "text",
+                    "trained_until": base.trained_until},
     }
 
     def finish(decision: str, reason: str, version: str | None, warm: int, peak: int = 0) -> TrainingResult:
@@ -165,7 +167,7 @@ def train_catalog(repository: S3CatalogRepository, archive_bucket: str, *, days:
     version = f"t-{digest.hexdigest()[:20]}"
     trained = replace(base, version=version, embeddings=vectors, text_to_collab=final.text_map.astype(np.float32),
                       text_weight=text_weight, collab_weight=collab_weight, created_at=clock(),
-                      settings=model.as_dict(), basis=version)
+                      settings=model.as_dict(), basis=version, trained_until=max(e.ts for e in events))
     seconds["final"] = time.perf_counter() - mark
     repository.publish(trained, training_state={"text": text, "collab": final.collab, "warm": final.warm_mask},
                        space=_describe(config, seed, base_version, len(events), len(users), days, last_day, before))
@@ -196,7 +198,8 @@ def _shortfall(policy: TrainingPolicy, config: SpaceConfig, events: int, users: 
     if users < policy.min_users:
         missing.append(f"{users} users < {policy.min_users}")
     if held_out < policy.min_held_out_users:
-        missing.append(f"{held_out} users with an earlier event to hold out < {policy.min_held_out_users}")
+        missing.append(f"{held_out} users with a new event to hold out (and an earlier one) < "
+                       f"{policy.min_held_out_users}")
     return "; ".join(missing)
 
 
