@@ -159,7 +159,8 @@ def local_up(args: argparse.Namespace) -> int:
     runtime = LocalRuntime(host=args.host, aws_port=args.aws_port, api_port=args.api_port, parameters=parameters,
                            log_level=args.log_level, train_every_seconds=args.train_every).start()
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    for number in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C and kill both stop the stack cleanly
+        signal.signal(number, lambda *_: stop.set())
     try:
         if not args.no_catalog:
             from pulse.local.demo import publish_movielens
@@ -169,7 +170,8 @@ def local_up(args: argparse.Namespace) -> int:
         print(json.dumps(runtime.describe(), indent=2))
         print(f"AWS APIs on {runtime.stack.endpoint}, the API on {runtime.api_url}; wrote {LOCAL_RUNTIME_FILE}. "
               "Ctrl-C stops.", flush=True)
-        stop.wait()
+        while not stop.wait(0.5):  # wakes up to let signal handlers run whatever the other threads do
+            pass
     except KeyboardInterrupt:
         pass
     finally:
