@@ -49,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
                              help="honest (default): trainings during the replay, questions before each held-out "
                                   "rating; replay-then-train: the whole replay, one training, then the questions "
                                   "(use with --retrain-days 0)")
-        command.add_argument("--out-dir", type=Path, default=Path(".pulse"))
+        command.add_argument("--out-dir", type=Path, default=Path(".pulse"), help="where the JSON report and the "
+                             "picture go (default .pulse)")
+        command.add_argument("--parameter", action="append", default=[], metavar="NAME=VALUE",
+                             help="any other template parameter override (repeatable), e.g. TrainingDays=90")
 
     catalog = commands.add_parser("catalog", help="catalogue commands").add_subparsers(dest="action", required=True)
     build = catalog.add_parser("build", help="validate, embed and publish a JSON Lines catalogue")

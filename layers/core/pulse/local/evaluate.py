@@ -23,7 +23,7 @@ import urllib.parse
 import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,7 @@ class EvalOptions:
     # "honest": trainings during the replay, each test question asked before its rating enters the stream;
     # "replay-then-train": every rating but the held-out ones replayed, one scheduled training, then the questions
     protocol: str = "honest"
+    overrides: dict[str, str] = field(default_factory=dict)  # any other template parameter (--parameter)
     batch_size: int | None = None  # None: the template's IngestBatchSize
     out_dir: Path = Path(".pulse")
     shift_users_per_pair: int = 2
@@ -77,7 +78,7 @@ class EvalOptions:
                   "CatalogCheckSeconds": 0.5, "HalfLives": self.half_lives, "BlendWeights": self.blend_weights,
                   "TypeWeights": self.type_weights, "RatingWeighting": self.rating_weighting,
                   "TextWeight": self.text_weight, "CollabWeight": self.collab_weight, "CollabDim": self.collab_dim}
-        return {name: str(value) for name, value in chosen.items() if value is not None}
+        return {**{name: str(value) for name, value in chosen.items() if value is not None}, **self.overrides}
 
 
 @dataclass
