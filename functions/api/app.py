@@ -1,4 +1,4 @@
-"""API function: the HTTP API of DESIGN.md (contract 2) — the Lambda face only; the work is in pulse.service."""
+"""API function: the HTTP API (README, "The HTTP API") — the Lambda face only; the work is in pulse.service."""
 
 import base64
 import json

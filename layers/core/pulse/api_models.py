@@ -1,4 +1,4 @@
-"""The HTTP API's request and response shapes (DESIGN.md, contract 2); the OpenAPI document comes from these."""
+"""The HTTP API's request and response shapes (README, "The HTTP API"); the OpenAPI document comes from these."""
 
 from __future__ import annotations
 

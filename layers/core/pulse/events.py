@@ -1,4 +1,4 @@
-"""The behaviour-event contract (DESIGN.md, contract 1): parsing and validation with clear errors."""
+"""The behaviour-event contract (README, "The behaviour event"): parsing and validation with clear errors."""
 
 from __future__ import annotations
 

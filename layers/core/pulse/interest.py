@@ -1,4 +1,4 @@
-"""The interest model (docs/architecture.md): exponentially time-decayed, multi-timescale interest.
+"""The interest model (README, "The interest model"): exponentially time-decayed, multi-timescale interest.
 
 A user's interest on time scale s (half-life h) as of time `at` is sum_i w_i·2^(-(at-t_i)/h)·e_i over their
 events. It is kept in a form that no catalogue upload or training can strand:

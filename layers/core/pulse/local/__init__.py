@@ -1,1 +1,1 @@
-"""The embedded local stack (DESIGN.md, contract 3): AWS APIs from moto's server, resources from template.yaml."""
+"""The embedded local stack (README, "The local runtime"): AWS APIs from moto's server, resources from template.yaml."""
