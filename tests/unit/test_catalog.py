@@ -36,10 +36,14 @@ def test_valid_lines_parse_with_free_metadata():
     (json.dumps({"item_id": "9", "title": "x", "popularity": -1}), "popularity must be a non-negative number"),
     (json.dumps({"item_id": "1", "title": "again"}), "item_id '1' repeats line 1"),
     (json.dumps([1]), "an item must be a JSON object"),
-    ('{"item_id": "9", "title": "x", "popularity": 1e400}', "popularity must be a non-negative number"),
-    ('{"item_id": "9", "title": "x", "popularity": NaN}', "popularity must be a non-negative number"),
+    ('{"item_id": "9", "title": "x", "popularity": 1e400}', "not valid JSON: 1e400 is not a finite number"),
+    ('{"item_id": "9", "title": "x", "popularity": NaN}', "not valid JSON: NaN is not a finite number"),
     ('{"item_id": "9", "title": "x", "popularity": ' + "9" * 5000 + "}", "not valid JSON: Exceeds the limit"),
     ("[" * 100_000 + "]" * 100_000, "not valid JSON: nested too deeply"),
+    ('{"item_id": "9", "title": "x", "popularity": ' + str(10**400) + "}", "popularity must be a non-negative"),
+    ('{"item_id": "9", "title": "x", "rating": NaN}', "not valid JSON: NaN is not a finite number"),
+    ('{"item_id": "9", "title": "x", "rating": -Infinity}', "not valid JSON: -Infinity is not a finite number"),
+    ('{"item_id": "9", "title": "x", "rating": 2e308}', "not valid JSON: 2e308 is not a finite number"),
     (json.dumps({"item_id": "9", "title": "x" * 4001}), "title is 4001 characters; the limit is 4000"),
 ])
 def test_bad_lines_are_reported_with_their_line_number(line, message):
@@ -163,3 +167,41 @@ def test_the_ingest_reader_treats_a_missing_catalogue_as_empty_but_an_unreachabl
     repository.broken = True
     with pytest.raises(CatalogUnavailable):
         live.embeddings_for(["a"])
+
+
+def test_a_store_error_loading_a_new_version_is_retried_with_a_doubling_backoff_while_the_old_one_serves():
+    repository, clock = MemoryRepository(), Clock()
+    live = LiveCatalog(repository, "enc-1", check_interval=0, clock=clock, retry_after=5, max_retry_after=20)
+    repository.publish(version("v1"))
+    assert live.current().version == "v1"
+    repository.publish(version("v2"))
+    real_load, failures = repository.load, [3]
+
+    def flaky(name, fingerprint):
+        if name == "v2" and failures[0] > 0:
+            failures[0] -= 1
+            raise ConnectionError("injected: S3 read timed out")
+        return real_load(name, fingerprint)
+
+    repository.load = flaky
+    waits = []
+    for _ in range(3):
+        assert live.current().version == "v1"
+        waits.append(live.deferred["retry_in_seconds"])
+        loads = repository.loads
+        assert live.current().version == "v1" and repository.loads == loads  # not again before the backoff
+        clock.now += waits[-1]
+    assert waits == [5, 10, 20] and live.last_refusal is None
+    assert live.current().version == "v2" and live.deferred is None
+
+
+def test_with_nothing_loaded_a_refused_or_unreachable_catalogue_is_retryable_and_a_missing_one_is_not():
+    repository, clock = MemoryRepository(), Clock()
+    live = LiveCatalog(repository, "enc-1", check_interval=0, clock=clock)
+    with pytest.raises(CatalogUnavailable) as missing:
+        live.current()
+    assert not missing.value.retryable and live.embeddings_for(["a"]) == {}
+    repository.publish(version("v1", fingerprint="enc-other"))
+    with pytest.raises(CatalogUnavailable) as refused:
+        live.embeddings_for(["a"])  # item events wait rather than be parked as unknown items
+    assert refused.value.retryable and "v1 was refused" in str(refused.value)

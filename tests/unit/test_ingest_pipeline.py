@@ -137,6 +137,17 @@ def test_a_transient_failure_holds_back_that_users_later_records_only(parts):
     assert parts["store"].get("u2").event_count == 1
 
 
+def test_an_item_event_whose_catalogue_lookup_failed_is_retried_not_applied_as_its_text(parts):
+    class UnreachableCatalog(EmptyCatalog):
+        def embeddings_for(self, item_ids):
+            raise ConnectionError("injected: S3 unavailable")
+
+    parts["catalog"] = UnreachableCatalog()
+    report = pipeline(parts).process(records([behaviour("a", "u1", item_id="100", text="Fargo (1996) Crime")]))
+    assert report.failed_sequence_numbers == [sequence_number(1)] and report.texts_embedded == 0
+    assert parts["store"].get("u1") is None and parts["dead_letters"].messages == []
+
+
 def test_weights_follow_the_type_and_rating(parts):
     batch = records([behaviour("a", "fan", type="rate", item_id="100", value=5),
                      behaviour("b", "hater", type="rate", item_id="100", value=1)])

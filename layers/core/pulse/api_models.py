@@ -83,6 +83,9 @@ class HealthResponse(BaseModel):
     encoder_fingerprint: str | None
     space: SpaceDescription | None = None
     refused: dict[str, str] | None = Field(default=None, description="the last catalogue version refused, and why")
+    deferred: dict[str, str | float] | None = Field(
+        default=None, description="a catalogue version whose loading failed on a storage error, and when it is "
+                                  "tried again (retry_in_seconds)")
 
 
 class ForgetResponse(BaseModel):

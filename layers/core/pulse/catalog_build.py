@@ -67,7 +67,7 @@ def parse_item(payload: Any) -> CatalogItem:
     if not isinstance(available, bool):
         raise InvalidEvent("available must be true or false")
     popularity = payload.get("popularity", 0)
-    if isinstance(popularity, bool) or not isinstance(popularity, int | float) or not math.isfinite(popularity) \
+    if isinstance(popularity, bool) or not isinstance(popularity, int | float) or not _finite_float(popularity) \
             or popularity < 0:
         raise InvalidEvent("popularity must be a non-negative number")
     known = {"item_id", "title", "text", "categories", "available", "popularity"}
@@ -90,7 +90,7 @@ def parse_catalog_lines(lines: Iterable[str | bytes]) -> tuple[list[CatalogItem]
         if not line.strip():
             continue
         try:
-            item = parse_item(json.loads(line))
+            item = parse_item(json.loads(line, parse_constant=_non_finite, parse_float=_finite_number))
         except json.JSONDecodeError as error:
             problems.append((number, f"not valid JSON: {error.msg} at column {error.colno}"))
             continue
@@ -109,6 +109,25 @@ def parse_catalog_lines(lines: Iterable[str | bytes]) -> tuple[list[CatalogItem]
         first_line[item.item_id] = number
         items.append(item)
     return items, problems
+
+
+def _non_finite(constant: str) -> float:
+    raise ValueError(f"{constant} is not a finite number")
+
+
+def _finite_number(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
+def _finite_float(value: int | float) -> bool:
+    """A finite number that fits a float (an integer of 400 digits does not)."""
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def content_version(items: Sequence[CatalogItem], encoder_fingerprint: str) -> str:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from botocore.exceptions import BotoCoreError, ClientError
 
 from pulse import aws
 from pulse.catalog import CatalogVersion
@@ -31,7 +32,17 @@ class CatalogRefused(ValueError):
 
 
 class CatalogUnavailable(RuntimeError):
-    """No catalogue can be served (none published yet, or the store cannot be reached)."""
+    """No catalogue can be served. `retryable`: one exists but cannot be loaded right now (store unreachable, or
+    the current version refused with none loaded before it), so work that needs it must be retried; otherwise
+    none has been published yet. The message is safe to show any caller: the details go to the log."""
+
+    def __init__(self, message: str, *, retryable: bool = False):
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class CatalogStoreError(RuntimeError):
+    """S3 failed while reading the catalogue (a passing failure: retried later, never a refusal)."""
 
 
 class S3CatalogRepository:
@@ -50,10 +61,10 @@ class S3CatalogRepository:
 
     def load(self, version: str, expected_fingerprint: str | None) -> CatalogVersion:
         """The version, checked whole; any problem (missing or damaged file, shapes, values, another encoder)
-        is a CatalogRefused naming it. Errors reaching S3 propagate (the caller retries later)."""
+        is a CatalogRefused naming it. Errors reaching S3 are a CatalogStoreError (the caller retries later)."""
         try:
             return self._load(version, expected_fingerprint)
-        except CatalogRefused:
+        except (CatalogRefused, CatalogStoreError):
             raise
         except (ValueError, KeyError, TypeError, AttributeError, IndexError, OSError, EOFError) as error:
             raise CatalogRefused(f"version {version}: cannot be read ({type(error).__name__}: {error})") from None
@@ -160,6 +171,8 @@ class S3CatalogRepository:
             return s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except s3.exceptions.NoSuchKey:
             return None
+        except (BotoCoreError, ClientError) as error:
+            raise CatalogStoreError(f"reading s3://{self.bucket}/{key} failed: {error}") from error
 
     def _put(self, key: str, body: bytes) -> None:
         aws.client("s3").put_object(Bucket=self.bucket, Key=key, Body=body)
@@ -186,19 +199,25 @@ def _npy(matrix: np.ndarray) -> bytes:
 
 class LiveCatalog:
     """The version a container serves: loaded once, re-checked against CURRENT at most every
-    `check_interval` seconds, swapped atomically; a bad new version is refused and the old one keeps serving."""
+    `check_interval` seconds, swapped atomically. A bad new version is refused (and never downloaded again by
+    this container); an S3 error while loading one is retried later with a doubling backoff. Either way the old
+    version keeps serving."""
 
     def __init__(self, repository: Any, expected_fingerprint: str | None, check_interval: float = 30.0,
                  clock: Callable[[], float] = time.monotonic,
-                 on_refused: Callable[[str], None] | None = None):
+                 on_refused: Callable[[str], None] | None = None,
+                 retry_after: float = 5.0, max_retry_after: float = 300.0):
         self.repository = repository
         self.expected_fingerprint = expected_fingerprint
         self.check_interval = check_interval
         self.clock = clock
         self.on_refused = on_refused or (lambda reason: None)
+        self.retry_after, self.max_retry_after = retry_after, max_retry_after
         self._serving: CatalogVersion | None = None
         self._refused: set[str] = set()
         self.last_refusal: dict[str, str] | None = None  # {"version", "reason"}: what /health reports
+        self._deferred: dict[str, tuple[float, float]] = {}  # version -> (next attempt at, backoff)
+        self._unreachable = False  # the last check could not reach the store
         self._checked_at: float | None = None
         self._lock = threading.Lock()
 
@@ -208,36 +227,60 @@ class LiveCatalog:
             with self._lock:
                 now = self.clock()
                 if self._due(now):
-                    self._refresh()
+                    self._refresh(now)
                     self._checked_at = now
         if self._serving is None:
+            if self._unreachable or self._deferred:
+                raise CatalogUnavailable("the catalogue store cannot be reached; retrying", retryable=True)
+            if self.last_refusal is not None:
+                raise CatalogUnavailable(f"catalogue version {self.last_refusal['version']} was refused and no "
+                                         "earlier version is loaded (GET /health says why)", retryable=True)
             raise CatalogUnavailable("no catalogue has been published yet (pulse catalog build FILE.jsonl)")
         return self._serving
+
+    @property
+    def deferred(self) -> dict[str, Any] | None:
+        """The version whose loading failed on an S3 error and when it is tried again (what /health reports)."""
+        if not self._deferred:
+            return None
+        version, (at, _) = max(self._deferred.items(), key=lambda entry: entry[1][0])
+        return {"version": version, "retry_in_seconds": round(max(0.0, at - self.clock()), 3)}
 
     def _due(self, now: float) -> bool:
         """Check CURRENT once per interval; while nothing is served, on every call (the first version shows up
         as soon as it is published)."""
         return self._serving is None or self._checked_at is None or now - self._checked_at >= self.check_interval
 
-    def _refresh(self) -> None:
+    def _refresh(self, now: float) -> None:
         try:
             version = self.repository.current_version()
         except CatalogRefused as error:
             self._refuse("CURRENT", str(error))
             return
         except Exception as error:  # noqa: BLE001 - store unreachable: keep serving what we have
-            if self._serving is None:
-                raise CatalogUnavailable(f"the catalogue store cannot be reached: {error}") from error
-            log.warning("catalogue check failed; still serving %s: %s", self._serving.version, error)
+            self._unreachable = True
+            log.warning("catalogue check failed; still serving %s: %s",
+                        self._serving.version if self._serving else "nothing", error)
             return
+        self._unreachable = False
         if version is None or (self._serving is not None and version == self._serving.version) \
                 or version in self._refused:
+            return
+        attempt_at, backoff = self._deferred.get(version, (now, 0.0))
+        if now < attempt_at:
             return
         try:
             loaded = self.repository.load(version, self.expected_fingerprint)
         except CatalogRefused as error:
+            self._deferred.pop(version, None)
             self._refuse(version, str(error))
             return
+        except Exception as error:  # noqa: BLE001 - S3 failed mid-way: not the version's fault, try again later
+            backoff = min(self.max_retry_after, backoff * 2 if backoff else max(self.retry_after, self.check_interval))
+            self._deferred[version] = (now + backoff, backoff)
+            log.warning("loading catalogue version %s failed; retrying in %.0f s: %s", version, backoff, error)
+            return
+        self._deferred.clear()
         self._serving = loaded  # one reference assignment: readers see the old or the new version, whole
         log.info("serving catalogue %s (%d items)", loaded.version, len(loaded))
 
@@ -268,6 +311,6 @@ class LiveCatalog:
         try:
             return self.current()
         except CatalogUnavailable as error:
-            if error.__cause__ is not None:
-                raise  # unreachable store: the records are retried
+            if error.retryable:
+                raise  # a catalogue exists but cannot be used now: the records are retried
             return None

@@ -109,10 +109,10 @@ class IngestPipeline:
             event = pending.event
             if event.item_id is not None and known is not None and event.item_id in known:
                 vectors[index] = None  # a catalogue item: the history keeps it, embedded when asked
+            elif event.item_id is not None and known is None:
+                not_embedded.append(pending)  # the lookup failed: retried, its text must not stand in for it
             elif event.text is not None:
                 needs_text.append(index)
-            elif known is None:
-                not_embedded.append(pending)
             else:
                 letters.append(DeadLetter(f"item_id '{event.item_id}' is not in the catalogue and the event "
                                           "has no text to embed", pending.record))

@@ -108,7 +108,8 @@ class RecommendationService:
                 "catalog_version": catalog.version if catalog else None,
                 "item_count": len(catalog) if catalog else 0,
                 "encoder_fingerprint": self.encoder_fingerprint, "space": space,
-                "refused": getattr(self.catalog, "last_refusal", None)}
+                "refused": getattr(self.catalog, "last_refusal", None),
+                "deferred": getattr(self.catalog, "deferred", None)}
 
     def _catalog_or_none(self) -> CatalogVersion | None:
         try:

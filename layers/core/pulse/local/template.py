@@ -16,7 +16,8 @@ PLAYED_LOCALLY = frozenset({
     "AWS::Serverless::Function", "AWS::Serverless::LayerVersion", "AWS::CloudWatch::Alarm",
     "AWS::ApiGatewayV2::Api", "AWS::ApiGatewayV2::Integration", "AWS::ApiGatewayV2::Authorizer",
     "AWS::ApiGatewayV2::Route", "AWS::ApiGatewayV2::Stage", "AWS::Lambda::Permission",
-    "AWS::KinesisFirehose::DeliveryStream", "AWS::IAM::Role",
+    "AWS::KinesisFirehose::DeliveryStream", "AWS::IAM::Role", "AWS::Logs::LogGroup", "AWS::SNS::Topic",
+    "AWS::SNS::Subscription",
 })
 PROVISIONED = frozenset({"AWS::Kinesis::Stream", "AWS::DynamoDB::Table", "AWS::SQS::Queue", "AWS::S3::Bucket",
                          "AWS::S3::BucketPolicy"})

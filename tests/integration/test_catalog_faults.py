@@ -1,0 +1,202 @@
+"""A bad or unreachable catalogue version never takes the API down (moto's S3, the real handlers): every failure
+while loading a new version is a refusal (or, for S3 errors, a retry later with backoff), the last good version
+keeps serving, /health names both, and nothing is downloaded again on every request. 503 bodies say nothing
+about the AWS account; the ingest retries item events it cannot look up instead of falling back to their text."""
+
+import hashlib
+import io
+import json
+import time
+from unittest import mock
+
+import botocore.exceptions
+import numpy as np
+import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+
+from pulse.catalog_store import S3CatalogRepository
+from pulse.runtime import live_catalog
+from tests.builders import behaviour, kinesis_event
+from tests.integration.conftest import table_items, upload_catalog
+from tests.scenarios import catalog_items, catalog_lines
+
+AWS_DETAIL = ("User: arn:aws:sts::123456789012:assumed-role/pulse-ApiFunctionRole-AbC/pulse-api is not authorized "
+              "to perform: s3:GetObject on resource: arn:aws:s3:::pulse-catalog-bucket/catalog/CURRENT")
+
+
+def access_denied(operation="GetObject"):
+    return botocore.exceptions.ClientError({"Error": {"Code": "AccessDenied", "Message": AWS_DETAIL}}, operation)
+
+
+@pytest.fixture
+def published(stack, catalog_function):
+    (entry,) = upload_catalog(stack, catalog_function, catalog_lines())["results"]
+    return entry["version"]
+
+
+class Bucket:
+    def __init__(self, stack, published):
+        self.s3, self.name, self.published = stack.client("s3"), stack.name_of("AWS::S3::Bucket"), published
+        self.base = f"catalog/versions/{published}/"
+
+    def get(self, key):
+        return self.s3.get_object(Bucket=self.name, Key=key)["Body"].read()
+
+    def put(self, key, body):
+        self.s3.put_object(Bucket=self.name, Key=key, Body=body)
+
+    def copy_version(self, version, **replaced):
+        """The published version under another name, with files replaced (the manifest's sha256 kept true)."""
+        manifest = json.loads(self.get(self.base + "manifest.json"))
+        for name in ("embeddings.npy", "items.json"):
+            body = replaced.get(name, self.get(self.base + name))
+            manifest["sha256"][name] = hashlib.sha256(body).hexdigest()
+            self.put(f"catalog/versions/{version}/{name}", body)
+        self.put(f"catalog/versions/{version}/manifest.json", json.dumps({**manifest, "version": version}))
+        self.put("catalog/CURRENT", json.dumps({"version": version}))
+
+
+@pytest.fixture
+def bucket(stack, published):
+    return Bucket(stack, published)
+
+
+@pytest.fixture
+def reads():
+    """Counts the S3 reads of each catalogue key made by the containers' repositories."""
+    counts: dict[str, int] = {}
+    real = S3CatalogRepository._get
+
+    def counted(self, key):
+        counts[key] = counts.get(key, 0) + 1
+        return real(self, key)
+
+    with mock.patch.object(S3CatalogRepository, "_get", counted):
+        yield counts
+
+
+def version_reads(counts, version):
+    return sum(count for key, count in counts.items() if f"/versions/{version}/" in key)
+
+
+def test_a_version_whose_npy_cannot_be_loaded_is_refused_once_and_the_last_good_one_serves(api, bucket, reads):
+    assert api("GET", "/health")[1]["catalog_version"] == bucket.published
+    bucket.copy_version("v-corrupt-npy", **{"embeddings.npy": b"\x93NUMPY\x01\x00garbage"})
+    for _ in range(5):
+        assert api("GET", "/users/x/recommendations")[0] == 200
+    health = api("GET", "/health")[1]
+    assert health["catalog_version"] == bucket.published and health["status"] == "ok"
+    assert health["refused"]["version"] == "v-corrupt-npy" and "cannot be read" in health["refused"]["reason"]
+    assert version_reads(reads, "v-corrupt-npy") == 3  # manifest, embeddings.npy, items.json: once
+
+
+@pytest.mark.parametrize("damage", ["truncated manifest", "no sha256", "nan row"])
+def test_each_damaged_version_is_downloaded_once_not_on_every_request(api, bucket, reads, damage):
+    version = "v-" + damage.replace(" ", "-")
+    assert api("GET", "/health")[1]["catalog_version"] == bucket.published
+    if damage == "nan row":
+        rows = np.load(io.BytesIO(bucket.get(bucket.base + "embeddings.npy")))
+        rows[2, 7] = np.nan
+        buffer = io.BytesIO()
+        np.save(buffer, rows)
+        bucket.copy_version(version, **{"embeddings.npy": buffer.getvalue()})
+    else:
+        manifest = json.loads(bucket.get(bucket.base + "manifest.json"))
+        body = json.dumps(manifest)[:-20] if damage == "truncated manifest" else json.dumps(
+            {key: value for key, value in manifest.items() if key != "sha256"})
+        bucket.put(f"catalog/versions/{version}/manifest.json", body)
+        bucket.put("catalog/CURRENT", json.dumps({"version": version}))
+    for _ in range(4):
+        assert api("GET", "/users/x/recommendations")[1]["catalog_version"] == bucket.published
+    assert api("GET", "/health")[1]["refused"]["version"] == version
+    first = version_reads(reads, version)
+    for _ in range(4):
+        api("GET", "/users/x/recommendations")
+    assert version_reads(reads, version) == first
+
+
+def test_a_transient_s3_error_loading_a_new_version_keeps_the_old_one_and_retries_later_with_backoff(
+        api, bucket, reads, catalog_function, stack):
+    assert api("GET", "/health")[1]["catalog_version"] == bucket.published
+    upload_catalog(stack, catalog_function, catalog_lines()[:-3], key="incoming/smaller.jsonl")
+    new_version = json.loads(bucket.get("catalog/CURRENT"))["version"]
+    real = S3CatalogRepository._get
+    clock = [time.monotonic() + 1000]
+    live_catalog().clock = lambda: clock[0]
+
+    def failing(self, key):
+        if f"/versions/{new_version}/" in key:
+            raise access_denied()
+        return real(self, key)
+
+    with mock.patch.object(S3CatalogRepository, "_get", failing):
+        for _ in range(5):
+            status, answer = api("GET", "/users/x/recommendations")
+            assert status == 200 and answer["catalog_version"] == bucket.published
+        health = api("GET", "/health")[1]
+        assert health["catalog_version"] == bucket.published
+        assert health["deferred"]["version"] == new_version and health["deferred"]["retry_in_seconds"] > 0
+        assert AWS_DETAIL not in json.dumps(health) and "123456789012" not in json.dumps(health)
+    attempts = version_reads(reads, new_version)
+    assert attempts == 1  # one failed attempt, not one per request
+    assert api("GET", "/users/x/recommendations")[1]["catalog_version"] == bucket.published
+    assert version_reads(reads, new_version) == attempts  # S3 is back, but the retry waits for its backoff
+    clock[0] += health["deferred"]["retry_in_seconds"] + 0.001
+    assert api("GET", "/users/x/recommendations")[1]["catalog_version"] == new_version
+    health = api("GET", "/health")[1]
+    assert health["catalog_version"] == new_version and health["deferred"] is None
+
+
+def test_backoff_doubles_while_the_store_keeps_failing(api, bucket, catalog_function, stack):
+    upload_catalog(stack, catalog_function, catalog_lines()[:-2], key="incoming/smaller.jsonl")
+    clock = [time.monotonic() + 1000]
+    live_catalog().clock = lambda: clock[0]
+    waits = []
+    with mock.patch.object(S3CatalogRepository, "load", side_effect=access_denied()) as load:
+        for _ in range(4):
+            api("GET", "/health")
+            waits.append(api("GET", "/health")[1]["deferred"]["retry_in_seconds"])
+            clock[0] += waits[-1]
+        assert load.call_count == 4 and waits == sorted(waits) and waits[-1] == 8 * waits[0]
+
+
+def test_a_503_tells_an_anonymous_caller_nothing_about_the_account(api, caplog):
+    with mock.patch.object(S3CatalogRepository, "current_version", side_effect=access_denied()), \
+            caplog.at_level("WARNING"):
+        status, answer = api("GET", "/users/u/recommendations")
+    assert status == 503 and answer["error"].startswith("the catalogue store cannot be reached")
+    body = json.dumps(answer)
+    assert "123456789012" not in body and "arn:aws" not in body and "AccessDenied" not in body
+    assert AWS_DETAIL in caplog.text  # the detail is in the log, for the operator
+
+
+def test_item_events_wait_for_the_catalogue_instead_of_falling_back_to_their_text(stack, ingest, published):
+    item = catalog_items()[0]
+    events = [behaviour("c1", "reader", item_id=item["item_id"], text="what the producer said it was"),
+              behaviour("c2", "reader", type="search", text="space opera")]
+    with mock.patch.object(S3CatalogRepository, "current_version", side_effect=access_denied()), \
+            pytest.raises(BatchProcessingError):  # every record of the batch failed: Lambda retries it whole
+        ingest(kinesis_event(events))
+    assert "reader" not in table_items(stack)  # nothing applied with the text standing in for the item
+    assert ingest(kinesis_event(events)) == {"batchItemFailures": []}
+    assert int(table_items(stack)["reader"]["event_count"]["N"]) == 2
+
+
+def test_a_catalogue_upload_with_huge_non_finite_or_deep_values_is_rejected_with_every_bad_line(
+        stack, catalog_function):
+    lines = [*catalog_lines()[:3],
+             '{"item_id": "big", "title": "x", "popularity": ' + str(10**400) + "}",
+             '{"item_id": "digits", "title": "x", "popularity": ' + "7" * 5000 + "}",
+             '{"item_id": "deep", "title": "x", "extra": ' + "[" * 50_000 + "]" * 50_000 + "}",
+             '{"item_id": "nan", "title": "x", "extra": NaN}',
+             '{"item_id": "inf", "title": "x", "popularity": 1e999}',
+             catalog_lines()[3]]
+    (result,) = upload_catalog(stack, catalog_function, lines)["results"]
+    assert result == {"key": "incoming/catalog.jsonl", "status": "rejected", "problems": 5}
+    bucket = Bucket(stack, "none")
+    report = json.loads(bucket.get("reports/incoming/catalog.jsonl.json"))
+    assert [number for number, _ in report["problems"]] == [4, 5, 6, 7, 8]
+    assert "popularity must be a non-negative number" in report["problems"][0][1]
+    assert "Exceeds the limit" in report["problems"][1][1] and "nested too deeply" in report["problems"][2][1]
+    assert "NaN is not a finite number" in report["problems"][3][1]
+    assert "Contents" not in bucket.s3.list_objects_v2(Bucket=bucket.name, Prefix="catalog/")
