@@ -44,6 +44,7 @@ def publish(report: IngestReport, elapsed_ms: float) -> None:
     metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=report.rejected)
     metrics.add_metric(name="EventsDeduplicated", unit=MetricUnit.Count, value=report.duplicates)
     metrics.add_metric(name="RecordsRedelivered", unit=MetricUnit.Count, value=report.redelivered)
+    metrics.add_metric(name="EventsOfForgottenUsers", unit=MetricUnit.Count, value=report.forgotten)
     metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=len(report.failed_sequence_numbers))
     metrics.add_metric(name="UserWrites", unit=MetricUnit.Count, value=report.user_writes)
     metrics.add_metric(name="BatchLatency", unit=MetricUnit.Milliseconds, value=elapsed_ms)
@@ -52,6 +53,7 @@ def publish(report: IngestReport, elapsed_ms: float) -> None:
                                                                           "reason": reason})
     logger.info("batch applied", extra={"records": report.records, "accepted": report.accepted,
                                         "rejected": report.rejected, "duplicates": report.duplicates,
-                                        "redelivered": report.redelivered, "user_writes": report.user_writes,
+                                        "redelivered": report.redelivered, "forgotten": report.forgotten,
+                                        "user_writes": report.user_writes,
                                         "failed": len(report.failed_sequence_numbers),
                                         "texts_embedded": report.texts_embedded})

@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import logging
+import time
 from contextlib import contextmanager
 from unittest import mock
 
@@ -73,9 +74,83 @@ def test_forgetting_a_user_removes_their_state_and_recent_items(stack, ingest, a
     assert ingest(kinesis_event([behaviour("f1", PERSON, item_id=item)])) == {"batchItemFailures": []}
     assert PERSON in table_items(stack) and api("GET", f"/users/{PERSON}/profile")[1]["recent_items"] == [item]
     assert api("DELETE", f"/users/{PERSON}") == (200, {"user_id": PERSON, "forgotten": True})
-    assert PERSON not in table_items(stack)
+    assert_forgotten(stack, api)  # nothing personal left to score with: a tombstone
+
+
+def ingest_five(stack, ingest, api, catalog_function) -> list[dict]:
+    from tests.integration.conftest import upload_catalog
+    from tests.scenarios import catalog_items, catalog_lines
+
+    upload_catalog(stack, catalog_function, catalog_lines())
+    items = [item["item_id"] for item in catalog_items()[:5]]
+    events = [behaviour(f"d{n}", PERSON, item_id=item, ts=1_700_000_000 + n) for n, item in enumerate(items)]
+    assert ingest(kinesis_event(events)) == {"batchItemFailures": []}
+    assert api("GET", f"/users/{PERSON}/profile")[1]["event_count"] == 5
+    return events
+
+
+def assert_forgotten(stack, api):
+    assert api("GET", f"/users/{PERSON}/profile")[0] == 404
     status, answer = api("GET", f"/users/{PERSON}/recommendations")
-    assert status == 200 and answer["strategy"] == "popular"  # nothing personal left to score with
+    assert status == 200 and answer["strategy"] == "popular"
+    tombstone = table_items(stack)[PERSON]  # the deletion time, and nothing about the person
+    assert set(tombstone) <= {"user_id", "version", "forgotten_at", "updated_at", "expires_at", "event_count",
+                              "scales", "applied_sequence"}
+    assert tombstone["event_count"] == {"N": "0"} and tombstone["scales"] == {"L": []}
+    assert int(tombstone["expires_at"]["N"]) > float(tombstone["forgotten_at"]["N"])
+
+
+def test_a_deleted_user_stays_deleted_when_their_old_events_are_delivered_again(stack, ingest, api,
+                                                                                catalog_function, monkeypatch):
+    from tests.integration.conftest import dead_letters
+
+    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "INFO")
+    events = ingest_five(stack, ingest, api, catalog_function)
+    assert api("DELETE", f"/users/{PERSON}") == (200, {"user_id": PERSON, "forgotten": True})
+    with lambda_log_lines() as logs:
+        assert ingest(kinesis_event(events)) == {"batchItemFailures": []}  # Lambda delivers the batch again
+        assert ingest(kinesis_event(events, first_sequence=100)) == {"batchItemFailures": []}  # producer replay
+    assert_forgotten(stack, api)
+    assert dead_letters(stack) == []  # ignored, not parked
+    logs = logs.getvalue()
+    assert logs.count("ignored 5 events of a deleted user dated at or before the deletion") == 2
+    assert '"forgotten":5' in logs and user_ref(PERSON) in logs and PERSON not in logs
+
+    later = time.time() + 1  # new activity after the deletion starts a fresh profile; old events stay out
+    assert ingest(kinesis_event([behaviour("new", PERSON, item_id=events[0]["item_id"], ts=later), *events],
+                                first_sequence=200)) == {"batchItemFailures": []}
+    profile = api("GET", f"/users/{PERSON}/profile")[1]
+    assert (profile["event_count"], profile["first_event_ts"]) == (1, later)
+    assert api("DELETE", f"/users/{PERSON}")[1]["forgotten"] is True
+    assert api("DELETE", f"/users/{PERSON}")[1]["forgotten"] is False  # only the tombstone was left
+
+
+@pytest.mark.parametrize("existing", [True, False], ids=["known-user", "first-events-in-flight"])
+def test_a_batch_read_before_the_deletion_does_not_write_the_user_back(stack, ingest, api, catalog_function,
+                                                                       existing):
+    """The ingest reads the batch's users, the user is deleted, then the ingest writes: its write is conditional
+    on the version it read, fails, and the retry reads the tombstone."""
+    from tests.integration.conftest import upload_catalog
+    from tests.scenarios import catalog_items, catalog_lines
+
+    if existing:
+        ingest_five(stack, ingest, api, catalog_function)
+    else:
+        upload_catalog(stack, catalog_function, catalog_lines())
+    store = ingest_pipeline().store
+    real_get_many = store.get_many
+
+    def read_then_delete(user_ids):
+        read = real_get_many(user_ids)
+        assert api("DELETE", f"/users/{PERSON}")[1]["forgotten"] is existing
+        return read
+
+    in_flight = [behaviour(f"f{n}", PERSON, item_id=catalog_items()[n]["item_id"], ts=time.time() - 5 + n)
+                 for n in range(3)]
+    with mock.patch.object(store, "get_many", side_effect=read_then_delete):
+        assert ingest(kinesis_event(in_flight, first_sequence=300)) == {"batchItemFailures": []}
+    assert_forgotten(stack, api)
+    assert store.conflicts >= 1
 
 
 def test_pulse_forget_erases_users_from_the_archive_and_its_earlier_versions(stack, capsys):

@@ -18,7 +18,9 @@ from pulse.interest import (
     blend,
     decay_to,
     fold_events,
+    forget_user,
 )
+from pulse.store import InMemoryInterestStore
 
 HOUR = 3600.0
 HALF_LIVES = {"short": 1800.0, "long": 30 * 86400.0}
@@ -159,3 +161,39 @@ def test_sequence_numbers_compare_as_numbers_not_strings():
     apply_user_events(user, [embedded(0, 1.0, seq=9)], config)  # "1009"
     result = apply_user_events(user, [embedded(1, 2.0, seq=10_000)], config)  # "11000" > "1009"
     assert result.applied == 1
+
+
+def test_a_deletion_sticks_old_events_are_ignored_and_new_activity_starts_afresh():
+    config = InterestSettings(half_lives=HALF_LIVES)
+    user = UserInterest.new("u", HALF_LIVES, DIM)
+    events = [embedded(i, 100.0 + i) for i in range(5)]
+    apply_user_events(user, events, config)
+    assert forget_user(user, at=200.0).had_state
+    assert (user.event_count, user.scales, user.history, user.recent_items, user.recent_event_ids,
+            user.applied_sequence, user.has_state, user.forgotten_at) == (0, {}, [], {}, [], {}, False, 200.0)
+
+    again = apply_user_events(user, events + [embedded(9, 200.0, seq=99)], config)  # replay; one at the deletion
+    assert (again.applied, again.forgotten, again.changed, user.has_state) == (0, 6, False, False)
+
+    fresh = apply_user_events(user, [embedded(7, 250.0, seq=50), embedded(3, 103.0, seq=51)], config)
+    assert (fresh.applied, fresh.forgotten) == (1, 1)
+    assert (user.event_count, user.first_event_ts, user.forgotten_at) == (1, 250.0, 200.0)
+    assert not forget_user(UserInterest("v", scales={}), at=1.0).had_state
+    assert forget_user(user, at=150.0).had_state and user.forgotten_at == 200.0  # never moves back
+
+
+def test_the_in_memory_store_closes_the_race_between_a_read_and_a_deletion():
+    """The ingest read the user, the user was deleted, the ingest writes: its write fails its version condition,
+    the retry reads the tombstone and applies nothing."""
+    config = InterestSettings(half_lives=HALF_LIVES)
+    store = InMemoryInterestStore(clock=lambda: 1000.0)
+    store.update("u", lambda user: apply_user_events(user, [embedded(i, 100.0 + i) for i in range(5)], config))
+    read_before = store.get_many(["u"])["u"]
+    assert store.delete("u") is True
+    result = store.update("u", lambda user: apply_user_events(user, [embedded(5, 900.0)], config),
+                          known=read_before)
+    assert (result.applied, result.forgotten, store.conflicts) == (0, 1, 1)
+    tombstone = store.get("u")
+    assert not tombstone.has_state and tombstone.forgotten_at == 1000.0
+    assert store.delete("u") is False  # nothing left to forget; the tombstone stays
+    assert store.delete("never-seen") is False and store.get("never-seen").forgotten_at == 1000.0

@@ -40,6 +40,7 @@ class IngestReport:
     rejected: int = 0
     duplicates: int = 0
     redelivered: int = 0
+    forgotten: int = 0  # events of deleted users dated at or before the deletion: ignored, not parked
     user_writes: int = 0
     failed_sequence_numbers: list[str] = field(default_factory=list)
     rejections: list[tuple[str, str]] = field(default_factory=list)  # (sequence number, reason)
@@ -180,7 +181,11 @@ class IngestPipeline:
             report.accepted += result.applied
             report.duplicates += result.duplicates
             report.redelivered += result.redelivered
+            report.forgotten += result.forgotten
             report.user_writes += int(result.changed)
+            if result.forgotten:
+                log.info("ignored %d events of a deleted user dated at or before the deletion", result.forgotten,
+                         extra={"user": user_ref(user_id)})
 
     @property
     def embedder(self) -> Embedder:

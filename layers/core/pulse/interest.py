@@ -169,6 +169,13 @@ class UserInterest:
     first_event_ts: float | None = None
     last_event_ts: float | None = None
     version: int | None = None
+    # Set by a deletion (the server's clock): events dated at or before it are never applied again.
+    forgotten_at: float | None = None
+
+    @property
+    def has_state(self) -> bool:
+        """False for a deleted user's tombstone (and a user not created yet)."""
+        return self.event_count > 0
 
     @classmethod
     def new(cls, user_id: str, scale_names: Sequence[str], dim: int) -> UserInterest:
@@ -190,10 +197,28 @@ class ApplyResult:
     applied: int = 0
     duplicates: int = 0
     redelivered: int = 0
+    forgotten: int = 0  # events dated at or before the user's deletion: ignored
 
     @property
     def changed(self) -> bool:
         return self.applied > 0
+
+
+@dataclass(slots=True)
+class ForgetResult:
+    had_state: bool
+    changed: bool = True  # the tombstone is always written: it moves the deletion time forward
+
+
+def forget_user(user: UserInterest, at: float) -> ForgetResult:
+    """Turn the user into a tombstone: nothing kept but the deletion time (the later of `at` and an earlier
+    deletion's). Mutates `user` in place; its version stays, so the write is conditional on what was read."""
+    result = ForgetResult(had_state=user.has_state)
+    forgotten_at = at if user.forgotten_at is None else max(at, user.forgotten_at)
+    user.scales, user.history, user.recent_items, user.recent_event_ids = {}, [], {}, []
+    user.applied_sequence, user.event_count, user.first_event_ts, user.last_event_ts = {}, 0, None, None
+    user.forgotten_at = forgotten_at
+    return result
 
 
 TextVectors = Callable[[Iterable[str]], Mapping[str, np.ndarray]]
@@ -203,15 +228,19 @@ def apply_user_events(user: UserInterest, batch: Sequence[EmbeddedEvent], settin
                       text_vectors: TextVectors | None = None) -> ApplyResult:
     """Fold one user's events of a batch into their state, exactly once.
 
-    Skips records at or below the shard's applied sequence number (a batch delivered again) and
-    event_ids already in the de-duplication window (a producer retry). Item events join the history; what
-    leaves it (beyond `history_limit`) is folded into the residual by the item's text vector
+    Skips events dated at or before the user's deletion (`forgotten_at`: redelivered, retried or in flight
+    when the user was deleted), records at or below the shard's applied sequence number (a batch delivered
+    again) and event_ids already in the de-duplication window (a producer retry). Item events join the
+    history; what leaves it (beyond `history_limit`) is folded into the residual by the item's text vector
     (`text_vectors`, from the catalogue). Mutates `user` in place.
     """
     result = ApplyResult()
     seen_ids = set(user.recent_event_ids)
     fresh: list[EmbeddedEvent] = []
     for item in sorted(batch, key=_stream_order):
+        if user.forgotten_at is not None and item.event.ts <= user.forgotten_at:
+            result.forgotten += 1
+            continue
         if item.position is not None and _already_applied(user, item.position):
             result.redelivered += 1
             continue

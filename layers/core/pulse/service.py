@@ -14,7 +14,7 @@ from pulse import aws
 from pulse.catalog import CatalogVersion
 from pulse.catalog_store import LiveCatalog
 from pulse.events import InvalidEvent, parse_event
-from pulse.interest import blend, decay_to
+from pulse.interest import UserInterest, blend, decay_to
 from pulse.recommend import ScoredItem, recommend, scale_vectors, similar_items, top_k
 from pulse.settings import Settings
 from pulse.store import InterestStore
@@ -49,7 +49,7 @@ class RecommendationService:
     def recommendations(self, user_id: str, *, k: int, exclude_seen: bool, category: str | None,
                         at: float | None) -> dict[str, Any]:
         catalog = self.catalog.current()
-        user = self.store.get(user_id)
+        user = self._user(user_id)
         config = self.settings.serving(catalog.learned_settings())
         result = recommend(catalog, user, k=k, at=self.clock() if at is None else at,
                            half_lives=config.half_lives, blend_weights=config.blend_weights,
@@ -66,7 +66,7 @@ class RecommendationService:
                 "items": items_json(similar_items(catalog, item_id, k))}
 
     def profile(self, user_id: str, *, at: float | None = None) -> dict[str, Any]:
-        user = self.store.get(user_id)
+        user = self._user(user_id)
         if user is None:
             raise NotFound(f"user '{user_id}' has no recorded behaviour")
         now = self.clock() if at is None else at
@@ -92,7 +92,14 @@ class RecommendationService:
                 "scales": scales, "catalog_version": catalog.version if catalog else None}
 
     def forget(self, user_id: str) -> dict[str, Any]:
+        """A tombstone is written even when nothing is known yet (events in flight stay out); `forgotten` says
+        whether there was state to forget."""
         return {"user_id": user_id, "forgotten": self.store.delete(user_id)}
+
+    def _user(self, user_id: str) -> UserInterest | None:
+        """The user's state; None when unknown or deleted (a tombstone holds nothing personal)."""
+        user = self.store.get(user_id)
+        return user if user is not None and user.has_state else None
 
     def health(self) -> dict[str, Any]:
         catalog = self._catalog_or_none()

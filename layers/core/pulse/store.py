@@ -1,6 +1,8 @@
 """Where user interest lives: a small interface, a DynamoDB implementation (PynamoDB) and an in-memory fake.
 
 Each update is one conditional write per user (optimistic locking on `version`), retried on conflict.
+A deletion is such a write too: it replaces the user with a tombstone (the deletion time, a new version), so a
+write prepared from what was read before it fails its condition and its retry reads the tombstone.
 """
 
 from __future__ import annotations
@@ -25,12 +27,18 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     VersionAttribute,
 )
-from pynamodb.exceptions import DeleteError, DoesNotExist, PutError
+from pynamodb.exceptions import DoesNotExist, PutError
 from pynamodb.models import Model
 
-from pulse.interest import ApplyResult, Engagement, ScaleState, UserInterest
+from pulse.interest import Engagement, ScaleState, UserInterest, forget_user
 
-Result = TypeVar("Result", bound=ApplyResult)
+
+class Outcome(Protocol):
+    @property
+    def changed(self) -> bool: ...
+
+
+Result = TypeVar("Result", bound=Outcome)
 DIGEST_BYTES = 8
 
 
@@ -58,7 +66,9 @@ class InterestStore(Protocol):
         `known`: the user as just read (None: no item), used for the first attempt instead of a read."""
         ...
 
-    def delete(self, user_id: str) -> bool: ...
+    def delete(self, user_id: str) -> bool:
+        """Replace the user with a tombstone carrying the deletion time; True if there was state to forget."""
+        ...
 
 
 # --- DynamoDB -------------------------------------------------------------------------------------
@@ -88,6 +98,7 @@ class UserInterestItem(Model):
     last_event_ts = NumberAttribute(null=True)
     updated_at = NumberAttribute(default=0)
     expires_at = TTLAttribute(null=True)
+    forgotten_at = NumberAttribute(null=True)  # a deletion's time: older events are ignored
 
 
 @lru_cache(maxsize=8)
@@ -118,39 +129,43 @@ class DynamoInterestStore:
 
     def update(self, user_id: str, mutate: Callable[[UserInterest], Result],
                known: UserInterest | None | _Unknown = UNKNOWN) -> Result:
-        for attempt in range(self.attempts):
-            user = self.get(user_id) if attempt > 0 or known is UNKNOWN else known
-            user = user or UserInterest(user_id=user_id, scales={})
-            result = mutate(user)
-            if not result.changed:
-                return result
-            item = _to_item(self.model, user, self.clock(), self.ttl)
-            try:
-                item.save()  # VersionAttribute makes this conditional on the version we read
-                return result
-            except PutError as error:
-                if error.cause_response_code not in RETRYABLE_WRITE_ERRORS:
-                    raise
-                self.conflicts += 1
-                _backoff(attempt)
-        raise WriteConflictError(f"user item still conflicting or throttled after {self.attempts} attempts")
+        return _optimistic_update(user_id, mutate, known, self.attempts, self.get, self._write)
+
+    def _write(self, user: UserInterest, attempt: int) -> bool:
+        try:
+            _to_item(self.model, user, self.clock(), self.ttl).save()  # conditional on the version we read
+            return True
+        except PutError as error:
+            if error.cause_response_code not in RETRYABLE_WRITE_ERRORS:
+                raise
+            self.conflicts += 1
+            _backoff(attempt)
+            return False
 
     def delete(self, user_id: str) -> bool:
-        try:
-            self.model.get(user_id, consistent_read=True).delete()
-        except DoesNotExist:
-            return False
-        except DeleteError as error:
-            if error.cause_response_code != "ConditionalCheckFailedException":
-                raise
-            self.model(user_id).delete()  # changed meanwhile: forget it all the same
-        return True
+        """The tombstone lives as long as any item: `ttl_days` after its last write."""
+        return self.update(user_id, lambda user: forget_user(user, self.clock())).had_state
 
 
 RETRYABLE_WRITE_ERRORS = frozenset({
     "ConditionalCheckFailedException", "ProvisionedThroughputExceededException", "ThrottlingException",
     "RequestLimitExceeded", "TransactionConflictException",
 })
+
+
+def _optimistic_update(user_id: str, mutate: Callable[[UserInterest], Result],
+                       known: UserInterest | None | _Unknown, attempts: int,
+                       read: Callable[[str], UserInterest | None],
+                       write: Callable[[UserInterest, int], bool]) -> Result:
+    """Read (the first time: `known` when given), mutate, write if changed; `write` answers False when the
+    stored version moved on, and the next attempt reads again."""
+    for attempt in range(attempts):
+        user = read(user_id) if attempt > 0 or known is UNKNOWN else known
+        user = user or UserInterest(user_id=user_id, scales={})
+        result = mutate(user)
+        if not result.changed or write(user, attempt):
+            return result
+    raise WriteConflictError(f"user item still conflicting or throttled after {attempts} attempts")
 
 
 def _backoff(attempt: int) -> None:
@@ -171,6 +186,7 @@ def _to_domain(item: UserInterestItem) -> UserInterest:
         first_event_ts=item.first_event_ts,
         last_event_ts=item.last_event_ts,
         version=item.version,
+        forgotten_at=item.forgotten_at,
     )
 
 
@@ -189,6 +205,7 @@ def _to_item(model: type[UserInterestItem], user: UserInterest, now: float, ttl:
         last_event_ts=user.last_event_ts,
         updated_at=now,
         expires_at=datetime.fromtimestamp(now, tz=UTC) + ttl,
+        forgotten_at=user.forgotten_at,
     )
     if user.version is not None:
         item.version = user.version  # PynamoDB then writes only if the stored version is still this one
@@ -201,9 +218,12 @@ def _to_item(model: type[UserInterestItem], user: UserInterest, now: float, ttl:
 class InMemoryInterestStore:
     """Same semantics as DynamoInterestStore (copies in and out, version bumps, counted writes)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, attempts: int = 6, clock: Callable[[], float] = time.time) -> None:
         self.items: dict[str, UserInterest] = {}
         self.writes = 0
+        self.conflicts = 0
+        self.attempts = attempts
+        self.clock = clock
         self._lock = threading.Lock()
 
     def get(self, user_id: str) -> UserInterest | None:
@@ -217,19 +237,19 @@ class InMemoryInterestStore:
 
     def update(self, user_id: str, mutate: Callable[[UserInterest], Result],
                known: UserInterest | None | _Unknown = UNKNOWN) -> Result:
-        user = self.get(user_id) if known is UNKNOWN else copy.deepcopy(known)
-        user = user or UserInterest(user_id=user_id, scales={})
-        result = mutate(user)
-        if result.changed:
-            with self._lock:
-                current = self.items.get(user_id)
-                if (current.version if current else None) != user.version:
-                    raise WriteConflictError("concurrent update")  # single-threaded use never gets here
-                user.version = (user.version or 0) + 1
-                self.items[user_id] = copy.deepcopy(user)
-                self.writes += 1
-        return result
+        known = copy.deepcopy(known) if isinstance(known, UserInterest) else known
+        return _optimistic_update(user_id, mutate, known, self.attempts, self.get, self._write)
+
+    def _write(self, user: UserInterest, attempt: int) -> bool:
+        with self._lock:
+            current = self.items.get(user.user_id)
+            if (current.version if current else None) != user.version:
+                self.conflicts += 1
+                return False
+            user.version = (user.version or 0) + 1
+            self.items[user.user_id] = copy.deepcopy(user)
+            self.writes += 1
+            return True
 
     def delete(self, user_id: str) -> bool:
-        with self._lock:
-            return self.items.pop(user_id, None) is not None
+        return self.update(user_id, lambda user: forget_user(user, self.clock())).had_state
