@@ -24,11 +24,13 @@ from pulse.api_models import (
     RecommendationsResponse,
     SimilarResponse,
 )
+from pulse.authorization import Caller, Forbidden, Unauthorized
 from pulse.catalog_store import CatalogUnavailable
 from pulse.privacy import user_ref
 from pulse.recommend import MAX_K
 from pulse.runtime import api_service, event_publisher
 from pulse.service import BadRequest, NotFound
+from pulse.settings import settings
 
 logger = Logger()
 tracer = Tracer()
@@ -50,6 +52,8 @@ UserId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00-\x1
 ItemId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
 K = Annotated[int, Query(ge=1, le=MAX_K, description=f"how many items (1-{MAX_K})")]
 ERROR_MEANINGS = {400: "invalid input (the error names the parameter and the limit)", 404: "not found",
+                  401: "no verified identity (a bearer token or a SigV4 signature, as the deployment requires)",
+                  403: "the token may not act on this user (its own user only, unless it has the admin scope)",
                   415: "the body is not JSON", 503: "no catalogue can be served yet"}
 
 
@@ -60,7 +64,16 @@ def answer(model, status: int = 200, description: str = "the answer") -> dict:
 def errors(*statuses: int) -> dict:
     """OpenAPI responses for the JSON errors a route answers (every error body is an ErrorResponse)."""
     return {status: {"description": ERROR_MEANINGS[status],
-                     "content": {"application/json": {"model": ErrorResponse}}} for status in statuses}
+                     "content": {"application/json": {"model": ErrorResponse}}} for status in (*statuses, 401, 403)}
+
+
+def authorized(action: str, *user_ids: str) -> Caller:
+    """The verified caller, if it may `action` every one of user_ids (README, "Authorization")."""
+    policy = settings().access
+    caller = policy.caller(app.current_event.raw_event.get("requestContext"))
+    policy.require(caller, user_ids, action)
+    logger.append_keys(actor=caller.ref)  # who acted, as a log reference: never a raw id
+    return caller
 
 
 @app.get("/users/<user_id>/recommendations", summary="Top-k items for a user's current interest",
@@ -70,6 +83,7 @@ def recommendations(user_id: UserId, k: K = 10, exclude_seen: bool = True,
                     at: Annotated[float | None, Query(ge=0, description="score as of this epoch second")] = None,
                     ) -> RecommendationsResponse:
     logger.append_keys(user=user_ref(user_id))  # never the id itself
+    authorized("read the recommendations of", user_id)
     answer = api_service().recommendations(user_id, k=k, exclude_seen=exclude_seen, category=category, at=at)
     metrics.add_metric(name=f"Recommendations{answer['strategy'].title()}", unit=MetricUnit.Count, value=1)
     return answer
@@ -78,6 +92,7 @@ def recommendations(user_id: UserId, k: K = 10, exclude_seen: bool = True,
 @app.get("/items/<item_id>/similar", summary="Items nearest to an item",
          responses={**answer(SimilarResponse), **errors(400, 404, 503)})
 def similar(item_id: ItemId, k: K = 10) -> SimilarResponse:
+    authorized("read items for")
     return api_service().similar(item_id, k=k)
 
 
@@ -85,6 +100,7 @@ def similar(item_id: ItemId, k: K = 10) -> SimilarResponse:
          responses={**answer(ProfileResponse), **errors(400, 404)})
 def profile(user_id: UserId, at: Annotated[float | None, Query(ge=0)] = None) -> ProfileResponse:
     logger.append_keys(user=user_ref(user_id))
+    authorized("read the profile of", user_id)
     return api_service().profile(user_id, at=at)
 
 
@@ -92,13 +108,18 @@ def profile(user_id: UserId, at: Annotated[float | None, Query(ge=0)] = None) ->
             responses={**answer(ForgetResponse), **errors(400, 404)})
 def forget(user_id: UserId) -> ForgetResponse:
     logger.append_keys(user=user_ref(user_id))
-    return api_service().forget(user_id)
+    authorized("forget", user_id)
+    answer = api_service().forget(user_id)
+    logger.info("user forgotten" if answer["forgotten"] else "forget: nothing stored for this user")
+    return answer
 
 
 @app.post("/events", summary="Validate behaviour events and put the accepted ones to Kinesis",
           responses={**answer(EventsResponse, 202, "accepted events were put to the stream; the others are "
                                                    "listed with their error"), **errors(400, 404, 415)})
 def post_events(body: EventsRequest) -> Response[EventsResponse]:
+    authorized("post events for", *{event["user_id"] for event in body.events
+                                    if isinstance(event, dict) and isinstance(event.get("user_id"), str)})
     answer = event_publisher().publish(body.model_dump())
     metrics.add_metric(name="EventsReceived", unit=MetricUnit.Count, value=answer["accepted"])
     return Response(202, content_types.APPLICATION_JSON, EventsResponse(**answer))
@@ -136,6 +157,17 @@ def invalid_request(exc: RequestValidationError) -> Response:
 @app.exception_handler(BadRequest)
 def bad_request(exc: BadRequest) -> Response:
     return error(400, str(exc), exc.detail)
+
+
+@app.exception_handler(Unauthorized)
+def unauthorized(exc: Unauthorized) -> Response:
+    return error(401, str(exc))
+
+
+@app.exception_handler(Forbidden)
+def forbidden(exc: Forbidden) -> Response:
+    logger.warning("forbidden: the caller may not act on this user")
+    return error(403, str(exc))
 
 
 @app.exception_handler(NotFound)

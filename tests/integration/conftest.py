@@ -59,13 +59,18 @@ def dead_letters(stack) -> list[dict]:
             {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)])
 
 
-def http_get(url):
-    """GET over real HTTP -> (status, JSON body), errors included."""
+def http_request(url, method="GET", data: bytes | None = None, headers: dict | None = None):
+    """One request over real HTTP -> (status, JSON body), errors included."""
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def http_get(url):
+    return http_request(url)
 
 
 def wait_for(check, timeout=15.0):

@@ -29,7 +29,7 @@ from pulse.catalog_build import publish_catalog
 from pulse.catalog_store import S3CatalogRepository
 from pulse.local.runtime import LocalRuntime
 from tests.integration.conftest import http_get as get
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import http_request, wait_for
 from tests.scenarios import catalog_items, catalog_lines
 
 MAX_EXAMPLES = 60
@@ -75,12 +75,7 @@ failed_operations: set[str] = set()  # Hypothesis stops an operation at its firs
 
 
 def post(url, body: bytes, content_type="application/json"):
-    request = urllib.request.Request(url, data=body, method="POST", headers={"content-type": content_type})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    return http_request(url, "POST", body, {"content-type": content_type})
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,9 @@ def runtime(started_runtime):
 
 def test_a_plain_boto3_client_sees_its_events_in_the_api(runtime, tmp_path):
     description = runtime.describe()
-    assert set(description) == {"aws_endpoint", "api_url", "region", "stream", "table", "bucket", "dlq"}
+    assert set(description) == {"aws_endpoint", "api_url", "region", "stream", "table", "bucket", "dlq", "api_auth",
+                                "jwt_issuer", "jwt_issuer_key", "jwt_admin_scope"}
+    assert description["api_auth"] == "none" and description["jwt_issuer"] is None  # the local default: open
     runtime.write_description(tmp_path / "local.json")
     local = json.loads((tmp_path / "local.json").read_text())
 

@@ -1,13 +1,13 @@
 """template.yaml holds the line: least-privilege IAM for data services, encryption at rest on every data store,
-a TLS-only private bucket, a JWT authorizer behind one parameter, TTL on user state. Each rule is also shown to
-catch the mistake it is about, on a damaged copy of the template."""
+a TLS-only private bucket, an API closed by default (IAM, or JWT behind one parameter), TTL on user state.
+Each rule is also shown to catch the mistake it is about, on a damaged copy of the template."""
 
 import copy
 from pathlib import Path
 
 import pytest
 
-from pulse.local.template import load_template
+from pulse.local.template import TemplateResolver, load_template
 
 TEMPLATE = load_template(Path(__file__).resolve().parents[2] / "template.yaml")
 DATA_SERVICES = ("dynamodb", "s3", "kinesis", "sqs", "firehose")
@@ -126,17 +126,59 @@ def test_each_rule_catches_its_mistake(edit, finding):
     assert any(finding in line for line in damaged(edit)), damaged(edit)
 
 
-def test_one_parameter_puts_every_route_but_health_and_openapi_behind_the_jwt_authorizer():
-    assert TEMPLATE["Parameters"]["JwtIssuer"]["Default"] == ""
-    assert TEMPLATE["Conditions"]["UseJwt"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "JwtIssuer"}, ""]}]}
-    authorizer = TEMPLATE["Resources"]["HttpApiJwtAuthorizer"]
-    assert authorizer["Condition"] == "UseJwt" and authorizer["Properties"]["AuthorizerType"] == "JWT"
-    assert authorizer["Properties"]["JwtConfiguration"]["Issuer"] == {"Ref": "JwtIssuer"}
-    routes = {r["Properties"]["RouteKey"]: r["Properties"] for r in TEMPLATE["Resources"].values()
-              if r["Type"] == "AWS::ApiGatewayV2::Route"}
-    assert routes["$default"]["AuthorizationType"] == {"Fn::If": ["UseJwt", "JWT", "NONE"]}
-    assert {key for key, route in routes.items() if route["AuthorizationType"] == "NONE"} == {
-        "GET /health", "GET /openapi.json"}
+PUBLIC_ROUTES = {"GET /health", "GET /openapi.json"}
+
+
+def resolved_routes(template, parameters):
+    """route key -> (authorization type, authorizer) as CloudFormation resolves them for these parameters."""
+    resolver = TemplateResolver(template, parameters)
+    return {route["Properties"]["RouteKey"]: (resolver.value(route["Properties"]["AuthorizationType"]),
+                                              route["Properties"].get("AuthorizerId"))
+            for route in template["Resources"].values() if route["Type"] == "AWS::ApiGatewayV2::Route"}
+
+
+def api_auth_mode(template, parameters):
+    variables = template["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]
+    return TemplateResolver(template, parameters).value(variables["PULSE_API_AUTH"])
+
+
+@pytest.mark.parametrize("parameters, kind, mode", [
+    ({}, "AWS_IAM", "iam"),  # the audit: the default deployment was open to the internet
+    ({"JwtIssuer": "https://issuer.example"}, "JWT", "jwt"),
+    ({"JwtIssuer": "https://issuer.example", "OpenApi": "true"}, "JWT", "jwt"),
+    ({"OpenApi": "true"}, "NONE", "none"),
+])
+def test_closed_by_default_every_route_but_health_and_openapi_needs_the_chosen_authorization(parameters, kind, mode):
+    routes = resolved_routes(TEMPLATE, parameters)
+    assert {key for key, (auth, _) in routes.items() if auth == "NONE"} == (
+        set(routes) if kind == "NONE" else PUBLIC_ROUTES)
+    assert {auth for key, (auth, _) in routes.items() if key not in PUBLIC_ROUTES} == {kind}
+    assert api_auth_mode(TEMPLATE, parameters) == mode  # the function enforces the per-user rule of that mode
+    if kind == "JWT":
+        authorizer = TEMPLATE["Resources"]["HttpApiJwtAuthorizer"]
+        assert authorizer["Condition"] == "UseJwt" and authorizer["Properties"]["AuthorizerType"] == "JWT"
+        assert authorizer["Properties"]["JwtConfiguration"]["Issuer"] == {"Ref": "JwtIssuer"}
+
+
+def test_a_route_added_without_authorization_is_caught():
+    template = copy.deepcopy(TEMPLATE)
+    template["Resources"]["HttpApiDebugRoute"] = {"Type": "AWS::ApiGatewayV2::Route", "Properties": {
+        "ApiId": {"Ref": "HttpApi"}, "RouteKey": "GET /debug", "AuthorizationType": "NONE"}}
+    routes = resolved_routes(template, {})
+    assert {key for key, (auth, _) in routes.items() if auth == "NONE"} != PUBLIC_ROUTES
+
+
+def test_each_user_route_has_its_own_throttle_and_access_is_logged_without_paths():
+    stage = TEMPLATE["Resources"]["HttpApiStage"]["Properties"]
+    routes = set(resolved_routes(TEMPLATE, {})) - PUBLIC_ROUTES - {"$default"}
+    assert set(stage["RouteSettings"]) == routes
+    assert stage["RouteSettings"]["DELETE /users/{user_id}"]["ThrottlingRateLimit"] == {"Ref": "ApiDeleteRateLimit"}
+    assert TEMPLATE["Parameters"]["ApiDeleteRateLimit"]["Default"] < TEMPLATE["Parameters"]["ApiReadRateLimit"][
+        "Default"]
+    log_format = stage["AccessLogSettings"]["Format"]
+    assert "$context.routeKey" in log_format and "$context.requestId" in log_format
+    # the path and the token's claims would put user ids in clear text into the access log
+    assert "$context.path" not in log_format and "$context.authorizer.claims" not in log_format
 
 
 def test_inactive_users_expire_by_ttl_and_traces_do_not_keep_responses():

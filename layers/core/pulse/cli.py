@@ -25,9 +25,20 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--parameter", action="append", default=[], metavar="NAME=VALUE",
                     help="template parameter override (repeatable), e.g. --parameter IngestBatchSize=500")
     up.add_argument("--log-level", default="INFO")
+    up.add_argument("--jwt", action="store_true",
+                    help="play a JWT issuer and put the API behind the JWT authorizer (JwtIssuer = the local "
+                         "issuer; tokens from `pulse local token`)")
     up.add_argument("--train-every", type=float, metavar="SECONDS",
                     help="run the training function every this many seconds (default: the template's schedule, "
                          "one day; 0 never). pulse train runs one on demand")
+
+    token = local.add_parser("token", help="a token signed by the running local stack's issuer (pulse local up "
+                                           "--jwt) for a user; prints it")
+    token.add_argument("user_id")
+    token.add_argument("--admin", action="store_true", help="add the admin scope (AdminScope, pulse/admin)")
+    token.add_argument("--scope", action="append", default=[], help="another scope (repeatable)")
+    token.add_argument("--audience", default="pulse", help="aud claim (default pulse, JwtAudience's default)")
+    token.add_argument("--minutes", type=float, default=60.0, help="lifetime (default 60)")
 
     for name, help_text in (("eval", "MovieLens-100K through the real pipeline: quality, interest shift, freshness"),
                             ("demo", "install-free tour: replay MovieLens-100K, show users and recommendations")):
@@ -94,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "local":
-        return local_up(args)
+        return local_token(args) if args.action == "token" else local_up(args)
     if args.command in ("eval", "demo"):
         from pulse.local.demo import run
 
@@ -160,7 +171,8 @@ def local_up(args: argparse.Namespace) -> int:
     logging.getLogger("pulse").setLevel(logging.INFO)
     parameters = dict(pair.split("=", 1) for pair in args.parameter)
     runtime = LocalRuntime(host=args.host, aws_port=args.aws_port, api_port=args.api_port, parameters=parameters,
-                           log_level=args.log_level, train_every_seconds=args.train_every).start()
+                           log_level=args.log_level, train_every_seconds=args.train_every,
+                           local_issuer=args.jwt).start()
     stop = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C and kill both stop the stack cleanly
         signal.signal(number, lambda *_: stop.set())
@@ -181,6 +193,19 @@ def local_up(args: argparse.Namespace) -> int:
         runtime.stop()
         LOCAL_RUNTIME_FILE.unlink(missing_ok=True)
         print("local stack stopped")
+    return 0
+
+
+def local_token(args: argparse.Namespace) -> int:
+    from pulse.local.gateway_auth import LocalIssuer
+
+    local = json.loads(LOCAL_RUNTIME_FILE.read_text()) if LOCAL_RUNTIME_FILE.exists() else {}
+    if not local.get("jwt_issuer"):
+        raise SystemExit(f"no local JWT issuer: start the local stack with `pulse local up --jwt` "
+                         f"({LOCAL_RUNTIME_FILE} {'names none' if local else 'does not exist'})")
+    issuer = LocalIssuer(local["jwt_issuer"], Path(local["jwt_issuer_key"]))
+    scopes = [*args.scope, *([local.get("jwt_admin_scope") or "pulse/admin"] if args.admin else [])]
+    print(issuer.token(args.user_id, audience=args.audience, scopes=scopes, seconds=args.minutes * 60))
     return 0
 
 

@@ -9,11 +9,23 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
-from pulse.events import EVENT_TYPES
-from pulse.interest import DEFAULT_TYPE_WEIGHTS, RATING_WEIGHTINGS, InterestSettings, TypeWeights
+from pulse.authorization import AUTH_MODES, AccessPolicy
+from pulse.events import DEFAULT_MAX_CLOCK_SKEW_SECONDS, EVENT_TYPES, TimeLimits
+from pulse.interest import (
+    DEFAULT_TYPE_WEIGHTS,
+    MAX_DEDUP_WINDOW,
+    MAX_HISTORY_EVENTS,
+    MAX_RECENT_ITEMS,
+    MAX_SCALE_NAME_BYTES,
+    MAX_TIME_SCALES,
+    RATING_WEIGHTINGS,
+    InterestSettings,
+    TypeWeights,
+)
 
 DEFAULT_HALF_LIVES = {"short": 1800.0, "long": 30 * 86400.0}
 DEFAULT_BLEND = {"short": 0.5, "long": 0.5}
+MAX_CLOCK_SKEW_SECONDS = 86400.0  # the template's MaxValue: a day ahead is already a broken clock
 
 
 # Settings a training learns unless the deployment sets them (template parameter -> environment variable).
@@ -66,7 +78,10 @@ class Settings:
     text_weight: float = 0.25
     collab_weight: float = 0.75
     history_limit: int = 200
+    max_clock_skew_seconds: float = DEFAULT_MAX_CLOCK_SKEW_SECONDS
+    max_event_age_days: float = 0.0  # 0: no limit (replays of old data)
     training_policy: TrainingPolicy = field(default_factory=TrainingPolicy)
+    access: AccessPolicy = field(default_factory=AccessPolicy)
     # Interest settings the deployment set itself ("half_lives", "blend_weights", "rating_weighting"): these win
     # over what a training learned; the others follow the serving catalogue version.
     pinned: frozenset[str] = frozenset()
@@ -76,6 +91,11 @@ class Settings:
         return InterestSettings(half_lives=self.half_lives, recent_items_limit=self.recent_items_limit,
                                 dedup_window=self.dedup_window, history_limit=self.history_limit,
                                 type_weights=self.type_weights)
+
+    def time_limits(self, now: float) -> TimeLimits:
+        """How far from `now` (this function's clock) an event may be dated."""
+        return TimeLimits(now, self.max_clock_skew_seconds,
+                          self.max_event_age_days * 86400 if self.max_event_age_days > 0 else None)
 
     def serving(self, learned: Mapping[str, Any] | None) -> Settings:
         """These settings with what the serving version learned, except what the deployment pinned."""
@@ -98,6 +118,9 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         half_lives = _named_numbers(env, "PULSE_HALF_LIVES", DEFAULT_HALF_LIVES, positive=True)
+        if len(half_lives) > MAX_TIME_SCALES or any(len(name.encode()) > MAX_SCALE_NAME_BYTES for name in half_lives):
+            raise ConfigurationError(f"PULSE_HALF_LIVES may name at most {MAX_TIME_SCALES} time scales of at most "
+                                     f"{MAX_SCALE_NAME_BYTES} bytes each (they size every user's item)")
         blend = _named_numbers(env, "PULSE_BLEND_WEIGHTS", {name: DEFAULT_BLEND.get(name, 1.0)
                                                            for name in half_lives}, positive=False)
         unknown = sorted(set(blend) - set(half_lives))
@@ -126,8 +149,10 @@ class Settings:
                                      full_dwell_seconds=_number(env, "PULSE_FULL_DWELL_SECONDS", 30.0,
                                                                 minimum=1e-9),
                                      rating_weighting=rating_weighting),
-            recent_items_limit=int(_number(env, "PULSE_RECENT_ITEMS", 200, minimum=0, integer=True)),
-            dedup_window=int(_number(env, "PULSE_DEDUP_WINDOW", 512, minimum=1, integer=True)),
+            recent_items_limit=int(_number(env, "PULSE_RECENT_ITEMS", 200, minimum=0, maximum=MAX_RECENT_ITEMS,
+                                              integer=True)),
+            dedup_window=int(_number(env, "PULSE_DEDUP_WINDOW", 512, minimum=1, maximum=MAX_DEDUP_WINDOW,
+                                        integer=True)),
             ttl_days=_number(env, "PULSE_TTL_DAYS", 180.0, minimum=1e-9),
             encoder_threads=int(_number(env, "PULSE_ENCODER_THREADS", 1, minimum=1, integer=True)),
             write_attempts=int(_number(env, "PULSE_WRITE_ATTEMPTS", 6, minimum=1, integer=True)),
@@ -142,13 +167,18 @@ class Settings:
             collab_dim=int(_number(env, "PULSE_COLLAB_DIM", 128, minimum=2, integer=True)),
             text_weight=_number(env, "PULSE_TEXT_WEIGHT", 0.25, minimum=0),
             collab_weight=_number(env, "PULSE_COLLAB_WEIGHT", 0.75, minimum=0),
-            history_limit=int(_number(env, "PULSE_HISTORY_EVENTS", 200, minimum=1, integer=True)),
+            history_limit=int(_number(env, "PULSE_HISTORY_EVENTS", 200, minimum=1, maximum=MAX_HISTORY_EVENTS,
+                                         integer=True)),
+            max_clock_skew_seconds=_number(env, "PULSE_MAX_CLOCK_SKEW_SECONDS", DEFAULT_MAX_CLOCK_SKEW_SECONDS,
+                                           minimum=0, maximum=MAX_CLOCK_SKEW_SECONDS),
+            max_event_age_days=_number(env, "PULSE_MAX_EVENT_AGE_DAYS", 0.0, minimum=0),
             training_policy=TrainingPolicy(
                 min_events=int(_number(env, "PULSE_TRAINING_MIN_EVENTS", 1000, minimum=0, integer=True)),
                 min_users=int(_number(env, "PULSE_TRAINING_MIN_USERS", 50, minimum=0, integer=True)),
                 min_held_out_users=int(_number(env, "PULSE_TRAINING_MIN_HELD_OUT_USERS", 20, minimum=1,
                                                integer=True)),
                 tolerance=_number(env, "PULSE_TRAINING_TOLERANCE", 0.01, minimum=0)),
+            access=_access_policy(env),
             pinned=frozenset(name for name, variables in PINNABLE.items()
                              if any((env.get(variable) or "").strip() for variable in variables.split())),
         )
@@ -160,6 +190,14 @@ class Settings:
         return value
 
 
+def _access_policy(env: Mapping[str, str]) -> AccessPolicy:
+    mode = (env.get("PULSE_API_AUTH") or "none").strip().lower()
+    if mode not in AUTH_MODES:
+        raise ConfigurationError(f"PULSE_API_AUTH={mode!r} must be one of {', '.join(AUTH_MODES)}")
+    claim = (env.get("PULSE_USER_ID_CLAIM") or "sub").strip()
+    return AccessPolicy(mode, claim, (env.get("PULSE_ADMIN_SCOPE") or "").strip())
+
+
 @lru_cache(maxsize=1)
 def settings() -> Settings:
     """The container's settings, validated once at cold start."""
@@ -167,7 +205,7 @@ def settings() -> Settings:
 
 
 def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float | None = None,
-            integer: bool = False) -> float:
+            maximum: float | None = None, integer: bool = False) -> float:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -180,6 +218,8 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
         raise ConfigurationError(f"{name}={raw!r} is not finite")
     if minimum is not None and value < minimum:
         raise ConfigurationError(f"{name}={raw!r} must be at least {minimum:g}")
+    if maximum is not None and value > maximum:
+        raise ConfigurationError(f"{name}={raw!r} must be at most {maximum:g}")
     return value
 
 

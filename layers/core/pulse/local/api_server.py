@@ -10,13 +10,25 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from pulse.local.gateway_auth import ISSUER_PATH, PUBLIC_ROUTES, LocalIssuer, Rejected
 from pulse.local.http import api_gateway_event, response_body
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 
 
-def serve_api(handler: Callable[[dict[str, Any]], dict[str, Any]], host: str, port: int) -> ThreadingHTTPServer:
+Authorizer = Callable[..., dict[str, Any]]
+
+
+class ApiServer(ThreadingHTTPServer):
+    """`authorizer` plays the API's authorizer (None: an open API); `issuer` serves a local issuer's keys."""
+
+    daemon_threads = True
+    authorizer: Authorizer | None = None
+    issuer: LocalIssuer | None = None
+
+
+def serve_api(handler: Callable[[dict[str, Any]], dict[str, Any]], host: str, port: int) -> ApiServer:
     """Start serving in a daemon thread; returns the server (server_address has the bound port)."""
     container = threading.Lock()  # one request at a time per container, as Lambda runs a handler
 
@@ -36,12 +48,34 @@ def serve_api(handler: Callable[[dict[str, Any]], dict[str, Any]], host: str, po
                 text: str | bytes | None = body.decode("utf-8") if body is not None else None
             except UnicodeDecodeError:
                 text = body  # sent base64-encoded, as API Gateway does for binary bodies
-            event = api_gateway_event(self.command, path, query=query, headers=dict(self.headers.items()), body=text)
+            if self._issuer_document(path):
+                return
+            headers = {key.lower(): value for key, value in self.headers.items()}
+            event = api_gateway_event(self.command, path, query=query, headers=headers, body=text)
+            authorizer = server.authorizer
+            if authorizer is not None and (self.command, path) not in PUBLIC_ROUTES:
+                try:
+                    event["requestContext"]["authorizer"] = authorizer(
+                        self.command, path, headers, body, url=f"http://{headers.get('host', host)}{self.path}")
+                except Rejected as rejected:
+                    self._reply(rejected.status, {"content-type": "application/json", "www-authenticate": "Bearer"},
+                                json.dumps({"message": str(rejected)}).encode())
+                    return
             with container:
                 response = handler(event)
             headers = {key.lower(): str(value) for key, value in (response.get("headers") or {}).items()}
             self._reply(int(response.get("statusCode", 200)), headers, response_body(response),
                         response.get("cookies") or [])
+
+        def _issuer_document(self, path: str) -> bool:
+            if server.issuer is None or self.command != "GET" or not path.startswith(ISSUER_PATH + "/"):
+                return False
+            documents = {f"{ISSUER_PATH}/.well-known/openid-configuration": server.issuer.discovery,
+                         f"{ISSUER_PATH}/.well-known/jwks.json": server.issuer.jwks}
+            document = documents.get(path)
+            status, payload = (200, document()) if document else (404, {"message": "Not Found"})
+            self._reply(status, {"content-type": "application/json"}, json.dumps(payload).encode())
+            return True
 
         def _reply(self, status: int, headers: dict[str, str], payload: bytes, cookies: list[str] = ()) -> None:
             self.send_response(status)
@@ -59,7 +93,6 @@ def serve_api(handler: Callable[[dict[str, Any]], dict[str, Any]], host: str, po
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
             log.debug("api %s", format % args)
 
-    server = ThreadingHTTPServer((host, port), Gateway)
-    server.daemon_threads = True
+    server = ApiServer((host, port), Gateway)
     threading.Thread(target=server.serve_forever, name="pulse-api", daemon=True).start()
     return server

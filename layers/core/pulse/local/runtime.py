@@ -16,8 +16,9 @@ from typing import Any
 
 from pulse.local.api_server import serve_api
 from pulse.local.archiver import Archiver
-from pulse.local.stack import REPO_ROOT, LocalStack
-from pulse.local.template import PSEUDO_PARAMETERS
+from pulse.local.gateway_auth import ISSUER_PATH, JwtAuthorizer, LocalIssuer, SigV4Authorizer
+from pulse.local.stack import LOCAL_CREDENTIALS, REPO_ROOT, LocalStack
+from pulse.local.template import PSEUDO_PARAMETERS, TemplateResolver
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +35,30 @@ class LocalRuntime:
     archive_interval_seconds: float = 5.0  # Firehose buffers 60 s on AWS; locally the archive catches up faster
     # The training function's schedule, in wall-clock seconds: None plays the template's (rate(1 day)), 0 never.
     train_every_seconds: float | None = None
+    # Play a JWT issuer too (JwtIssuer = its URL on the API's port; tokens from `pulse local token`).
+    local_issuer: bool = False
+    issuer_key: Path | None = None  # default: .pulse/local-issuer.pem under root
 
     def start(self) -> LocalRuntime:
         # Requests that record no metric (e.g. /health) make Powertools warn; CloudWatch would just log it.
         warnings.filterwarnings("ignore", message="No application metrics to publish")
         # New catalogue versions show up within 2 s locally (30 s by default when deployed).
         parameters = {"CatalogCheckSeconds": "2", **self.parameters}
+        # The API's port first: a port in use fails before anything else started, and the issuer's URL is on it.
+        self.api_server = serve_api(lambda event: self.stack.invoke("ApiFunction", event), self.host, self.api_port)
+        self.api_port = self.api_server.server_address[1]
+        self.issuer = None
+        if self.local_issuer:
+            self.issuer = LocalIssuer(f"{self.api_url}{ISSUER_PATH}",
+                                      self.issuer_key or self.root / ".pulse" / "local-issuer.pem")
+            parameters["JwtIssuer"] = self.issuer.url
         self.stack = LocalStack(root=self.root, host=self.host, port=self.aws_port, parameters=parameters)
-        self.stack.start()
+        try:
+            self.stack.start()
+        except BaseException:
+            self.api_server.shutdown()
+            self.api_server.server_close()
+            raise
         self._stop = threading.Event()
         self.pollers = self.stack.stream_pollers(log_level=self.log_level)
         self._threads = [threading.Thread(target=poller.run, args=(self._stop,), name="pulse-poller", daemon=True)
@@ -58,13 +75,30 @@ class LocalRuntime:
             self._threads.append(threading.Thread(target=self._train_on_schedule, name="pulse-train", daemon=True))
         for thread in self._threads:
             thread.start()
-        self.api_server = serve_api(lambda event: self.stack.invoke("ApiFunction", event), self.host, self.api_port)
-        self.api_port = self.api_server.server_address[1]
+        self.api_server.issuer = self.issuer
+        self.api_server.authorizer = self._authorizer()
         return self
+
+    @property
+    def api_auth(self) -> str:
+        """jwt, iam or none: what the template's conditions give for these parameters."""
+        resolver = TemplateResolver(self.stack.template, self.stack.parameters)
+        return "jwt" if resolver.condition("UseJwt") else "iam" if resolver.condition("UseIam") else "none"
+
+    def _authorizer(self) -> JwtAuthorizer | SigV4Authorizer | None:
+        parameters = TemplateResolver(self.stack.template, self.stack.parameters).parameters
+        if self.api_auth == "jwt":
+            audiences = [part.strip() for part in parameters["JwtAudience"].split(",") if part.strip()]
+            keys = (lambda issuer: self.issuer.jwks()) if self.issuer else None
+            return JwtAuthorizer(parameters["JwtIssuer"], audiences, **({"keys": keys} if keys else {}))
+        if self.api_auth == "iam":
+            return SigV4Authorizer(LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"], LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+        return None
 
     def stop(self) -> None:
         self._stop.set()
         self.api_server.shutdown()
+        self.api_server.server_close()
         for thread in self._threads:
             thread.join(timeout=5)
         self.stack.stop()
@@ -73,8 +107,11 @@ class LocalRuntime:
     def api_url(self) -> str:
         return f"http://{self.host}:{self.api_port}"
 
-    def describe(self) -> dict[str, str]:
-        return {**self.stack.describe(), "api_url": self.api_url}
+    def describe(self) -> dict[str, str | None]:
+        return {**self.stack.describe(), "api_url": self.api_url, "api_auth": self.api_auth,
+                "jwt_issuer": self.issuer.url if self.issuer else None,
+                "jwt_issuer_key": str(self.issuer.key_path) if self.issuer else None,
+                "jwt_admin_scope": self.stack.parameters.get("AdminScope", "pulse/admin") if self.issuer else None}
 
     def write_description(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[4]
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "pulse-local", "AWS_SECRET_ACCESS_KEY": "pulse-local"}
 LOCAL_ENVIRONMENT = {"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true"}
+# Where the local stack differs from a deployment's defaults: an open API unless JwtIssuer or OpenApi=false
+# says otherwise (README, "Authorization").
+LOCAL_PARAMETER_DEFAULTS = {"OpenApi": "true"}
 
 
 @dataclass
@@ -50,6 +53,7 @@ class LocalStack:
         _wait_for_port(self.host, self.port, self._server)
         self.activate()
         self.template = load_template(self.root / "template.yaml")
+        self.parameters = {**LOCAL_PARAMETER_DEFAULTS, **self.parameters}
         unknown = set(self.parameters) - set(self.template.get("Parameters") or {})
         if unknown:
             raise ValueError(f"template.yaml has no parameters {sorted(unknown)}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import secrets
+import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ PLAYED_LOCALLY = frozenset({
     "AWS::SNS::Subscription",
 })
 PROVISIONED = frozenset({"AWS::Kinesis::Stream", "AWS::DynamoDB::Table", "AWS::SQS::Queue", "AWS::S3::Bucket",
-                         "AWS::S3::BucketPolicy"})
+                         "AWS::S3::BucketPolicy", "AWS::SecretsManager::Secret"})
 PSEUDO_PARAMETERS = {"AWS::Region": "us-east-1", "AWS::AccountId": "123456789012", "AWS::Partition": "aws",
                      "AWS::StackName": "pulse", "AWS::URLSuffix": "amazonaws.com"}
 
@@ -64,7 +66,8 @@ class ProvisionedResource:
 
 
 class TemplateResolver:
-    """Resolves parameter defaults and references to provisioned names (enough for data resources)."""
+    """Resolves parameter defaults, conditions (Fn::If and the condition functions) and references to
+    provisioned names (enough for data resources and the functions' environment)."""
 
     def __init__(self, template: dict[str, Any], overrides: dict[str, str] | None = None,
                  resources: dict[str, ProvisionedResource] | None = None):
@@ -72,6 +75,26 @@ class TemplateResolver:
                            (template.get("Parameters") or {}).items()}
         self.parameters.update(overrides or {})
         self.resources: dict[str, ProvisionedResource] = dict(resources or {})
+        self.conditions: dict[str, Any] = dict(template.get("Conditions") or {})
+
+    def condition(self, name: str) -> bool:
+        if name not in self.conditions:
+            raise ValueError(f"the template has no condition {name!r}")
+        return self._truth(self.conditions[name])
+
+    def _truth(self, node: Any) -> bool:
+        (key, argument), = node.items()
+        if key in ("Condition", "Fn::Condition"):
+            return self.condition(argument)
+        if key == "Fn::Equals":
+            return str(self.value(argument[0])) == str(self.value(argument[1]))
+        if key == "Fn::Not":
+            return not self._truth(argument[0])
+        if key == "Fn::And":
+            return all(self._truth(part) for part in argument)
+        if key == "Fn::Or":
+            return any(self._truth(part) for part in argument)
+        raise ValueError(f"{key} is not a condition function")
 
     def value(self, node: Any) -> Any:
         if isinstance(node, dict) and len(node) == 1:
@@ -80,6 +103,8 @@ class TemplateResolver:
                 if argument in self.resources:
                     return self.resources[argument].name
                 return self.parameters.get(argument, PSEUDO_PARAMETERS.get(argument, argument))
+            if key == "Fn::If":
+                return self.value(argument[1] if self.condition(argument[0]) else argument[2])
             if key == "Fn::GetAtt" and argument[0] in self.resources and argument[1] == "Arn":
                 return self.resources[argument[0]].arn
             if key == "Fn::Sub" and isinstance(argument, str):
@@ -192,10 +217,31 @@ def _s3_bucket_policy(session: Any, logical_id: str, name: str, properties: dict
     return ProvisionedResource(logical_id, "AWS::S3::BucketPolicy", properties["Bucket"])
 
 
+def _secret(session: Any, logical_id: str, name: str, properties: dict[str, Any]) -> ProvisionedResource:
+    """A secret generated as CloudFormation would (GenerateSecretString: random characters of that length);
+    its Ref is the ARN. An existing one keeps its value."""
+    secrets_manager = session.client("secretsmanager")
+    try:
+        arn = secrets_manager.describe_secret(SecretId=name)["ARN"]
+    except secrets_manager.exceptions.ResourceNotFoundException:
+        spec = properties.get("GenerateSecretString") or {}
+        if "SecretString" in properties:
+            value = properties["SecretString"]
+        else:
+            alphabet = string.ascii_letters + string.digits
+            if not spec.get("ExcludePunctuation"):
+                alphabet += "!#$%&()*+,-.:;<=>?@[]^_{|}~"
+            value = "".join(secrets.choice(alphabet) for _ in range(int(spec.get("PasswordLength", 32))))
+        arn = secrets_manager.create_secret(Name=name, Description=properties.get("Description", ""),
+                                            SecretString=value)["ARN"]
+    return ProvisionedResource(logical_id, "AWS::SecretsManager::Secret", arn, arn)
+
+
 _CREATORS = {
     "AWS::Kinesis::Stream": _kinesis_stream,
     "AWS::DynamoDB::Table": _dynamodb_table,
     "AWS::SQS::Queue": _sqs_queue,
     "AWS::S3::Bucket": _s3_bucket,
     "AWS::S3::BucketPolicy": _s3_bucket_policy,
+    "AWS::SecretsManager::Secret": _secret,
 }
