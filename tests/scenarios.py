@@ -104,11 +104,17 @@ SCENARIOS = {
 
 
 FIXED = {"request_id": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef", "now": 1_763_900_000.0}
+# A backend's SigV4-signed request, as the default deployment (IAM) hands it over.
+SIGNED_BY_BACKEND = {"iam": {"accessKey": "AKIAIOSFODNN7EXAMPLE", "accountId": "123456789012",
+                             "callerId": "AROAEXAMPLE:app", "principalOrgId": None,
+                             "userArn": "arn:aws:sts::123456789012:assumed-role/app-backend/app",
+                             "userId": "AROAEXAMPLE:app"}}
 OTHER_EVENTS = {
     "api-recommendations": lambda: http_event("GET", "/users/196/recommendations", "k=5&exclude_seen=true",
-                                              **FIXED),
+                                              authorizer=SIGNED_BY_BACKEND, **FIXED),
     "api-health": lambda: http_event("GET", "/health", **FIXED),
-    "api-post-events": lambda: http_event("POST", "/events", body={"events": valid_batch()[:3]}, **FIXED),
+    "api-post-events": lambda: http_event("POST", "/events", body={"events": valid_batch()[:3]},
+                                          authorizer=SIGNED_BY_BACKEND, **FIXED),
     "catalog-s3-put": lambda: s3_put_event("pulse-catalog-bucket", "incoming/catalog.jsonl"),
     "train-schedule": lambda: {
         "version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa", "detail-type": "Scheduled Event",

@@ -80,10 +80,11 @@ def run_built(function: str, layers: list[str], event_file: Path, runtime: Path,
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def invoke_built(stack, runtime: Path, logical_id: str, event_file: str) -> dict:
-    """Run a built function with its template environment against the moto stack; check where imports came from."""
+def invoke_built(stack, runtime: Path, logical_id: str, event_file: str | Path, **overrides: str) -> dict:
+    """Run a built function with its template environment (plus overrides) against the moto stack; check where
+    imports came from."""
     function = stack.function(logical_id)
-    environment = {**function.environment, "POWERTOOLS_TRACE_DISABLED": "true",
+    environment = {**function.environment, **overrides, "POWERTOOLS_TRACE_DISABLED": "true",
                    "POWERTOOLS_METRICS_DISABLED": "true",
                    **{key: os.environ[key] for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
                                                        "AWS_SECRET_ACCESS_KEY", "AWS_REGION",
@@ -103,15 +104,21 @@ def test_the_built_ingest_function_runs_with_only_its_layers(built, lambda_runti
     assert len(dead_letters(stack)) == 8
 
 
-def test_the_built_catalogue_and_api_functions_run_with_only_their_layers(built, lambda_runtime, stack):
+def test_the_built_catalogue_and_api_functions_run_with_only_their_layers(built, lambda_runtime, stack, tmp_path):
     bucket = stack.name_of("AWS::S3::Bucket")
     stack.client("s3").put_object(Bucket=bucket, Key="incoming/catalog.jsonl", Body="\n".join(catalog_lines()))
     published = invoke_built(stack, lambda_runtime, "CatalogFunction", "catalog-s3-put.json")
     assert published["results"][0]["status"] == "published"
-    response = invoke_built(stack, lambda_runtime, "ApiFunction", "api-recommendations.json")
+    # As deployed with the default parameters (IAM): the sample is a backend's signed request.
+    response = invoke_built(stack, lambda_runtime, "ApiFunction", "api-recommendations.json", PULSE_API_AUTH="iam")
     assert response["statusCode"] == 200
     answer = json.loads(response["body"])
     assert answer["strategy"] == "popular" and len(answer["items"]) == 5
+    unsigned = json.loads((EVENTS / "api-recommendations.json").read_text())
+    del unsigned["requestContext"]["authorizer"]  # a route left without its authorizer must not become open
+    (tmp_path / "unsigned.json").write_text(json.dumps(unsigned))
+    assert invoke_built(stack, lambda_runtime, "ApiFunction", tmp_path / "unsigned.json",
+                        PULSE_API_AUTH="iam")["statusCode"] == 401
 
 
 def test_the_built_training_function_runs_with_only_its_layers(built, lambda_runtime, stack):

@@ -11,8 +11,9 @@ from urllib.parse import parse_qsl
 
 def api_gateway_event(method: str, raw_path: str, *, query: str = "", headers: dict[str, str] | None = None,
                       body: bytes | str | None = None, stage: str = "$default", request_id: str | None = None,
-                      now: float | None = None) -> dict[str, Any]:
-    """The event API Gateway (HTTP API, `$default` route, payload 2.0) hands to the Lambda integration."""
+                      now: float | None = None, authorizer: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The event API Gateway (HTTP API, `$default` route, payload 2.0) hands to the Lambda integration;
+    `authorizer` is what its authorizer verified (`{"jwt": {"claims", "scopes"}}` or `{"iam": {...}}`)."""
     headers = {key.lower(): value for key, value in (headers or {}).items()}
     parameters: dict[str, str] = {}
     for key, value in parse_qsl(query, keep_blank_values=True):
@@ -35,6 +36,8 @@ def api_gateway_event(method: str, raw_path: str, *, query: str = "", headers: d
         },
         "isBase64Encoded": not is_text,
     }
+    if authorizer is not None:
+        event["requestContext"]["authorizer"] = authorizer
     if parameters:
         event["queryStringParameters"] = parameters
     if encoded is not None:
