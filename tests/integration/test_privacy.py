@@ -61,7 +61,7 @@ def test_user_ids_are_logged_only_as_keyed_hashes(stack, ingest, api, catalog_fu
 
 def test_the_reference_is_keyed(monkeypatch):
     plain = user_ref(PERSON)
-    monkeypatch.setenv("PULSE_LOG_HASH_KEY", "a secret")
+    monkeypatch.setenv("PULSE_LOG_HASH_KEY", "another deployment's key")
     assert user_ref(PERSON) != plain and user_ref(PERSON) == user_ref(PERSON) and len(user_ref(PERSON)) == 18
 
 

@@ -9,6 +9,7 @@ from pulse.catalog import CatalogReader, EmptyCatalog
 from pulse.catalog_store import LiveCatalog, S3CatalogRepository
 from pulse.dead_letters import SqsDeadLetters
 from pulse.ingest import IngestPipeline
+from pulse.privacy import log_key
 from pulse.service import EventPublisher, RecommendationService
 from pulse.settings import settings
 from pulse.store import DynamoInterestStore
@@ -60,6 +61,7 @@ def interest_store() -> DynamoInterestStore:
 @lru_cache(maxsize=1)
 def ingest_pipeline() -> IngestPipeline:
     config = settings()
+    log_key()  # at the first invocation: a missing or unreadable key fails now, clearly
     dead_letter_queue = config.require("dead_letter_queue_url", "PULSE_DLQ_URL")
     catalog: CatalogReader = live_catalog() or EmptyCatalog()
     return IngestPipeline(store=interest_store(), load_embedder=encoder, catalog=catalog,
@@ -69,6 +71,7 @@ def ingest_pipeline() -> IngestPipeline:
 @lru_cache(maxsize=1)
 def api_service() -> RecommendationService:
     config = settings()
+    log_key()
     config.require("bucket", "PULSE_BUCKET")
     return RecommendationService(store=interest_store(), catalog=live_catalog(), settings=config,
                                  encoder_fingerprint=encoder_fingerprint())
