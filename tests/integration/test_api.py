@@ -1,6 +1,7 @@
 """The read path on moto: the catalogue function publishes, the ingest handler applies, the API handler answers."""
 
 import json
+import time
 
 import pytest
 
@@ -206,3 +207,42 @@ def test_a_corrupted_new_version_is_refused_and_the_old_one_keeps_serving(stack,
     nan_manifest = {**manifest, "sha256": {**manifest["sha256"],
                                            "embeddings.npy": hashlib.sha256(damaged.getvalue()).hexdigest()}}
     assert "non-finite" in refused("v-nan", json.dumps(nan_manifest), damaged.getvalue())
+
+
+def test_post_events_rejects_future_dates_non_standard_json_and_oversize_records_and_puts_compact_json(
+        stack, api, published):
+    """A view dated a year ahead, Infinity in a field and a record over the stream's 64 KiB used to be put as
+    they came; a multi-line or decomposed-Unicode payload now goes out as one compact line with NFC ids."""
+    now = time.time()
+    events = [behaviour("f1", "web", item_id="m1", ts=now + 365 * 86400),
+              behaviour("f2", "web", item_id="m1", ts=T0, score="INFINITY"),
+              behaviour("f3", "web", item_id="m1", ts=T0, context="x" * 70_000),
+              behaviour("f4", "jose\u0301", item_id="m1", ts=T0, device={"kind": "tv"})]
+    body = json.dumps({"events": events}, indent=2).replace('"INFINITY"', "Infinity")
+    status, answer = api("POST", "/events", body=body)
+    assert status == 202 and answer["accepted"] == 1, answer
+    errors = {entry["index"]: entry["error"] for entry in answer["rejected"]}
+    assert errors[0].endswith("s in the future; the limit is 300 s (PULSE_MAX_CLOCK_SKEW_SECONDS)")
+    assert "NaN and Infinity are not JSON numbers" in errors[1]
+    assert errors[2].endswith("bytes as JSON; the stream's limit is 65536 bytes per record")
+    (record,) = stream_records(stack)
+    assert record["PartitionKey"] == "jos\u00e9" and b"\n" not in record["Data"] and b": " not in record["Data"]
+    assert json.loads(record["Data"]) == {**events[3], "user_id": "jos\u00e9"}
+
+
+def test_path_ids_are_normalised_and_format_characters_refused(api, published):
+    status, answer = api("GET", "/users/mallory\u202eyrollam/profile")
+    assert status == 400 and "user_id holds a format (invisible or bidi control) character U+202E" in answer["error"]
+    assert "mallory" not in answer["error"]
+    status, answer = api("DELETE", "/users/jose\u0301")
+    assert status == 200 and answer["user_id"] == "jos\u00e9"
+    status, answer = api("GET", "/items/" + "\u00e9" * 65 + "/similar")
+    assert status == 400 and "item_id must be 1-128 bytes in UTF-8, got 130" in answer["error"]
+
+
+def stream_records(stack) -> list[dict]:
+    kinesis = stack.client("kinesis")
+    stream = stack.name_of("AWS::Kinesis::Stream")
+    shard = kinesis.list_shards(StreamName=stream)["Shards"][0]["ShardId"]
+    iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard, ShardIteratorType="TRIM_HORIZON")
+    return kinesis.get_records(ShardIterator=iterator["ShardIterator"])["Records"]

@@ -1,6 +1,7 @@
 """The real ingest handler on moto (over HTTP) with the sample events of events/: exact DynamoDB and DLQ state."""
 
 import base64
+import hashlib
 import json
 from unittest import mock
 
@@ -12,7 +13,7 @@ from pulse.events import parse_event
 from pulse.interest import DEFAULT_TYPE_WEIGHTS, TypeWeights
 from pulse.runtime import ingest_pipeline
 from pulse.settings import DEFAULT_HALF_LIVES
-from tests.builders import kinesis_event, sequence_number
+from tests.builders import behaviour, kinesis_event, kinesis_record, sequence_number
 from tests.integration.conftest import dead_letters, sample_event, table_items, writes_failing_for
 from tests.scenarios import (
     OTHER_EVENTS,
@@ -173,3 +174,29 @@ def test_records_whose_dead_letter_cannot_be_sent_are_retried(stack, ingest):
     assert ingest(event) == {"batchItemFailures": []}  # SQS back: parked now, valid records not re-applied
     assert len(dead_letters(stack)) == len(POISON_REASONS)
     assert int(table_items(stack)["305"]["event_count"]["N"]) == 2
+
+
+def test_a_dead_letter_always_fits_sqs_and_a_payload_too_big_for_it_waits_in_the_bucket(stack, ingest):
+    """A 64 KB record of accented text used to become a 278 KB message (base64 plus its JSON escaped), over SQS's
+    256 KiB: refused, so the record was retried until it expired. Now its JSON is left out; a record too big for
+    any message (Kinesis takes up to 1 MiB) is kept in the bucket under dead-letters/ and the message says where."""
+    accented = behaviour("e1", "u1", item_id="100", text="é" * 32_000)  # text over its limit; 64 KB of UTF-8
+    huge = behaviour("e2", "u1", item_id="100", context="x" * 200_000)  # over the 64 KiB record limit
+    event = {"Records": [kinesis_record(json.dumps(accented, ensure_ascii=False).encode(), 1, partition_key="u1"),
+                         kinesis_record(huge, 2)]}
+    data = [base64.b64decode(record["kinesis"]["data"]) for record in event["Records"]]
+    assert len(data[0]) < 65_536
+    assert ingest(event) == {"batchItemFailures": []}
+
+    letters = {letter["sequence_number"]: letter for letter in dead_letters(stack)}
+    first, second = letters[sequence_number(1)], letters[sequence_number(2)]
+    assert base64.b64decode(first["data_base64"]) == data[0] and first["payload"] is None
+    assert "text is 32000 characters" in first["reason"]
+    assert "data_base64" not in second and second["truncated"] is False
+    assert second["reason"] == f"record is {len(data[1])} bytes; the limit is 65536 bytes"
+    bucket = stack.name_of("AWS::S3::Bucket")
+    prefix = f"s3://{bucket}/dead-letters/"
+    assert second["payload_location"].startswith(prefix)
+    key = second["payload_location"].removeprefix(f"s3://{bucket}/")
+    assert stack.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read() == data[1]
+    assert second["data_sha256"] == hashlib.sha256(data[1]).hexdigest()

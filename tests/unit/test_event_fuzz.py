@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import math
 import re
+import unicodedata
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -20,10 +21,11 @@ from pulse.dead_letters import InMemoryDeadLetters, SqsDeadLetters
 from pulse.events import (
     EVENT_TYPES,
     MAX_EPOCH_SECONDS,
-    MAX_ID_LENGTH,
+    MAX_ID_BYTES,
     MAX_TEXT_LENGTH,
     BehaviourEvent,
     InvalidEvent,
+    TimeLimits,
     decode_record_data,
     parse_event,
 )
@@ -49,8 +51,9 @@ json_values = st.recursive(st.one_of(st.none(), st.booleans(), numbers, any_text
                            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(any_text, inner, max_size=4),
                            max_leaves=12)
 identifiers = st.one_of(st.sampled_from(["u1", "u2", "e1", "e2", "42", "m1"]),
-                        st.text(st.characters(exclude_categories=("C",)), min_size=1, max_size=MAX_ID_LENGTH)
-                        .filter(lambda raw: raw == raw.strip()))
+                        st.text(st.characters(exclude_categories=("C",)), min_size=1, max_size=MAX_ID_BYTES)
+                        .filter(lambda raw: raw == raw.strip()
+                                and len(unicodedata.normalize("NFC", raw).encode()) <= MAX_ID_BYTES))
 offsets = st.timedeltas(min_value=-dt.timedelta(hours=23), max_value=dt.timedelta(hours=23)).map(dt.timezone)
 timestamps = st.one_of(st.floats(min_value=0, max_value=MAX_EPOCH_SECONDS),
                        st.integers(min_value=0, max_value=int(MAX_EPOCH_SECONDS)),
@@ -102,7 +105,8 @@ record_data = st.one_of(
 def assert_within_contract(event: BehaviourEvent):
     """What parse_event promises about an event it returns."""
     for name in ("event_id", "user_id") + (("item_id",) if event.item_id is not None else ()):
-        assert 1 <= len(getattr(event, name)) <= MAX_ID_LENGTH
+        value = getattr(event, name)
+        assert 1 <= len(value.encode()) <= MAX_ID_BYTES and unicodedata.is_normalized("NFC", value)
     assert event.type in EVENT_TYPES
     assert math.isfinite(event.ts) and 0 <= event.ts <= MAX_EPOCH_SECONDS
     assert event.item_id is not None or event.text is not None
@@ -112,12 +116,26 @@ def assert_within_contract(event: BehaviourEvent):
     assert event.value is None or math.isfinite(event.value)
 
 
-def outcome(data: bytes) -> BehaviourEvent | InvalidEvent:
+def outcome(data: bytes, limits: TimeLimits | None = None) -> BehaviourEvent | InvalidEvent:
     """-> the event, or the InvalidEvent; anything else raised is a crash and fails the test."""
     try:
-        return parse_event(decode_record_data(data))
+        return parse_event(decode_record_data(data), limits)
     except InvalidEvent as error:
         return error
+
+
+# The ingest's clock in the pipeline tests: events dated after it (plus the skew) are rejected.
+NOW = 2_000_000_000.0
+
+
+def stream_records(batch: list[bytes]) -> list[StreamRecord]:
+    """Put as a well-behaved producer does: the partition key is the event's user_id (NFC)."""
+    def key(data: bytes) -> str | None:
+        result = outcome(data)
+        return result.user_id if isinstance(result, BehaviourEvent) else None
+
+    return [StreamRecord.from_lambda(kinesis_record(data, sequence, partition_key=key(data)))
+            for sequence, data in enumerate(batch, start=1)]
 
 
 def decode_and_parse(data: bytes) -> BehaviourEvent | InvalidEvent:
@@ -168,11 +186,11 @@ def catalog(encoder):
 @example(batch=[as_bytes({"event_id": "e", "user_id": "u", "type": "search", "text": "caf\ud800", "ts": 1})])
 def test_every_record_of_any_batch_is_applied_or_parked_with_a_reason(encoder, catalog, batch):
     """accepted + rejected + duplicates == records; no record is left for Lambda to retry."""
-    records = [StreamRecord.from_lambda(kinesis_record(data, sequence))
-               for sequence, data in enumerate(batch, start=1)]
-    expected = {record.sequence_number: outcome(record.data) for record in records}
+    records = stream_records(batch)
+    expected = {record.sequence_number: outcome(record.data, Settings().time_limits(NOW)) for record in records}
     store, dead_letters = InMemoryInterestStore(), InMemoryDeadLetters()
-    report = IngestPipeline(store, lambda: encoder, catalog, dead_letters, Settings()).process(records)
+    report = IngestPipeline(store, lambda: encoder, catalog, dead_letters, Settings(),
+                            clock=lambda: NOW).process(records)
 
     assert report.failed_sequence_numbers == []
     assert (report.records, report.redelivered) == (len(records), 0)
@@ -226,8 +244,7 @@ def test_every_rejected_record_is_accepted_by_the_sqs_dead_letter_queue(encoder,
     """Whatever the payload and the reason quote from it, the dead-letter message is one SQS accepts."""
     sqs = InMemorySqs()
     monkeypatch.setattr("pulse.aws.client", lambda service: sqs)
-    records = [StreamRecord.from_lambda(kinesis_record(data, sequence))
-               for sequence, data in enumerate(batch, start=1)]
+    records = stream_records(batch)
     report = IngestPipeline(InMemoryInterestStore(), lambda: encoder, catalog, SqsDeadLetters("in-memory"),
                             Settings()).process(records)
     assert report.failed_sequence_numbers == []

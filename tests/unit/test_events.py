@@ -6,11 +6,13 @@ import pytest
 
 from pulse.events import (
     EVENT_TYPES,
-    MAX_ID_LENGTH,
+    MAX_ID_BYTES,
     MAX_RECORD_BYTES,
     MAX_TEXT_LENGTH,
     InvalidEvent,
+    TimeLimits,
     decode_record_data,
+    encode_event,
     parse_event,
     parse_timestamp,
 )
@@ -41,10 +43,11 @@ def test_unknown_fields_are_ignored_for_forward_compatibility():
     ({"ts": None}, "ts is required"),
     ({"user_id": 196}, "user_id must be a string, got a number"),
     ({"event_id": ["a"]}, "event_id must be a string, got an array"),
-    ({"user_id": ""}, f"user_id must be 1-{MAX_ID_LENGTH} characters, got 0"),
-    ({"user_id": "u" * (MAX_ID_LENGTH + 1)}, f"user_id must be 1-{MAX_ID_LENGTH} characters, got 129"),
-    ({"item_id": "bad\x00id"}, "item_id 'bad\x00id' has leading/trailing spaces or control characters"),
-    ({"user_id": " 196"}, "leading/trailing spaces"),
+    ({"user_id": ""}, f"user_id must be 1-{MAX_ID_BYTES} bytes in UTF-8, got 0"),
+    ({"user_id": "u" * (MAX_ID_BYTES + 1)}, f"user_id must be 1-{MAX_ID_BYTES} bytes in UTF-8, got 129"),
+    ({"user_id": "é" * 65}, f"user_id must be 1-{MAX_ID_BYTES} bytes in UTF-8, got 130"),
+    ({"item_id": "bad\x00id"}, "item_id holds a control character U+0000 at position 3"),
+    ({"user_id": " 196"}, "user_id has leading or trailing spaces"),
     ({"type": "teleport"}, "unknown type 'teleport'; expected one of view, click"),
     ({"type": 3}, "unknown type a number"),
     ({"item_id": None, "text": None}, "an event needs item_id or text"),
@@ -107,3 +110,79 @@ def test_record_data_must_be_utf8_json_within_the_size_limit():
         decode_record_data(b" " * (MAX_RECORD_BYTES + 1))
     with pytest.raises(InvalidEvent, match="nested too deeply"):
         decode_record_data(b"[" * 60_000)
+
+
+@pytest.mark.parametrize(("user_id", "message"), [
+    ("alice\u202eecila", "user_id holds a format (invisible or bidi control) character U+202E "
+                          "(RIGHT-TO-LEFT OVERRIDE) at position 5"),
+    ("\u2066alice", "U+2066 (LEFT-TO-RIGHT ISOLATE) at position 0"),
+    ("al\u200bice", "U+200B (ZERO WIDTH SPACE)"),
+    ("alice\u200e", "U+200E (LEFT-TO-RIGHT MARK)"),
+    ("ali\ufeffce", "U+FEFF (ZERO WIDTH NO-BREAK SPACE)"),
+    ("alice\ue000", "private-use character U+E000"),
+])
+def test_format_and_bidi_control_characters_are_rejected_without_repeating_the_id(user_id, message):
+    with pytest.raises(InvalidEvent) as error:
+        parse_event(behaviour("e1", user_id, item_id="i1"))
+    assert message in str(error.value) and "alice" not in str(error.value)
+
+
+def test_ids_are_nfc_normalised_so_one_user_has_one_id():
+    composed, decomposed = "jos\u00e9", "jose\u0301"
+    assert parse_event(behaviour(decomposed, decomposed, item_id=decomposed)).user_id == composed
+    event = parse_event(behaviour(decomposed, decomposed, item_id=decomposed))
+    assert (event.event_id, event.item_id) == (composed, composed)
+
+
+def test_id_limits_are_in_utf8_bytes_after_normalisation():
+    assert parse_event(behaviour("e", "é" * 64, item_id="i")).user_id == "é" * 64  # 128 bytes
+    assert parse_event(behaviour("e", "e\u0301" * 64, item_id="i")).user_id == "é" * 64  # 192 bytes before NFC
+    with pytest.raises(InvalidEvent, match="got 132"):
+        parse_event(behaviour("e", "\U0001F600" * 33, item_id="i"))  # 33 emoji: 33 characters, 132 bytes
+
+
+NOW = 1_700_000_000.0
+
+
+@pytest.mark.parametrize(("ts", "message"), [
+    (int(NOW) + 301, "ts 1700000301 is 301 s in the future; the limit is 300 s (PULSE_MAX_CLOCK_SKEW_SECONDS)"),
+    ("5138-11-16T09:46:39Z", "s in the future; the limit is 300 s (PULSE_MAX_CLOCK_SKEW_SECONDS)"),
+    (NOW + 365 * 86400, "31536000 s in the future"),
+])
+def test_an_event_dated_beyond_the_clock_skew_is_rejected(ts, message):
+    with pytest.raises(InvalidEvent) as error:
+        parse_event(behaviour("e", "u", item_id="i", ts=ts), TimeLimits(NOW))
+    assert message in str(error.value)
+
+
+def test_the_skew_and_the_age_horizon_are_the_deployments():
+    assert parse_event(behaviour("e", "u", item_id="i", ts=NOW + 300), TimeLimits(NOW)).ts == NOW + 300
+    assert parse_event(behaviour("e", "u", item_id="i", ts=NOW + 3000), TimeLimits(NOW, 3600)).ts == NOW + 3000
+    old = behaviour("e", "u", item_id="i", ts=881250949)  # MovieLens, 1997: no horizon by default
+    assert parse_event(old, TimeLimits(NOW)).ts == 881250949
+    with pytest.raises(InvalidEvent, match=r"ts 881250949 is 9476\.3 days old; the limit is 7 days "
+                                           r"\(PULSE_MAX_EVENT_AGE_DAYS\)"):
+        parse_event(old, TimeLimits(NOW, 300, 7 * 86400))
+    assert parse_event(behaviour("e", "u", item_id="i", ts=NOW + 10**6)).ts == NOW + 10**6  # no limits: none
+
+
+def test_record_data_must_be_standard_json_on_one_line():
+    with pytest.raises(InvalidEvent, match="Infinity is not a JSON number"):
+        decode_record_data(b'{"a": Infinity}')
+    with pytest.raises(InvalidEvent, match="NaN is not a JSON number"):
+        decode_record_data(b'{"a": NaN}')
+    pretty = json.dumps(behaviour("e", "u", item_id="i"), indent=2).encode()
+    with pytest.raises(InvalidEvent, match="record spans several lines .* one line of compact JSON"):
+        decode_record_data(pretty)
+    assert decode_record_data(json.dumps(behaviour("e", "u", item_id="i")).encode() + b"\n")["user_id"] == "u"
+
+
+def test_an_event_is_put_on_the_stream_as_one_line_of_compact_standard_json_with_normalised_ids():
+    payload = behaviour("e", "jose\u0301", item_id="i", session={"device": "tv"})
+    data = encode_event(payload, parse_event(payload))
+    assert b"\n" not in data and json.loads(data) == {**payload, "user_id": "jos\u00e9"}
+    with pytest.raises(InvalidEvent, match="NaN and Infinity are not JSON numbers"):
+        encode_event({**payload, "score": float("inf")}, parse_event(payload))
+    big = {**payload, "context": "x" * MAX_RECORD_BYTES}
+    with pytest.raises(InvalidEvent, match=f"bytes as JSON; the stream's limit is {MAX_RECORD_BYTES} bytes"):
+        encode_event(big, parse_event(big))

@@ -13,7 +13,7 @@ from pulse.recommend import scale_vectors
 from pulse.settings import Settings
 from pulse.store import InMemoryInterestStore
 from pulse.stream import StreamRecord
-from tests.builders import behaviour, kinesis_event, sequence_number
+from tests.builders import behaviour, kinesis_event, kinesis_record, sequence_number
 
 
 def records(payloads, first_sequence=1):
@@ -178,3 +178,71 @@ def test_dead_letters_keep_undecodable_bytes(parts):
     first, second = parts["dead_letters"].messages
     assert first["payload"] is None and first["reason"].startswith("record data is not valid UTF-8")
     assert second["payload"] == [1, 2]
+
+
+def test_an_event_dated_beyond_the_clock_skew_is_parked_with_the_reason(parts):
+    """One view dated a year ahead would rule the user's interest for that year: it never reaches the state."""
+    now = 1_700_000_000.0
+    batch = records([behaviour("ahead", "u", item_id="100", ts=now + 365 * 86400),
+                     behaviour("late", "u", item_id="1", ts=881250949),  # 1997: no age limit by default
+                     behaviour("fine", "u", item_id="1", ts=now + 60)])
+    report = IngestPipeline(parts["store"], lambda: parts["encoder"], parts["catalog"], parts["dead_letters"],
+                            Settings(), clock=lambda: now).process(batch)
+    assert (report.accepted, report.rejected) == (2, 1)
+    (letter,) = parts["dead_letters"].messages
+    assert letter["reason"] == ("ts 1731536000.0 is 31536000 s in the future; the limit is 300 s "
+                                "(PULSE_MAX_CLOCK_SKEW_SECONDS)")
+    assert parts["store"].get("u").last_event_ts == now + 60
+
+    aged = IngestPipeline(parts["store"], lambda: parts["encoder"], parts["catalog"], parts["dead_letters"],
+                          replace(Settings(), max_event_age_days=7), clock=lambda: now)
+    assert aged.process(records([behaviour("old", "v", item_id="1", ts=881250949)])).rejected == 1
+    assert "days old; the limit is 7 days (PULSE_MAX_EVENT_AGE_DAYS)" in parts["dead_letters"].messages[-1]["reason"]
+
+
+def test_any_exception_while_parsing_one_record_parks_it_and_the_batch_goes_on(parts, monkeypatch):
+    """A ts of 5,000 digits used to crash the batch (Python refuses to convert such an integer) instead of
+    reaching the dead-letter queue; so would any surprise of the parser."""
+    huge = b'{"event_id": "e", "user_id": "u", "type": "view", "item_id": "100", "ts": 1' + b"0" * 5000 + b"}"
+    report = pipeline(parts).process(records([huge, behaviour("ok", "u", item_id="100")]))
+    assert (report.accepted, report.rejected, report.failed_sequence_numbers) == (1, 1, [])
+    assert "Exceeds the limit (4300 digits)" in parts["dead_letters"].messages[0]["reason"]
+    assert parts["dead_letters"].messages[0]["data_base64"]
+
+    import pulse.ingest
+
+    real = pulse.ingest.parse_event
+
+    def surprising(payload, limits=None):
+        if payload.get("event_id") == "boom":
+            raise KeyError("a parser bug")
+        return real(payload, limits)
+
+    monkeypatch.setattr(pulse.ingest, "parse_event", surprising)
+    report = pipeline(parts).process(records([behaviour("boom", "u", item_id="100"),
+                                              behaviour("after", "u", item_id="1")], first_sequence=10))
+    assert (report.accepted, report.rejected, report.failed_sequence_numbers) == (1, 1, [])
+    assert parts["dead_letters"].messages[-1]["reason"] == "the record could not be parsed: KeyError: 'a parser bug'"
+
+
+def test_a_record_whose_partition_key_is_not_its_user_id_is_parked_not_dropped_as_redelivered(parts):
+    """The per-shard watermark assumes a user's records are in order: with another partition key, two batches of
+    one shard may run in parallel (ParallelizationFactor > 1), and a later record applied first used to make the
+    earlier one look redelivered."""
+    batch = [StreamRecord.from_lambda(kinesis_record(behaviour("e1", "alice", item_id="100"), 1,
+                                                     partition_key="session-42")),
+             StreamRecord.from_lambda(kinesis_record(behaviour("e2", "alice", item_id="1"), 2))]
+    report = pipeline(parts).process(batch)
+    assert (report.accepted, report.rejected, report.redelivered) == (1, 1, 0)
+    assert parts["dead_letters"].messages[0]["reason"].startswith(
+        "the record's partition key is not its user_id: put each event with PartitionKey = its user_id")
+    decomposed = behaviour("e3", "jose\u0301", item_id="100")  # NFC "josé" is the user; the key must be that
+    report = pipeline(parts).process([StreamRecord.from_lambda(kinesis_record(decomposed, 3,
+                                                                              partition_key="jos\u00e9"))])
+    assert report.accepted == 1 and parts["store"].get("jos\u00e9").event_count == 1
+
+
+def test_a_pretty_printed_record_is_parked_because_the_archive_could_not_read_it_back(parts):
+    pretty = json.dumps(behaviour("e1", "u", item_id="100"), indent=2)
+    report = pipeline(parts).process(records([pretty]))
+    assert report.rejected == 1 and "one line of compact JSON" in parts["dead_letters"].messages[0]["reason"]

@@ -224,7 +224,7 @@ class MeasuredStore:
     def update(self, user_id, mutate, **options):
         from datetime import timedelta
 
-        from pulse.store import _to_item
+        from pulse.store import _to_item, dynamodb_item_bytes
 
         before = self.inner.writes
         result = self.inner.update(user_id, mutate, **options)
@@ -234,28 +234,6 @@ class MeasuredStore:
             self.item_bytes.append(size)
             self.write_units += math.ceil(size / 1024)
         return result
-
-
-def dynamodb_item_bytes(serialized: dict[str, Any]) -> int:
-    """DynamoDB's item size: attribute names plus values (strings and binary by length, numbers ~1 byte per
-    two digits, maps and lists 3 bytes plus 1 per element)."""
-    def value_bytes(value: dict[str, Any]) -> int:
-        (kind, raw), = value.items()
-        if kind == "S":
-            return len(raw.encode("utf-8"))
-        if kind == "B":
-            return len(raw) if isinstance(raw, bytes | bytearray) else len(raw) * 3 // 4
-        if kind == "N":
-            return (len(raw.lstrip("-").replace(".", "").strip("0")) + 1) // 2 + 1
-        if kind in ("BOOL", "NULL"):
-            return 1
-        if kind == "M":
-            return 3 + sum(len(name.encode()) + value_bytes(inner) + 1 for name, inner in raw.items())
-        if kind == "L":
-            return 3 + sum(value_bytes(inner) + 1 for inner in raw)
-        raise ValueError(f"unknown DynamoDB type {kind}")
-
-    return sum(len(name.encode()) + value_bytes(value) for name, value in serialized.items())
 
 
 def ingest_handler(pipeline: Any) -> Callable[[dict], dict]:

@@ -13,15 +13,35 @@ EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "like", "dislike", "s
 TYPES_NEEDING_VALUE = frozenset({"rate"})
 TYPES_NEEDING_TEXT = frozenset({"search"})
 
-MAX_ID_LENGTH = 128
+MAX_ID_BYTES = 128  # UTF-8 bytes, after NFC normalisation
 MAX_TEXT_LENGTH = 2000
 MAX_RECORD_BYTES = 64 * 1024
 # Epoch seconds beyond this are almost surely milliseconds (year 5138).
 MAX_EPOCH_SECONDS = 1e11
+DEFAULT_MAX_CLOCK_SKEW_SECONDS = 300.0
 
 
 class InvalidEvent(ValueError):
     """A record that can never be applied; the message says what was wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimeLimits:
+    """How far an event's ts may be from `now` (the receiving function's clock): at most `max_skew_seconds` in
+    the future and, when `max_age_seconds` is set, at most that old."""
+
+    now: float
+    max_skew_seconds: float = DEFAULT_MAX_CLOCK_SKEW_SECONDS
+    max_age_seconds: float | None = None
+
+    def check(self, seconds: float, raw: Any) -> None:
+        ahead = seconds - self.now
+        if ahead > self.max_skew_seconds:
+            raise InvalidEvent(f"ts {_clip(str(raw))} is {ahead:.0f} s in the future; the limit is "
+                               f"{self.max_skew_seconds:g} s (PULSE_MAX_CLOCK_SKEW_SECONDS)")
+        if self.max_age_seconds is not None and -ahead > self.max_age_seconds:
+            raise InvalidEvent(f"ts {_clip(str(raw))} is {-ahead / 86400:.1f} days old; the limit is "
+                               f"{self.max_age_seconds / 86400:g} days (PULSE_MAX_EVENT_AGE_DAYS)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,15 +62,18 @@ class BehaviourEvent:
 
 
 def decode_record_data(data: bytes) -> dict[str, Any]:
-    """Kinesis record bytes (already base64-decoded) -> JSON object."""
+    """Kinesis record bytes (already base64-decoded) -> JSON object (standard JSON: no NaN or Infinity)."""
     if len(data) > MAX_RECORD_BYTES:
         raise InvalidEvent(f"record is {len(data)} bytes; the limit is {MAX_RECORD_BYTES} bytes")
+    if b"\n" in data.rstrip(b"\r\n") or b"\r" in data.rstrip(b"\r\n"):
+        raise InvalidEvent("record spans several lines (pretty-printed JSON?): the archive keeps one record per "
+                           "line, so send each event as one line of compact JSON")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise InvalidEvent(f"record data is not valid UTF-8 ({error.reason} at byte {error.start})") from None
     try:
-        payload = json.loads(text)
+        payload = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as error:
         raise InvalidEvent(f"record data is not valid JSON: {error.msg} at line {error.lineno} "
                            f"column {error.colno}") from None
@@ -61,8 +84,27 @@ def decode_record_data(data: bytes) -> dict[str, Any]:
     return payload
 
 
-def parse_event(payload: Any) -> BehaviourEvent:
-    """Validate one behaviour event against the contract; raises InvalidEvent naming the field."""
+def encode_event(payload: dict[str, Any], event: BehaviourEvent) -> bytes:
+    """The record to put on the stream for a parsed payload: one line of compact, standard JSON, with the ids
+    as normalised (other fields kept as sent); raises InvalidEvent if it is not JSON or too big."""
+    ids = {name: getattr(event, name) for name in ("event_id", "user_id", "item_id") if name in payload}
+    try:
+        data = json.dumps({**payload, **ids}, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False).encode("utf-8")
+    except ValueError as error:
+        raise InvalidEvent(f"the event is not standard JSON ({error}); NaN and Infinity are not JSON numbers"
+                           ) from None
+    except (TypeError, RecursionError) as error:
+        raise InvalidEvent(f"the event cannot be written as JSON ({type(error).__name__})") from None
+    if len(data) > MAX_RECORD_BYTES:
+        raise InvalidEvent(f"the event is {len(data)} bytes as JSON; the stream's limit is {MAX_RECORD_BYTES} "
+                           "bytes per record")
+    return data
+
+
+def parse_event(payload: Any, limits: TimeLimits | None = None) -> BehaviourEvent:
+    """Validate one behaviour event against the contract; raises InvalidEvent naming the field. With `limits`,
+    an event dated too far in the future (or too long ago) is invalid too."""
     if not isinstance(payload, dict):
         raise InvalidEvent(f"an event must be a JSON object, got {_json_type(payload)}")
     event_id = identifier(payload, "event_id", required=True)
@@ -72,6 +114,8 @@ def parse_event(payload: Any) -> BehaviourEvent:
     text = _text(payload.get("text"))
     value = _value(payload.get("value"))
     ts = parse_timestamp(payload.get("ts"))
+    if limits is not None:
+        limits.check(ts, payload.get("ts"))
     if item_id is None and text is None:
         raise InvalidEvent("an event needs item_id or text (neither was given)")
     if event_type in TYPES_NEEDING_TEXT and text is None:
@@ -113,11 +157,31 @@ def identifier(payload: dict[str, Any], field: str, *, required: bool) -> str | 
         return None
     if not isinstance(raw, str):
         raise InvalidEvent(f"{field} must be a string, got {_json_type(raw)}")
-    if not 1 <= len(raw) <= MAX_ID_LENGTH:
-        raise InvalidEvent(f"{field} must be 1-{MAX_ID_LENGTH} characters, got {len(raw)}")
-    if raw != raw.strip() or any(unicodedata.category(ch)[0] == "C" for ch in raw):
-        raise InvalidEvent(f"{field} '{_clip(raw)}' has leading/trailing spaces or control characters")
-    return raw
+    return normalise_identifier(raw, field)
+
+
+def normalise_identifier(raw: str, field: str) -> str:
+    """An id in NFC (so 'é' and 'e' + combining accent are one id), at most MAX_ID_BYTES in UTF-8, without
+    control, format (e.g. bidi overrides, zero-width) or unassigned characters and surrounding spaces.
+    Reasons never repeat the id (it may be personal)."""
+    for position, char in enumerate(raw):
+        category = unicodedata.category(char)
+        if category[0] == "C":
+            kind = _CATEGORY_NAMES.get(category, "control")
+            name = unicodedata.name(char, "")
+            raise InvalidEvent(f"{field} holds a {kind} character U+{ord(char):04X}{f' ({name})' if name else ''} "
+                               f"at position {position}")
+    if raw != raw.strip():
+        raise InvalidEvent(f"{field} has leading or trailing spaces")
+    value = unicodedata.normalize("NFC", raw)
+    size = len(value.encode("utf-8"))
+    if not 1 <= size <= MAX_ID_BYTES:
+        raise InvalidEvent(f"{field} must be 1-{MAX_ID_BYTES} bytes in UTF-8, got {size}")
+    return value
+
+
+_CATEGORY_NAMES = {"Cc": "control", "Cf": "format (invisible or bidi control)", "Cs": "lone surrogate",
+                   "Co": "private-use", "Cn": "unassigned"}
 
 
 def _event_type(raw: Any) -> str:
@@ -159,6 +223,10 @@ def _float(raw: int | float, field: str) -> float:
         return float(raw)
     except OverflowError:
         raise InvalidEvent(f"{field} is too large a number") from None
+
+
+def _no_constant(name: str) -> float:
+    raise InvalidEvent(f"record data is not standard JSON: {name} is not a JSON number")
 
 
 def _encodable(text: str) -> bool:

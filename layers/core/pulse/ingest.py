@@ -9,6 +9,7 @@ catalogue, DynamoDB, SQS) is reported so Lambda retries from it, and re-applicat
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,7 @@ import numpy as np
 
 from pulse.catalog import CatalogReader
 from pulse.dead_letters import DeadLetter, DeadLetterSink
-from pulse.events import BehaviourEvent, InvalidEvent, decode_record_data, parse_event
+from pulse.events import BehaviourEvent, InvalidEvent, TimeLimits, decode_record_data, parse_event
 from pulse.interest import ApplyResult, EmbeddedEvent, UserInterest, apply_user_events
 from pulse.privacy import user_ref
 from pulse.settings import Settings
@@ -53,9 +54,29 @@ class _Pending:
     event: BehaviourEvent
 
 
+def parse_record(record: StreamRecord, limits: TimeLimits | None) -> BehaviourEvent:
+    """The record's event; its partition key must be its user_id: a user's records then stay in order on one
+    shard, which the per-shard watermark relies on (else a later record applied first hides an earlier one)."""
+    event = parse_event(decode_record_data(record.data), limits)
+    if record.partition_key != event.user_id:
+        raise InvalidEvent("the record's partition key is not its user_id: put each event with PartitionKey = "
+                           "its user_id (in Unicode NFC form), so that a user's events stay in order")
+    return event
+
+
+def describe(error: BaseException) -> str:
+    """The exception's type and the start of its message (never a crash of its own)."""
+    try:
+        message = str(error)
+    except Exception:  # noqa: BLE001 - e.g. an int too long to print
+        message = ""
+    return f"{type(error).__name__}: {message[:200]}" if message else type(error).__name__
+
+
 class IngestPipeline:
     def __init__(self, store: InterestStore, load_embedder: Callable[[], Embedder], catalog: CatalogReader,
-                 dead_letters: DeadLetterSink, settings: Settings):
+                 dead_letters: DeadLetterSink, settings: Settings, clock: Callable[[], float] = time.time):
+        self.clock = clock
         self.store = store
         self._load_embedder = load_embedder
         self._embedder: Embedder | None = None
@@ -69,11 +90,14 @@ class IngestPipeline:
         failed: set[str] = set()
         letters: list[DeadLetter] = []
         valid: list[_Pending] = []
+        limits = self.settings.time_limits(self.clock())
         for record in records:
             try:
-                valid.append(_Pending(record, parse_event(decode_record_data(record.data))))
+                valid.append(_Pending(record, parse_record(record, limits)))
             except InvalidEvent as error:
                 letters.append(DeadLetter(str(error), record))
+            except Exception as error:  # noqa: BLE001 - one record's surprise must not stall the shard
+                letters.append(DeadLetter(f"the record could not be parsed: {describe(error)}", record))
 
         settings = self._serving_settings()
         embedded, unknown, not_embedded = self._embed(valid, report, settings)

@@ -16,12 +16,25 @@ Everything here is pure NumPy: no AWS, no clocks.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from pulse.events import BehaviourEvent
+
+# Bounds of one user's state, so that no user's item can outgrow DynamoDB's 400 KB (README, "Limits": the worst
+# case and its formula; tests/unit/test_state_bounds.py measures it).
+MAX_RECENT_ITEMS = 1000
+MAX_HISTORY_EVENTS = 1000
+MAX_DEDUP_WINDOW = 4096
+MAX_TIME_SCALES = 4
+MAX_SCALE_NAME_BYTES = 32
+MAX_TRACKED_SHARDS = 16
+HISTORY_MAX_BYTES = 192 * 1024  # the history as stored (compact JSON); the oldest entries fold out beyond it
+RECENT_ITEMS_MAX_BYTES = 144 * 1024  # likewise the recent items; the oldest are forgotten beyond it
 
 
 @dataclass(slots=True)
@@ -187,7 +200,7 @@ class InterestSettings:
     half_lives: Mapping[str, float]  # scale name -> half-life in seconds
     recent_items_limit: int = 200
     dedup_window: int = 512
-    max_tracked_shards: int = 16
+    max_tracked_shards: int = MAX_TRACKED_SHARDS
     history_limit: int = 200
     type_weights: TypeWeights = field(default_factory=lambda: TypeWeights(DEFAULT_TYPE_WEIGHTS))
 
@@ -281,7 +294,9 @@ def _extend_history(user: UserInterest, items: Sequence[EmbeddedEvent], settings
         return
     user.history = sorted(user.history + [Engagement(item.event.ts, item.event.item_id, item.event.type,
                                                      item.event.value) for item in items])
-    overflow = len(user.history) - settings.history_limit
+    overflow = max(len(user.history) - settings.history_limit,
+                   _oldest_over_budget([_json_bytes(_history_row(entry)) for entry in user.history],
+                                       HISTORY_MAX_BYTES))
     if overflow <= 0:
         return
     leaving, user.history = user.history[:overflow], user.history[overflow:]
@@ -301,6 +316,8 @@ def _fold(user: UserInterest, times: np.ndarray, weights: np.ndarray, embeddings
             # No state yet, or a vector of another encoder (or written before the residual was text-only).
             state = ScaleState.empty(embeddings.shape[1])
         user.scales[name] = fold_events(state, times, weights, embeddings, half_life)
+    for name in [name for name in user.scales if name not in settings.half_lives]:
+        del user.scales[name]  # a scale no longer served: dead weight in the item
 
 
 def _remember_items(user: UserInterest, fresh: Sequence[EmbeddedEvent], limit: int) -> None:
@@ -308,9 +325,40 @@ def _remember_items(user: UserInterest, fresh: Sequence[EmbeddedEvent], limit: i
         item_id = item.event.item_id
         if item_id is not None:
             user.recent_items[item_id] = max(item.event.ts, user.recent_items.get(item_id, item.event.ts))
-    if len(user.recent_items) > limit:
-        newest = sorted(user.recent_items.items(), key=lambda pair: pair[1], reverse=True)[:limit]
+    newest = sorted(user.recent_items.items(), key=lambda pair: pair[1], reverse=True)[:limit]
+    sizes = [_json_bytes(pair) for pair in reversed(newest)]  # "id":ts, -> about a pair's bytes
+    newest = newest[:len(newest) - _oldest_over_budget(sizes, RECENT_ITEMS_MAX_BYTES)]
+    if len(newest) < len(user.recent_items):
         user.recent_items = dict(newest)
+
+
+def history_json(history: Sequence[Engagement]) -> str:
+    """The history as stored: compact JSON [[ts, item_id, type, value], ...], oldest first."""
+    return json.dumps([_history_row(entry) for entry in history], separators=(",", ":"), ensure_ascii=False)
+
+
+def recent_items_json(recent_items: Mapping[str, float]) -> str:
+    """The recent items as stored: compact JSON {item_id: latest event time}."""
+    return json.dumps(recent_items, separators=(",", ":"), ensure_ascii=False)
+
+
+def _history_row(entry: Engagement) -> list:
+    return [entry.ts, entry.item_id, entry.type, entry.value]
+
+
+def _json_bytes(value: Any) -> int:
+    """UTF-8 bytes of `value` as compact JSON, plus one for the separator."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")) + 1
+
+
+def _oldest_over_budget(sizes: Sequence[int], budget: int) -> int:
+    """How many of the oldest entries (sizes oldest first) must go so that the rest fit in `budget` bytes."""
+    total = 0
+    for kept, size in enumerate(reversed(sizes)):
+        total += size
+        if total > budget:
+            return len(sizes) - kept
+    return 0
 
 
 def _already_applied(user: UserInterest, position: StreamPosition) -> bool:

@@ -55,7 +55,8 @@ def live_catalog() -> LiveCatalog | None:
 
 def interest_store() -> DynamoInterestStore:
     config = settings()
-    return DynamoInterestStore(config.table_name, ttl_days=config.ttl_days, attempts=config.write_attempts)
+    return DynamoInterestStore(config.table_name, ttl_days=config.ttl_days, attempts=config.write_attempts,
+                               tombstone_days=config.tombstone_days)
 
 
 @lru_cache(maxsize=1)
@@ -65,7 +66,7 @@ def ingest_pipeline() -> IngestPipeline:
     dead_letter_queue = config.require("dead_letter_queue_url", "PULSE_DLQ_URL")
     catalog: CatalogReader = live_catalog() or EmptyCatalog()
     return IngestPipeline(store=interest_store(), load_embedder=encoder, catalog=catalog,
-                          dead_letters=SqsDeadLetters(dead_letter_queue), settings=config)
+                          dead_letters=SqsDeadLetters(dead_letter_queue, config.bucket), settings=config)
 
 
 @lru_cache(maxsize=1)
@@ -79,7 +80,8 @@ def api_service() -> RecommendationService:
 
 @lru_cache(maxsize=1)
 def event_publisher() -> EventPublisher:
-    return EventPublisher(settings().require("stream_name", "PULSE_STREAM"))
+    config = settings()
+    return EventPublisher(config.require("stream_name", "PULSE_STREAM"), settings=config)
 
 
 def reset_caches() -> None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -13,7 +12,7 @@ import numpy as np
 from pulse import aws
 from pulse.catalog import CatalogVersion
 from pulse.catalog_store import LiveCatalog
-from pulse.events import InvalidEvent, parse_event
+from pulse.events import InvalidEvent, encode_event, normalise_identifier, parse_event
 from pulse.interest import UserInterest, blend, decay_to
 from pulse.recommend import ScoredItem, recommend, scale_vectors, similar_items, top_k
 from pulse.settings import Settings
@@ -34,6 +33,14 @@ class BadRequest(ValueError):
         self.detail = detail
 
 
+def path_identifier(raw: str, name: str) -> str:
+    """An id from the request path, normalised like the events' ids (NFC, no format characters, bytes)."""
+    try:
+        return normalise_identifier(raw, name)
+    except InvalidEvent as error:
+        raise BadRequest(f"invalid request: {error}") from None
+
+
 def items_json(items: Sequence[ScoredItem]) -> list[dict[str, Any]]:
     return [{"item_id": item.item_id, "score": item.score, "reason": item.reason} for item in items]
 
@@ -48,6 +55,7 @@ class RecommendationService:
 
     def recommendations(self, user_id: str, *, k: int, exclude_seen: bool, category: str | None,
                         at: float | None) -> dict[str, Any]:
+        user_id = path_identifier(user_id, "user_id")
         catalog = self.catalog.current()
         user = self._user(user_id)
         config = self.settings.serving(catalog.learned_settings())
@@ -59,6 +67,7 @@ class RecommendationService:
                 "items": items_json(result.items)}
 
     def similar(self, item_id: str, *, k: int) -> dict[str, Any]:
+        item_id = path_identifier(item_id, "item_id")
         catalog = self.catalog.current()
         if item_id not in catalog.index:
             raise NotFound(f"item '{item_id}' is not in catalogue {catalog.version}")
@@ -66,6 +75,7 @@ class RecommendationService:
                 "items": items_json(similar_items(catalog, item_id, k))}
 
     def profile(self, user_id: str, *, at: float | None = None) -> dict[str, Any]:
+        user_id = path_identifier(user_id, "user_id")
         user = self._user(user_id)
         if user is None:
             raise NotFound(f"user '{user_id}' has no recorded behaviour")
@@ -94,6 +104,7 @@ class RecommendationService:
     def forget(self, user_id: str) -> dict[str, Any]:
         """A tombstone is written even when nothing is known yet (events in flight stay out); `forgotten` says
         whether there was state to forget."""
+        user_id = path_identifier(user_id, "user_id")
         return {"user_id": user_id, "forgotten": self.store.delete(user_id)}
 
     def _user(self, user_id: str) -> UserInterest | None:
@@ -151,6 +162,8 @@ class EventPublisher:
 
     stream_name: str
     attempts: int = 4
+    settings: Settings = field(default_factory=Settings)  # the clock skew and age limits
+    clock: Callable[[], float] = time.time
 
     def publish(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict) or not isinstance(body.get("events"), list):
@@ -162,14 +175,15 @@ class EventPublisher:
             raise BadRequest(f"{len(events)} events; the limit is {MAX_EVENTS_PER_REQUEST} per request")
         rejected: list[dict[str, Any]] = []
         accepted: list[tuple[int, dict[str, Any]]] = []
+        limits = self.settings.time_limits(self.clock())
         for index, payload in enumerate(events):
             try:
-                event = parse_event(payload)
+                event = parse_event(payload, limits)
+                data = encode_event(payload, event)  # one line of standard JSON, ids normalised, within 64 KiB
             except InvalidEvent as error:
                 rejected.append({"index": index, "error": str(error)})
                 continue
-            accepted.append((index, {"PartitionKey": event.user_id,
-                                     "Data": json.dumps(payload).encode("ascii")}))
+            accepted.append((index, {"PartitionKey": event.user_id, "Data": data}))
         failed = self._put(accepted) if accepted else {}
         rejected.extend({"index": index, "error": f"not stored, retry later: {error}"}
                         for index, error in failed.items())

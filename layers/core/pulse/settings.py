@@ -92,6 +92,12 @@ class Settings:
                                 dedup_window=self.dedup_window, history_limit=self.history_limit,
                                 type_weights=self.type_weights)
 
+    @property
+    def tombstone_days(self) -> float:
+        """How long a deleted user's tombstone is kept: while an event dated before the deletion can still be
+        accepted (MaxEventAgeDays, plus a day for the functions' clocks), else InactiveUserTtlDays."""
+        return self.max_event_age_days + 1 if self.max_event_age_days > 0 else self.ttl_days
+
     def time_limits(self, now: float) -> TimeLimits:
         """How far from `now` (this function's clock) an event may be dated."""
         return TimeLimits(now, self.max_clock_skew_seconds,

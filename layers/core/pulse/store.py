@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from pynamodb.attributes import (
@@ -30,7 +30,7 @@ from pynamodb.attributes import (
 from pynamodb.exceptions import DoesNotExist, PutError
 from pynamodb.models import Model
 
-from pulse.interest import Engagement, ScaleState, UserInterest, forget_user
+from pulse.interest import Engagement, ScaleState, UserInterest, forget_user, history_json, recent_items_json
 
 
 class Outcome(Protocol):
@@ -110,9 +110,10 @@ def user_interest_model(table_name: str) -> type[UserInterestItem]:
 
 class DynamoInterestStore:
     def __init__(self, table_name: str, *, ttl_days: float, attempts: int = 6,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, tombstone_days: float | None = None):
         self.model = user_interest_model(table_name)
         self.ttl = timedelta(days=ttl_days)
+        self.tombstone_ttl = timedelta(days=ttl_days if tombstone_days is None else tombstone_days)
         self.attempts = attempts
         self.clock = clock
         self.conflicts = 0
@@ -133,7 +134,7 @@ class DynamoInterestStore:
 
     def _write(self, user: UserInterest, attempt: int) -> bool:
         try:
-            _to_item(self.model, user, self.clock(), self.ttl).save()  # conditional on the version we read
+            _to_item(self.model, user, self.clock(), self.ttl, self.tombstone_ttl).save()  # conditional on version
             return True
         except PutError as error:
             if error.cause_response_code not in RETRYABLE_WRITE_ERRORS:
@@ -143,7 +144,7 @@ class DynamoInterestStore:
             return False
 
     def delete(self, user_id: str) -> bool:
-        """The tombstone lives as long as any item: `ttl_days` after its last write."""
+        """The tombstone expires `tombstone_days` after the deletion (a returning user's item not before)."""
         return self.update(user_id, lambda user: forget_user(user, self.clock())).had_state
 
 
@@ -190,26 +191,57 @@ def _to_domain(item: UserInterestItem) -> UserInterest:
     )
 
 
-def _to_item(model: type[UserInterestItem], user: UserInterest, now: float, ttl: timedelta) -> UserInterestItem:
+def _to_item(model: type[UserInterestItem], user: UserInterest, now: float, ttl: timedelta,
+             tombstone_ttl: timedelta | None = None) -> UserInterestItem:
     item = model(
         user.user_id,
         scales=[ScaleAttribute(name=name, vector=state.vector.astype("<f4").tobytes(), t=state.t)
                 for name, state in user.scales.items()],
-        recent_items=json.dumps(user.recent_items, separators=(",", ":")) if user.recent_items else None,
-        history=json.dumps([[e.ts, e.item_id, e.type, e.value] for e in user.history], separators=(",", ":"),
-                           ensure_ascii=False) if user.history else None,
+        recent_items=recent_items_json(user.recent_items) if user.recent_items else None,
+        history=history_json(user.history) if user.history else None,
         recent_event_ids=b"".join(user.recent_event_ids) or None,
         applied_sequence=MapAttribute(**user.applied_sequence),
         event_count=user.event_count,
         first_event_ts=user.first_event_ts,
         last_event_ts=user.last_event_ts,
         updated_at=now,
-        expires_at=datetime.fromtimestamp(now, tz=UTC) + ttl,
+        expires_at=_expiry(user, now, ttl, ttl if tombstone_ttl is None else tombstone_ttl),
         forgotten_at=user.forgotten_at,
     )
     if user.version is not None:
         item.version = user.version  # PynamoDB then writes only if the stored version is still this one
     return item
+
+
+def dynamodb_item_bytes(serialized: dict[str, Any]) -> int:
+    """DynamoDB's item size of a serialized item (PynamoDB's `serialize()`), by AWS's rules: attribute names
+    plus values (strings UTF-8 and binary by length, numbers 1 byte per two significant digits plus 1, maps and
+    lists 3 bytes plus 1 per element, map keys counted like names)."""
+    def value_bytes(value: dict[str, Any]) -> int:
+        (kind, raw), = value.items()
+        if kind == "S":
+            return len(raw.encode("utf-8"))
+        if kind == "B":
+            return len(raw) if isinstance(raw, bytes | bytearray) else len(raw) * 3 // 4
+        if kind == "N":
+            return (len(raw.lstrip("-").replace(".", "").strip("0")) + 1) // 2 + 1
+        if kind in ("BOOL", "NULL"):
+            return 1
+        if kind == "M":
+            return 3 + sum(len(name.encode()) + value_bytes(inner) + 1 for name, inner in raw.items())
+        if kind == "L":
+            return 3 + sum(value_bytes(inner) + 1 for inner in raw)
+        raise ValueError(f"unknown DynamoDB type {kind}")
+
+    return sum(len(name.encode()) + value_bytes(value) for name, value in serialized.items())
+
+
+def _expiry(user: UserInterest, now: float, ttl: timedelta, tombstone_ttl: timedelta) -> datetime:
+    """An active user: `ttl` after this write; a tombstone: `tombstone_ttl` after the deletion; both: the later."""
+    expiries = [datetime.fromtimestamp(now, tz=UTC) + ttl] if user.has_state or user.forgotten_at is None else []
+    if user.forgotten_at is not None:
+        expiries.append(datetime.fromtimestamp(user.forgotten_at, tz=UTC) + tombstone_ttl)
+    return max(expiries)
 
 
 # --- In memory (unit tests, benchmarks) -----------------------------------------------------------
