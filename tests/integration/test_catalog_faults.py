@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
+from pulse import aws
 from pulse.catalog_store import S3CatalogRepository
 from pulse.runtime import live_catalog
 from tests.builders import behaviour, kinesis_event
@@ -200,3 +201,24 @@ def test_a_catalogue_upload_with_huge_non_finite_or_deep_values_is_rejected_with
     assert "Exceeds the limit" in report["problems"][1][1] and "nested too deeply" in report["problems"][2][1]
     assert "NaN is not a finite number" in report["problems"][3][1]
     assert "Contents" not in bucket.s3.list_objects_v2(Bucket=bucket.name, Prefix="catalog/")
+
+
+def test_with_listing_limited_to_the_catalogue_prefix_a_missing_key_still_reads_as_missing(stack, api,
+                                                                                           catalog_function):
+    """IAM as deployed: s3:ListBucket only under catalog/*, so S3 answers GetObject of a missing key with
+    AccessDenied (not NoSuchKey). A fresh deployment still says 'nothing published' and publishing still works."""
+    s3 = aws.client("s3")
+    real_get = s3.get_object
+
+    def get_as_deployed(**request):
+        try:
+            return real_get(**request)
+        except s3.exceptions.NoSuchKey:
+            raise access_denied() from None
+
+    with mock.patch.object(s3, "get_object", side_effect=get_as_deployed):
+        status, answer = api("GET", "/users/u/recommendations")
+        assert status == 503 and answer["error"].startswith("no catalogue has been published yet")
+        (entry,) = upload_catalog(stack, catalog_function, catalog_lines())["results"]
+        assert entry["status"] == "published"
+        assert api("GET", "/users/u/recommendations")[1]["catalog_version"] == entry["version"]

@@ -10,7 +10,7 @@ import pytest
 from pulse.local.template import TemplateResolver, load_template
 
 TEMPLATE = load_template(Path(__file__).resolve().parents[2] / "template.yaml")
-DATA_SERVICES = ("dynamodb", "s3", "kinesis", "sqs", "firehose")
+DATA_SERVICES = ("dynamodb", "s3", "kinesis", "sqs", "firehose", "secretsmanager")
 
 
 def allow_statements(template):
@@ -58,6 +58,9 @@ def security_findings(template) -> list[str]:
         if data_actions:
             findings += [f"{where}: wildcard resource {resource} for {', '.join(data_actions)}"
                          for resource in as_list(statement.get("Resource", [])) if wildcard_resource(resource)]
+        if "s3:ListBucket" in actions and not prefixes_listed(statement):
+            findings.append(f"{where}: s3:ListBucket without an s3:prefix condition")
+    findings += operations_findings(template)
     for logical_id, resource in template["Resources"].items():
         kind, properties = resource["Type"], resource.get("Properties") or {}
         encrypted = {
@@ -75,6 +78,60 @@ def security_findings(template) -> list[str]:
                 findings.append(f"{logical_id}: public access not blocked")
             if not denies_plain_http(template, logical_id):
                 findings.append(f"{logical_id}: no bucket policy denying non-TLS access")
+    return findings
+
+
+def prefixes_listed(statement) -> bool:
+    """Listing is allowed under named prefixes only (each a `folder/*` pattern)."""
+    prefixes = as_list(((statement.get("Condition") or {}).get("StringLike") or {}).get("s3:prefix") or [])
+    return bool(prefixes) and all(isinstance(p, str) and p.endswith("/*") and len(p) > 2 for p in prefixes)
+
+
+def operations_findings(template) -> list[str]:
+    """Every function has a log group with a retention, and Errors and Throttles alarms; every alarm notifies;
+    the ingest has reserved concurrency and an iterator-age alarm; the DLQ, the API's 5xx and Firehose delivery
+    are watched."""
+    resources = template["Resources"]
+    findings = []
+    functions = [name for name, r in resources.items() if r["Type"] == "AWS::Serverless::Function"]
+    log_groups = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Logs::LogGroup"]
+    alarms = {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    for name, alarm in alarms.items():
+        if not alarm.get("AlarmActions"):
+            findings.append(f"{name}: an alarm with no AlarmActions (nobody is told)")
+
+    def watched(namespace, metric, dimension_value=None) -> bool:
+        return any(a.get("Namespace") == namespace and a.get("MetricName") == metric and a.get("AlarmActions")
+                   and (dimension_value is None or dimension_value in [d["Value"] for d in a.get("Dimensions", [])])
+                   for a in alarms.values())
+
+    for function in functions:
+        group = [g for g in log_groups if g.get("LogGroupName") == {"Fn::Sub": f"/aws/lambda/${{{function}}}"}]
+        if not group:
+            findings.append(f"{function}: no log group /aws/lambda/<function> (Lambda's own never expires)")
+        elif any(not g.get("RetentionInDays") for g in group):
+            findings.append(f"{function}: its log group has no RetentionInDays")
+        for metric in ("Errors", "Throttles"):
+            if not watched("AWS/Lambda", metric, {"Ref": function}):
+                findings.append(f"{function}: no {metric} alarm")
+    stream_consumers = [name for name in functions if any(
+        event["Type"] == "Kinesis" for event in (resources[name]["Properties"].get("Events") or {}).values())]
+    for function in stream_consumers:
+        if not resources[function]["Properties"].get("ReservedConcurrentExecutions"):
+            findings.append(f"{function}: reads the stream without reserved concurrency")
+        if not watched("AWS/Lambda", "IteratorAge", {"Ref": function}):
+            findings.append(f"{function}: no IteratorAge alarm")
+    for kind, namespace, metric, what in (
+            ("AWS::SQS::Queue", "AWS/SQS", "ApproximateNumberOfMessagesVisible", "depth"),
+            ("AWS::KinesisFirehose::DeliveryStream", "AWS/Firehose", "DeliveryToS3.Success", "delivery"),
+            ("AWS::ApiGatewayV2::Api", "AWS/ApiGateway", "5xx", "5xx")):
+        for name in (n for n, r in resources.items() if r["Type"] == kind):
+            reference = {"Fn::GetAtt": [name, "QueueName"]} if kind == "AWS::SQS::Queue" else {"Ref": name}
+            if not watched(namespace, metric, reference):
+                findings.append(f"{name}: no {what} alarm")
+    for name, topic in ((n, r["Properties"]) for n, r in resources.items() if r["Type"] == "AWS::SNS::Topic"):
+        if not topic.get("KmsMasterKeyId") or topic["KmsMasterKeyId"] == "alias/aws/sns":
+            findings.append(f"{name}: an SNS topic not encrypted with a key CloudWatch may use")
     return findings
 
 
@@ -106,6 +163,16 @@ def first_statement(resources, function):
     return resources[function]["Properties"]["Policies"][0]["Statement"][0]
 
 
+def statement(resources, owner, sid):
+    """The statement with this Sid in a function's or a role's inline policies."""
+    properties = resources[owner]["Properties"]
+    for policy in properties["Policies"]:
+        for found in policy.get("PolicyDocument", policy)["Statement"]:
+            if found.get("Sid") == sid:
+                return found
+    raise KeyError(f"{owner} has no statement {sid}")
+
+
 @pytest.mark.parametrize(("edit", "finding"), [
     (lambda r: first_statement(r, "IngestFunction").update(Action=["dynamodb:*"]), "wildcard action dynamodb:*"),
     (lambda r: first_statement(r, "ApiFunction").update(Action="*"), "wildcard action *"),
@@ -121,6 +188,24 @@ def first_statement(resources, function):
     (lambda r: r["CatalogBucket"]["Properties"]["PublicAccessBlockConfiguration"].update(BlockPublicPolicy=False),
      "CatalogBucket: public access not blocked"),
     (lambda r: r.pop("CatalogBucketPolicy"), "CatalogBucket: no bucket policy denying non-TLS access"),
+    (lambda r: first_statement(r, "IngestFunction").update(Resource="*", Action=["secretsmanager:GetSecretValue"]),
+     "wildcard resource * for secretsmanager:GetSecretValue"),
+    (lambda r: statement(r, "ApiFunction", "ListForMissingKeys").pop("Condition"),
+     "ApiFunction: s3:ListBucket without an s3:prefix condition"),
+    (lambda r: statement(r, "ArchiveRole", "ListTheArchive")["Condition"]["StringLike"].update({"s3:prefix": "*"}),
+     "ArchiveRole: s3:ListBucket without an s3:prefix condition"),
+    (lambda r: r.pop("TrainFunctionLogs"), "TrainFunction: no log group"),
+    (lambda r: r["ApiFunctionLogs"]["Properties"].pop("RetentionInDays"), "ApiFunction: its log group has no Retention"),
+    (lambda r: r["DeadLettersAlarm"]["Properties"].pop("AlarmActions"), "DeadLettersAlarm: an alarm with no AlarmActions"),
+    (lambda r: r.pop("DeadLettersAlarm"), "DeadLetterQueue: no depth alarm"),
+    (lambda r: r.pop("IngestIteratorAgeAlarm"), "IngestFunction: no IteratorAge alarm"),
+    (lambda r: r.pop("Api5xxAlarm"), "HttpApi: no 5xx alarm"),
+    (lambda r: r.pop("ArchiveDeliveryAlarm"), "ArchiveDeliveryStream: no delivery alarm"),
+    (lambda r: r.pop("CatalogThrottlesAlarm"), "CatalogFunction: no Throttles alarm"),
+    (lambda r: r.pop("IngestErrorsAlarm"), "IngestFunction: no Errors alarm"),
+    (lambda r: r["IngestFunction"]["Properties"].pop("ReservedConcurrentExecutions"),
+     "IngestFunction: reads the stream without reserved concurrency"),
+    (lambda r: r["AlarmTopic"]["Properties"].update(KmsMasterKeyId="alias/aws/sns"), "AlarmTopic: an SNS topic not"),
 ])
 def test_each_rule_catches_its_mistake(edit, finding):
     assert any(finding in line for line in damaged(edit)), damaged(edit)
@@ -187,3 +272,31 @@ def test_inactive_users_expire_by_ttl_and_traces_do_not_keep_responses():
     assert TEMPLATE["Parameters"]["InactiveUserTtlDays"]["Default"] > 0
     environment = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
     assert environment["POWERTOOLS_TRACER_CAPTURE_RESPONSE"] == "false"  # X-Ray would store user ids
+
+
+def test_the_alarms_notify_a_topic_an_email_can_subscribe_to_and_logs_expire():
+    parameters = TEMPLATE["Parameters"]
+    assert parameters["AlarmEmail"]["Default"] == ""
+    subscription = TEMPLATE["Resources"]["AlarmEmailSubscription"]
+    assert subscription["Condition"] == "SubscribeAlarmEmail" and subscription["Properties"]["Protocol"] == "email"
+    assert TEMPLATE["Conditions"]["SubscribeAlarmEmail"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]}
+    assert parameters["LogRetentionDays"]["Default"] == 30 and 30 in parameters["LogRetentionDays"]["AllowedValues"]
+    ingest = TEMPLATE["Resources"]["IngestFunction"]["Properties"]
+    assert ingest["ReservedConcurrentExecutions"] == {"Fn::If": ["ReservePerShard", {"Ref": "ShardCount"},
+                                                                 {"Ref": "IngestReservedConcurrency"}]}
+    assert ingest["Events"]["Behaviour"]["Properties"]["ParallelizationFactor"] == 1  # one per shard suffices
+
+
+def test_the_archive_expires_and_pulse_forget_covers_every_prefix_raw_events_are_written_to():
+    from pulse.archive import RAW_EVENT_PREFIXES
+
+    retention = TEMPLATE["Parameters"]["ArchiveRetentionDays"]
+    assert retention["MinValue"] == 1 and retention["MaxValue"] >= retention["Default"]
+    assert retention["Default"] > TEMPLATE["Parameters"]["TrainingDays"]["Default"]  # the training window fits
+    rules = TEMPLATE["Resources"]["CatalogBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    expiry = next(rule for rule in rules if rule.get("ExpirationInDays") == {"Ref": "ArchiveRetentionDays"})
+    assert expiry["Status"] == "Enabled" and expiry["NoncurrentVersionExpiration"]["NoncurrentDays"] <= 1
+    firehose = TEMPLATE["Resources"]["ArchiveDeliveryStream"]["Properties"]["ExtendedS3DestinationConfiguration"]
+    for written in (firehose["Prefix"], firehose["ErrorOutputPrefix"]):
+        assert written.startswith(expiry["Prefix"]), f"{written} never expires"
+        assert written.startswith(RAW_EVENT_PREFIXES), f"pulse forget does not read {written}"

@@ -171,8 +171,21 @@ class S3CatalogRepository:
             return s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except s3.exceptions.NoSuchKey:
             return None
-        except (BotoCoreError, ClientError) as error:
+        except ClientError as error:
+            # Listing is granted under the catalogue prefix only, so S3 may answer a missing key with AccessDenied
+            # rather than NoSuchKey: a listing of that prefix tells which.
+            if error.response.get("Error", {}).get("Code") in ("AccessDenied", "403") and not self._exists(key):
+                return None
             raise CatalogStoreError(f"reading s3://{self.bucket}/{key} failed: {error}") from error
+        except BotoCoreError as error:
+            raise CatalogStoreError(f"reading s3://{self.bucket}/{key} failed: {error}") from error
+
+    def _exists(self, key: str) -> bool:
+        try:
+            listed = aws.client("s3").list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
+        except (BotoCoreError, ClientError) as error:
+            raise CatalogStoreError(f"listing s3://{self.bucket}/{key} failed: {error}") from error
+        return any(entry["Key"] == key for entry in listed.get("Contents", []))
 
     def _put(self, key: str, body: bytes) -> None:
         aws.client("s3").put_object(Bucket=self.bucket, Key=key, Body=body)

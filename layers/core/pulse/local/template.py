@@ -19,7 +19,7 @@ PLAYED_LOCALLY = frozenset({
     "AWS::ApiGatewayV2::Api", "AWS::ApiGatewayV2::Integration", "AWS::ApiGatewayV2::Authorizer",
     "AWS::ApiGatewayV2::Route", "AWS::ApiGatewayV2::Stage", "AWS::Lambda::Permission",
     "AWS::KinesisFirehose::DeliveryStream", "AWS::IAM::Role", "AWS::Logs::LogGroup", "AWS::SNS::Topic",
-    "AWS::SNS::Subscription",
+    "AWS::SNS::Subscription", "AWS::SNS::TopicPolicy", "AWS::KMS::Key",
 })
 PROVISIONED = frozenset({"AWS::Kinesis::Stream", "AWS::DynamoDB::Table", "AWS::SQS::Queue", "AWS::S3::Bucket",
                          "AWS::S3::BucketPolicy", "AWS::SecretsManager::Secret"})
