@@ -82,10 +82,17 @@ def main(argv: list[str] | None = None) -> int:
     trainer.add_argument("--force", action="store_true",
                          help="publish even with too little data or a candidate worse than the serving version")
 
-    forget = commands.add_parser("forget", help="erase users from the event archive (DELETE /users/{id} erases "
-                                                "their live state)")
+    forget = commands.add_parser("forget", help="erase users from the event archive and its error output, every "
+                                                "object version (DELETE /users/{id} erases their live state)")
     forget.add_argument("user_ids", nargs="+", metavar="USER_ID")
     forget.add_argument("--bucket", help="archive bucket (default: $PULSE_BUCKET, else the local stack's)")
+
+    dlq = commands.add_parser("dlq", help="the dead-letter queue").add_subparsers(dest="action", required=True)
+    replay = dlq.add_parser("replay", help="put the parked records (after a fix) back on the stream as new records; "
+                                           "each event is applied once; records still invalid stay parked")
+    replay.add_argument("--queue-url", help="default: $PULSE_DLQ_URL, else the local stack's")
+    replay.add_argument("--stream", help="default: $PULSE_STREAM, else the local stack's")
+    replay.add_argument("--max", type=int, help="replay at most this many messages")
 
     commands.add_parser("soak", help="sustained load on the local stack, then reconcile (.pulse/soak.json)",
                         add_help=False)
@@ -116,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         return train(args)
     if args.command == "forget":
         return forget_users(args)
+    if args.command == "dlq":
+        return replay_dead_letters(args)
     return 2
 
 
@@ -152,14 +161,30 @@ def train(args: argparse.Namespace) -> int:
 
 
 def forget_users(args: argparse.Namespace) -> int:
-    from pulse.archive import erase_users
+    from pulse.archive import RAW_EVENT_PREFIXES, erase_users
 
     bucket = target_bucket(args.bucket)
     stats = erase_users(bucket, set(args.user_ids))
-    print(f"archive of s3://{bucket}: {stats.objects_read} objects read, {stats.objects_rewritten} rewritten without "
-          f"{stats.lines_removed} lines of {len(args.user_ids)} user(s); {stats.old_versions_deleted} earlier "
-          "object versions deleted")
+    print(f"s3://{bucket} ({', '.join(RAW_EVENT_PREFIXES)}): {stats.versions_read} object versions read, "
+          f"{stats.objects_rewritten} objects rewritten, {stats.lines_removed} lines of {len(args.user_ids)} "
+          f"user(s) removed; {stats.versions_deleted} object versions holding them deleted")
     return 0
+
+
+def replay_dead_letters(args: argparse.Namespace) -> int:
+    import time
+
+    from pulse.dead_letters import replay_dead_letters as replay
+    from pulse.settings import Settings
+
+    queue = local_target(args.queue_url, "PULSE_DLQ_URL", "dlq", "--queue-url")
+    stream = local_target(args.stream, "PULSE_STREAM", "stream", "--stream")
+    report = replay(queue, stream, limits=Settings.from_env().time_limits(time.time()), max_messages=args.max)
+    for problem in report.problems:
+        print(f"kept: {problem}", file=sys.stderr)
+    print(f"{report.messages} dead letters read: {report.resubmitted} records put back on {stream} as new records "
+          f"({report.replayed_messages} messages deleted), {report.kept} kept in the queue")
+    return 0 if report.kept == 0 else 1
 
 
 def local_up(args: argparse.Namespace) -> int:
@@ -211,17 +236,23 @@ def local_token(args: argparse.Namespace) -> int:
 
 def target_bucket(explicit: str | None) -> str:
     """--bucket, else $PULSE_BUCKET, else the running local stack's (its endpoint then becomes the default)."""
-    bucket = explicit or os.environ.get("PULSE_BUCKET")
-    if bucket:
-        return bucket
+    return local_target(explicit, "PULSE_BUCKET", "bucket", "--bucket")
+
+
+def local_target(explicit: str | None, variable: str, key: str, option: str) -> str:
+    """The option, else the environment variable, else the running local stack's resource (its endpoint then
+    becomes the default)."""
+    value = explicit or os.environ.get(variable)
+    if value:
+        return value
     if LOCAL_RUNTIME_FILE.is_file():
         local = json.loads(LOCAL_RUNTIME_FILE.read_text())
         os.environ.setdefault("AWS_ENDPOINT_URL", local["aws_endpoint"])
         os.environ.setdefault("AWS_DEFAULT_REGION", local["region"])
-        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            os.environ.setdefault(key, "pulse-local")
-        return local["bucket"]
-    raise SystemExit("no bucket: pass --bucket, set PULSE_BUCKET, or start the local stack (make local)")
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            os.environ.setdefault(name, "pulse-local")
+        return local[key]
+    raise SystemExit(f"no {key}: pass {option}, set {variable}, or start the local stack (make local)")
 
 
 def catalog_build(args: argparse.Namespace) -> int:

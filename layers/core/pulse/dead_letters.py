@@ -10,10 +10,11 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pulse import aws
+from pulse.events import InvalidEvent, TimeLimits, encode_event, parse_event
 from pulse.stream import StreamRecord
 
 # SQS allows 256 KiB per message (body and attributes) and per batch: a body above MAX_MESSAGE_BYTES carries its
@@ -154,3 +155,144 @@ def _chunks(bodies: Sequence[tuple[DeadLetter, str]]) -> list[list[tuple[DeadLet
         chunks[-1].append((letter, body))
         size += len(body)
     return chunks
+
+
+# --- Replay -------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReplayReport:
+    messages: int = 0  # read from the queue
+    resubmitted: int = 0  # records put on the stream again, as new records
+    replayed_messages: int = 0  # deleted from the queue: every record of theirs is back on the stream
+    kept: int = 0  # left in the queue (still invalid, or their records could not be recovered)
+    problems: list[str] = field(default_factory=list)
+
+
+def replay_dead_letters(queue_url: str, stream_name: str, *, limits: TimeLimits | None = None,
+                        max_messages: int | None = None, visibility_seconds: int = 300) -> ReplayReport:
+    """Put the records of the dead-letter queue back on the stream as NEW records (the stream's watermark would
+    skip them at their old sequence numbers), each as one compact JSON line with PartitionKey = its user_id, then
+    delete their messages. The ingest applies each event once: its event_id de-duplication drops any that had
+    been applied already. A parked record that is still invalid stays in the queue, with the reason reported.
+
+    Both kinds of message are replayed: the ingest's parked records (payload inline or in the bucket) and the
+    event source mapping's batch coordinates (read back from the stream while it still holds them)."""
+    sqs, kinesis = aws.client("sqs"), aws.client("kinesis")
+    report = ReplayReport()
+    while max_messages is None or report.messages < max_messages:
+        batch = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=0, VisibilityTimeout=visibility_seconds,
+                                    MaxNumberOfMessages=min(10, (max_messages or 10) - report.messages)
+                                    ).get("Messages", [])
+        if not batch:
+            break
+        for message in batch:
+            report.messages += 1
+            try:
+                entries = _replayable(json.loads(message["Body"]), stream_name, limits)
+            except ReplayRefused as error:
+                report.kept += 1
+                report.problems.append(f"message {message['MessageId']}: {error}")
+                continue
+            refused = _put_all(kinesis, stream_name, entries)
+            if refused:
+                report.kept += 1
+                report.problems.append(f"message {message['MessageId']}: the stream refused {refused} record(s); "
+                                       "kept for a later replay")
+                continue
+            report.resubmitted += len(entries)
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+            report.replayed_messages += 1
+    return report
+
+
+class ReplayRefused(ValueError):
+    """A message whose records cannot be put back (yet); the message says why."""
+
+
+def _replayable(body: dict[str, Any], stream_name: str, limits: TimeLimits | None) -> list[dict[str, Any]]:
+    """-> PutRecords entries for the message's records."""
+    if "KinesisBatchInfo" in body:  # the event source mapping gave up on this batch: every record of it
+        entries = []
+        for data in _records_of_batch(body["KinesisBatchInfo"], stream_name):
+            try:
+                entries.append(_entry(data, limits))
+            except InvalidEvent:
+                continue  # never applicable: the ingest would only park it
+        return entries
+    if body.get("source") != SOURCE:
+        raise ReplayRefused("not a Pulse dead letter")
+    try:
+        return [_entry(_parked_bytes(body), limits)]
+    except InvalidEvent as error:
+        raise ReplayRefused(f"still invalid: {error}") from None
+
+
+def _entry(data: bytes, limits: TimeLimits | None) -> dict[str, Any]:
+    """A record as the ingest wants it: its event re-written as one compact JSON line, keyed by its user_id. Only
+    what a replay can mend is mended (line breaks, the partition key); the event must be valid as it is."""
+    try:
+        payload = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+    except InvalidEvent:
+        raise
+    except Exception as error:  # noqa: BLE001 - not JSON, not UTF-8, too deep, too long a number
+        raise InvalidEvent(f"the record is not UTF-8 JSON ({type(error).__name__})") from None
+    event = parse_event(payload, limits)
+    return {"PartitionKey": event.user_id, "Data": encode_event(payload, event)}
+
+
+def _refuse_constant(name: str) -> float:
+    raise InvalidEvent(f"{name} is not a JSON number")
+
+
+def _parked_bytes(body: dict[str, Any]) -> bytes:
+    if body.get("payload_location"):
+        bucket, _, key = body["payload_location"].removeprefix("s3://").partition("/")
+        try:
+            return aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+        except Exception as error:  # noqa: BLE001 - e.g. expired with the bucket's lifecycle
+            raise ReplayRefused(f"its payload {body['payload_location']} cannot be read ({type(error).__name__})"
+                                ) from None
+    if body.get("truncated"):
+        raise ReplayRefused("its payload was truncated (too big for a message, and no bucket was configured)")
+    return base64.b64decode(body.get("data_base64", ""))
+
+
+def _records_of_batch(info: dict[str, Any], stream_name: str) -> list[bytes]:
+    """The records between the batch's first and last sequence numbers, read from the stream."""
+    kinesis = aws.client("kinesis")
+    try:
+        iterator = kinesis.get_shard_iterator(StreamName=stream_name, ShardId=info["shardId"],
+                                              ShardIteratorType="AT_SEQUENCE_NUMBER",
+                                              StartingSequenceNumber=info["startSequenceNumber"])["ShardIterator"]
+    except Exception as error:  # noqa: BLE001 - the stream no longer holds them (24 h retention)
+        raise ReplayRefused(f"the batch's records cannot be read from the stream ({type(error).__name__})") from None
+    last, wanted = int(info["endSequenceNumber"]), int(info.get("batchSize") or 0)
+    found: list[bytes] = []
+    while iterator:
+        response = kinesis.get_records(ShardIterator=iterator, Limit=1000)
+        for record in response["Records"]:
+            if int(record["SequenceNumber"]) > last:
+                return found
+            found.append(record["Data"])
+        if not response["Records"] or (wanted and len(found) >= wanted):
+            break
+        iterator = response.get("NextShardIterator")
+    if not found:
+        raise ReplayRefused("the batch's records are no longer on the stream")
+    return found
+
+
+def _put_all(kinesis: Any, stream_name: str, entries: list[dict[str, Any]], attempts: int = 4) -> int:
+    """PutRecords (500 at a time), re-putting what Kinesis refused; -> how many were refused in the end."""
+    refused = 0
+    for start in range(0, len(entries), 500):
+        pending = entries[start:start + 500]
+        for attempt in range(attempts):
+            results = kinesis.put_records(StreamName=stream_name, Records=pending)["Records"]
+            pending = [entry for entry, result in zip(pending, results, strict=True) if "ErrorCode" in result]
+            if not pending:
+                break
+            time.sleep(0.05 * 2**attempt)
+        refused += len(pending)
+    return refused
