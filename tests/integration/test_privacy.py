@@ -1,6 +1,7 @@
 """Personal data: user ids never reach the logs in clear text at INFO (a keyed hash does), and
 DELETE /users/{user_id} forgets everything Pulse keeps about a user."""
 
+import base64
 import datetime as dt
 import gzip
 import io
@@ -166,11 +167,78 @@ def test_pulse_forget_erases_users_from_the_archive_and_its_earlier_versions(sta
                   Body=gzip.compress(json.dumps(behaviour("b9", "bob", item_id="m2")).encode()))
 
     assert main(["forget", PERSON, "--bucket", bucket]) == 0
-    assert "3 objects read, 1 rewritten without 3 lines" in capsys.readouterr().out
+    assert "3 object versions read, 0 objects rewritten, 3 lines of 1 user(s) removed; 1 object versions holding " \
+           "them deleted" in capsys.readouterr().out  # part-1 held only her lines: gone, every version
     remaining = list(read_archive(bucket, dt.date(2026, 11, 20), dt.date(2026, 11, 21)))
     assert sorted(event.event_id for event in remaining) == ["a1", "a3", "b9"]
     versions = s3.list_object_versions(Bucket=bucket, Prefix="archive/")
-    assert len(versions["Versions"]) == 3  # the rewritten objects' earlier versions are gone too
+    assert len(versions["Versions"]) == 2 and "DeleteMarkers" not in versions
     for version in versions["Versions"]:
         body = s3.get_object(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])["Body"].read()
         assert PERSON.encode() not in gzip.decompress(body)
+
+
+def test_pulse_forget_covers_every_prefix_line_format_and_deleted_objects(stack, capsys):
+    bucket = stack.name_of("AWS::S3::Bucket")
+    s3 = stack.client("s3")
+    zoe = "zoe\u0308"  # asked for in decomposed form, archived composed (NFC)
+    own = {"person": json.dumps(behaviour("x1", PERSON, item_id="m1")), "zoe": json.dumps(behaviour("x2", "zo\u00eb"))}
+    bob = json.dumps(behaviour("b1", "bob", item_id="m1", text=f"a gift for {PERSON}"))  # names her, is bob's
+    firehose_error = {"attemptsMade": 4, "arrivalTimestamp": 1_700_000_000_000, "errorCode": "S3.AccessDenied",
+                      "errorMessage": "Access Denied", "attemptEndingTimestamp": 1_700_000_060_000}
+    objects = {
+        "archive/dt=2026-11-20/part-1.gz": [own["person"], bob, json.dumps([behaviour("x3", PERSON)]),  # a list
+                                            "{", f'  "user_id": "{PERSON}",', '  "text": "jazz"', "}",  # pretty
+                                            f"user_id={PERSON} type=view", own["zoe"]],
+        "archive-errors/processing-failed/dt=2026-11-20/part-2.gz": [
+            json.dumps({**firehose_error, "rawData": base64.b64encode(own["person"].encode()).decode()}),
+            json.dumps({**firehose_error, "rawData": base64.b64encode(bob.encode()).decode()})],
+        "archive-errors/unknown/dt=2026-11-20/part-3": [f"{PERSON}\tnot gzip, not JSON", "bob\tstays"],
+    }
+    for key, lines in objects.items():
+        body = ("\n".join(lines) + "\n").encode()
+        s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(body) if key.endswith(".gz") else body)
+    parked = {"dead-letters/2026-11-20/shardId-0-1.bin": json.dumps(behaviour("x4", PERSON), indent=2),  # whole
+              "dead-letters/2026-11-20/shardId-0-2.bin": json.dumps(behaviour("b2", "bob"), indent=2)}
+    for key, record in parked.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=record.encode())
+    s3.put_object(Bucket=bucket, Key="archive/dt=2026-11-19/gone.gz", Body=gzip.compress(own["person"].encode()))
+    s3.delete_object(Bucket=bucket, Key="archive/dt=2026-11-19/gone.gz")  # its earlier version still holds her
+
+    assert main(["forget", PERSON, zoe, "--bucket", bucket]) == 0
+    assert "6 object versions read, 3 objects rewritten, 17 lines of 2 user(s) removed; 5 object versions " \
+           "holding them deleted" in capsys.readouterr().out
+    remaining = {}
+    for version in s3.list_object_versions(Bucket=bucket)["Versions"]:
+        body = s3.get_object(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])["Body"].read()
+        remaining[version["Key"]] = gzip.decompress(body) if version["Key"].endswith(".gz") else body
+    assert sorted(remaining) == sorted([*objects, "dead-letters/2026-11-20/shardId-0-2.bin"])  # one version each
+    assert remaining["archive/dt=2026-11-20/part-1.gz"].decode().splitlines() == [bob]
+    assert base64.b64decode(json.loads(remaining["archive-errors/processing-failed/dt=2026-11-20/part-2.gz"]
+                                       )["rawData"]).decode() == bob
+    assert remaining["archive-errors/unknown/dt=2026-11-20/part-3"] == b"bob\tstays\n"
+
+
+def test_a_tombstone_lives_while_an_event_dated_before_the_deletion_can_still_be_accepted(stack):
+    import numpy as np
+
+    from pulse.events import BehaviourEvent
+    from pulse.interest import EmbeddedEvent, InterestSettings, apply_user_events
+    from pulse.settings import Settings
+    from pulse.store import DynamoInterestStore
+
+    day, deleted_at = 86400, 1_800_000_000.0
+    assert Settings(ttl_days=180).tombstone_days == 180  # no event-age limit: the inactive-user TTL
+    assert Settings(ttl_days=180, max_event_age_days=7).tombstone_days == 8  # older events are rejected by then
+    now = [deleted_at]
+    store = DynamoInterestStore(stack.name_of("AWS::DynamoDB::Table"), ttl_days=180, tombstone_days=8,
+                                clock=lambda: now[0])
+    assert store.delete(PERSON) is False
+    assert int(table_items(stack)[PERSON]["expires_at"]["N"]) == deleted_at + 8 * day
+
+    now[0] = deleted_at + day  # the user comes back: the item lives the inactive-user TTL, the tombstone in it
+    event = BehaviourEvent("n1", PERSON, "search", deleted_at + 60, text="jazz")
+    store.update(PERSON, lambda user: apply_user_events(user, [EmbeddedEvent(event, None, 1.0, np.ones(4))],
+                                                        InterestSettings(half_lives={"long": 1e6})))
+    item = table_items(stack)[PERSON]
+    assert int(item["expires_at"]["N"]) == now[0] + 180 * day and float(item["forgotten_at"]["N"]) == deleted_at

@@ -3,16 +3,24 @@ Kinesis Data Firehose on AWS, by pulse.local.archiver locally). Read back for tr
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import gzip
 import json
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pulse import aws
-from pulse.events import BehaviourEvent, InvalidEvent, decode_record_data, parse_event
+from pulse.events import MAX_RECORD_BYTES, BehaviourEvent, InvalidEvent, decode_record_data, parse_event
 
 ARCHIVE_PREFIX = "archive/"
+# Every prefix the pipeline writes raw events under (template.yaml, ArchiveDeliveryStream; pulse.dead_letters):
+# `pulse forget` covers them all.
+ARCHIVE_ERRORS_PREFIX = "archive-errors/"
+WHOLE_RECORD_PREFIXES = ("dead-letters/",)  # the ingest parks a record too big for its DLQ message there
+RAW_EVENT_PREFIXES = (ARCHIVE_PREFIX, ARCHIVE_ERRORS_PREFIX, *WHOLE_RECORD_PREFIXES)
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 def partition(day: dt.date, prefix: str = ARCHIVE_PREFIX) -> str:
@@ -63,49 +71,122 @@ def read_archive(bucket: str, first_day: dt.date, last_day: dt.date, *, prefix: 
 
 @dataclass
 class ErasureStats:
-    objects_read: int = 0
+    versions_read: int = 0
     objects_rewritten: int = 0
     lines_removed: int = 0
-    old_versions_deleted: int = 0
+    versions_deleted: int = 0
 
 
-def erase_users(bucket: str, user_ids: set[str], *, prefix: str = ARCHIVE_PREFIX) -> ErasureStats:
-    """Right to erasure in the archive: rewrite every archived object without the lines of these users, then
-    delete the objects' earlier versions (the bucket is versioned). A line that is not JSON is dropped too when
-    it quotes one of the ids, so parked garbage cannot keep them either."""
+def erase_users(bucket: str, user_ids: set[str], *, prefixes: tuple[str, ...] = RAW_EVENT_PREFIXES) -> ErasureStats:
+    """Right to erasure wherever the pipeline writes raw events: every version of every object under `prefixes`,
+    gzip or plain. An archive object's current version is rewritten without the users' lines; a parked record
+    (one object a record) that mentions them goes whole; then every version that held them is deleted (the
+    bucket is versioned), the versions of objects deleted since included."""
     s3 = aws.client("s3")
     stats = ErasureStats()
-    quoted = [json.dumps(user_id).encode() for user_id in user_ids]
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for entry in page.get("Contents", []):
-            stats.objects_read += 1
-            lines = gzip.decompress(s3.get_object(Bucket=bucket, Key=entry["Key"])["Body"].read()).splitlines()
-            kept = [line for line in lines if not _mentions(line, user_ids, quoted)]
-            if len(kept) == len(lines):
-                continue
-            stats.lines_removed += len(lines) - len(kept)
-            written = s3.put_object(Bucket=bucket, Key=entry["Key"],
-                                    Body=gzip.compress(b"".join(line + b"\n" for line in kept)))
+    matcher = _UserMatcher(user_ids)
+    versions = [version for prefix in prefixes
+                for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix)
+                for version in page.get("Versions", [])]  # listed first: the rewrites add versions
+    for version in versions:
+        stats.versions_read += 1
+        key, version_id = version["Key"], version["VersionId"]
+        body = s3.get_object(Bucket=bucket, Key=key, VersionId=version_id)["Body"].read()
+        compressed = body[:2] == GZIP_MAGIC
+        data = gzip.decompress(body) if compressed else body
+        lines = data.splitlines()
+        if key.startswith(WHOLE_RECORD_PREFIXES):
+            kept = [] if matcher.mentions(data) or any(map(matcher.mentions, lines)) else lines
+        else:
+            kept = _without_users(lines, matcher)
+        if len(kept) == len(lines):
+            continue
+        stats.lines_removed += len(lines) - len(kept)
+        if kept and version.get("IsLatest"):
+            text = b"".join(line + b"\n" for line in kept)
+            written = s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(text) if compressed else text)
             stats.objects_rewritten += 1
-            stats.old_versions_deleted += _delete_other_versions(s3, bucket, entry["Key"], written.get("VersionId"))
+            if written.get("VersionId") in (None, "null"):  # an unversioned bucket: the overwrite erased them
+                continue
+        s3.delete_object(Bucket=bucket, Key=key, VersionId=version_id)
+        stats.versions_deleted += 1
     return stats
 
 
-def _mentions(line: bytes, user_ids: set[str], quoted: list[bytes]) -> bool:
+def _without_users(lines: list[bytes], matcher: _UserMatcher) -> list[bytes]:
+    """The lines but those of records that mention the users; a record pretty-printed over several lines goes
+    with all its lines."""
+    kept: list[bytes] = []
+    start = 0
+    while start < len(lines):
+        span = _record_span(lines, start)
+        record = lines[start:start + span]
+        if not (matcher.mentions(b"\n".join(record)) or any(map(matcher.mentions, record))):
+            kept.extend(record)
+        start += span
+    return kept
+
+
+def _record_span(lines: list[bytes], start: int) -> int:
+    """How many lines from `start` hold one JSON value: 1 for a JSON line or garbage; more for a value that opens
+    on a line of its own and closes within a record's size."""
+    if not lines[start].lstrip().startswith((b"{", b"[")) or _is_json(lines[start]):
+        return 1
+    size = len(lines[start])
+    for end in range(start + 1, len(lines)):
+        size += len(lines[end]) + 1
+        if size > MAX_RECORD_BYTES:
+            break
+        if _is_json(b"\n".join(lines[start:end + 1])):
+            return end + 1 - start
+    return 1
+
+
+def _is_json(data: bytes) -> bool:
     try:
-        payload = json.loads(line)
+        json.loads(data)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+class _UserMatcher:
+    """Whether a line is one of these users': a JSON value anywhere in it with "user_id" naming one of them
+    (Unicode NFC-equal), a Firehose error record whose base64 rawData is such a line, or a line that is not
+    JSON and contains one of the ids verbatim (UTF-8, or escaped as JSON would)."""
+
+    def __init__(self, user_ids: set[str]):
+        self.ids = {unicodedata.normalize("NFC", user_id) for user_id in user_ids}
+        self.verbatim = {form for user_id in user_ids for text in _spellings(user_id)
+                         for form in (text.encode("utf-8", "surrogatepass"), json.dumps(text)[1:-1].encode())}
+
+    def mentions(self, line: bytes) -> bool:
+        try:
+            payload = json.loads(line)
+        except (ValueError, RecursionError):
+            return any(text in line for text in self.verbatim)
+        pending = [payload]
+        while pending:
+            value = pending.pop()
+            if isinstance(value, list):
+                pending.extend(value)
+            elif isinstance(value, dict):
+                user_id = value.get("user_id")
+                if isinstance(user_id, str) and unicodedata.normalize("NFC", user_id) in self.ids:
+                    return True
+                raw = value.get("rawData")
+                if isinstance(raw, str) and self.mentions(_base64_or_empty(raw)):
+                    return True
+                pending.extend(value.values())
+        return False
+
+
+def _spellings(user_id: str) -> set[str]:
+    return {user_id, unicodedata.normalize("NFC", user_id), unicodedata.normalize("NFD", user_id)}
+
+
+def _base64_or_empty(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
     except ValueError:
-        return any(text in line for text in quoted)
-    return isinstance(payload, dict) and payload.get("user_id") in user_ids
-
-
-def _delete_other_versions(s3, bucket: str, key: str, keep: str | None) -> int:
-    if keep is None:  # an unversioned bucket: the overwrite was the erasure
-        return 0
-    deleted = 0
-    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key):
-        for version in page.get("Versions", []) + page.get("DeleteMarkers", []):
-            if version["Key"] == key and version["VersionId"] != keep:
-                s3.delete_object(Bucket=bucket, Key=key, VersionId=version["VersionId"])
-                deleted += 1
-    return deleted
+        return b""
