@@ -14,6 +14,8 @@ from pulse.local.soak import (
     Traffic,
     archive_coverage,
     compare_counts,
+    deletion_summary,
+    event_ts,
     expected_event_counts,
     main,
     match_dead_letters,
@@ -76,6 +78,18 @@ def test_the_reconciliation_catches_losses_double_counts_missing_letters_and_arc
     assert report["missing_poison"] == 1 and report["payload_altered"] == 1
     assert report["failure_destination_batches"] == 1
 
+    deleted = sorted(expected)[2:4]
+    forgotten = {user: sorted(event_ts(r) for r in sent if r.user_id == user and r.kind == "event")[0]
+                 for user in deleted}  # each deleted after their first event: the later ones count
+    after = expected_event_counts(sent, forgotten)
+    assert [after[user] for user in deleted] == [expected[user] - 1 for user in deleted]
+    stuck = deletion_summary(sent, forgotten, deleted, {**expected, **{user: after[user] for user in deleted}}, 9)
+    assert (stuck["users"], stuck["mismatched"], stuck["resurrected"], stuck["old_events_redelivered"]) == (2, 0, 0, 9)
+    assert stuck["events_before_deletion"] == 2
+    back = deletion_summary(sent, forgotten, deleted, expected, 9)  # the old events were applied again
+    assert back["resurrected"] == back["mismatched"] == 2
+    assert deletion_summary(sent, {}, deleted, dict(after), 0)["without_tombstone"] == 2
+
     accepted = {(record.user_id, record.event_id) for record in sent if record.kind == "event"}
     assert archive_coverage(sent, accepted)["missing"] == 0
     gap = archive_coverage(sent, accepted - {min(accepted)} | {("someone", "else")})
@@ -94,11 +108,16 @@ def test_a_short_soak_on_the_local_stack_loses_nothing_and_counts_nothing_twice(
     assert events["sent"] == events["accepted"] + events["rejected"] + events["duplicates"]
     assert events["rejected"] > 0 and events["duplicates"] > 0 and events["late"] > 0 and events["text"] > 0
     assert counts["lost_users"] == counts["double_counted_users"] == 0
-    assert counts["events_stored"] == counts["events_expected"] == events["accepted"]
+    ignored = report["deletions"]["events_before_deletion"]  # of the users deleted mid-run
+    assert counts["events_stored"] == counts["events_expected"] == events["accepted"] - ignored > 0
     assert letters["messages"] == letters["matched"] == letters["poison_sent"] == events["rejected"]
     assert letters["failure_destination_batches"] == letters["payload_altered"] == letters["without_reason"] == 0
     assert archive["missing"] == 0 and archive["archived_accepted"] == events["accepted"]
     assert archive["duplicate_lines"] >= events["duplicates"]
     assert api["requests"] > 0 and api["server_errors_5xx"] == 0 and api["no_answer"] == 0
     assert api["p50_ms"] is not None and api["p99_ms"] >= api["p50_ms"]
+    deletions = report["deletions"]
+    assert deletions["users"] == 5 and deletions["old_events_redelivered"] > 0
+    assert deletions["resurrected"] == deletions["mismatched"] == deletions["without_tombstone"] == 0
+    assert report["checks"]["deletions_stick"]
     assert report["ingest"]["caught_up"] and report["passed"]

@@ -12,7 +12,10 @@ Then, once the ingest function has caught up and the archive is flushed, the soa
   counted twice);
 - every poison record is in the dead-letter queue, byte for byte, with a reason;
 - the archive holds every accepted event (read back through pulse.archive.read_archive);
-- the API answered every request, none with a 5xx; with its p50/p99 latency under load.
+- the API answered every request, none with a 5xx; with its p50/p99 latency under load;
+- a deletion sticks: the heaviest users so far are deleted (DELETE /users/{id}) halfway through, their events
+  dated before the deletion are put on the stream again after the sending, and each of them ends with exactly the
+  events dated after their deletion (a fresh profile), nothing older.
 The report is printed and written as JSON (--out); the exit code is 1 when any check fails. Whether the stack kept
 up is reported beside (the sender's schedule, the ingest's backlog and how long it took to drain after the last put):
 locally, each distinct user of a batch costs the ingest a GetItem and a PutItem on moto's one-request-at-a-time server.
@@ -42,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from pulse.events import MAX_RECORD_BYTES, MAX_TEXT_LENGTH
+from pulse.events import MAX_RECORD_BYTES, MAX_TEXT_LENGTH, decode_record_data, parse_event
 from pulse.local.stack import REPO_ROOT
 
 DEFAULT_OUT = Path(".pulse/soak.json")
@@ -73,6 +76,7 @@ class SoakOptions:
     poison_share: float = 0.01
     duplicate_share: float = 0.02
     late_share: float = 0.05
+    deletions: int = 5  # users deleted halfway through, their old events delivered again afterwards
     seed: int = 0
     progress: bool = True
     parameters: dict[str, str] = field(default_factory=dict)  # template parameter overrides
@@ -322,9 +326,31 @@ def latency_summary(milliseconds: Sequence[float]) -> dict[str, float | None]:
 # --- Reconciliation (pure) ---------------------------------------------------------------------------------------
 
 
-def expected_event_counts(sent: Sequence[Record]) -> Counter[str]:
-    """Distinct valid events per user: every first sending of a valid event (duplicates and poison excluded)."""
-    return Counter(record.user_id for record in sent if record.kind == "event")
+def expected_event_counts(sent: Sequence[Record], forgotten: Mapping[str, float] | None = None) -> Counter[str]:
+    """Distinct valid events per user: every first sending of a valid event (duplicates and poison excluded); of
+    a deleted user (`forgotten`: user -> deletion time), only the events dated after the deletion."""
+    forgotten = forgotten or {}
+    return Counter(record.user_id for record in sent if record.kind == "event"
+                   and (record.user_id not in forgotten or event_ts(record) > forgotten[record.user_id]))
+
+
+def event_ts(record: Record) -> float:
+    return parse_event(decode_record_data(record.data)).ts
+
+
+def deletion_summary(sent: Sequence[Record], forgotten: Mapping[str, float], deleted: Sequence[str],
+                     stored: Mapping[str, int], redelivered: int) -> dict[str, Any]:
+    """Each deleted user must hold a tombstone time and exactly the events dated after it."""
+    theirs = [record for record in sent if record.user_id in set(deleted)]
+    expected = expected_event_counts(theirs, forgotten)
+    wrong = [user for user in deleted if user not in forgotten or stored.get(user, 0) != expected.get(user, 0)]
+    return {"users": len(deleted), "old_events_redelivered": redelivered,
+            "events_before_deletion": sum(expected_event_counts(theirs).values()) - sum(expected.values()),
+            "fresh_profiles": sum(expected.get(user, 0) > 0 for user in deleted),
+            "without_tombstone": sum(user not in forgotten for user in deleted),
+            "resurrected": sum(stored.get(user, 0) > expected.get(user, 0) for user in deleted),
+            "mismatched": len(wrong), "examples": [{"user_id": user, "expected": expected.get(user, 0),
+                                                    "stored": stored.get(user, 0)} for user in wrong[:10]]}
 
 
 def compare_counts(expected: Mapping[str, int], stored: Mapping[str, int]) -> dict[str, Any]:
@@ -407,6 +433,7 @@ def checks(report: dict[str, Any]) -> dict[str, bool]:
                                 and letters["without_reason"] == letters["payload_altered"] == 0),
         "archive_complete": archive["missing"] == 0 and archive["unexpected"] == 0,
         "api_no_5xx": api["server_errors_5xx"] == 0 and api["no_answer"] == 0,
+        "deletions_stick": report["deletions"]["mismatched"] == 0,
     }
 
 
@@ -447,7 +474,14 @@ def run_soak(options: SoakOptions) -> dict[str, Any]:
         report: dict[str, Any] = {"options": {**asdict(options), "out": str(options.out)},
                                   "catalogue": {"version": version, "items": len(catalogue.item_ids)},
                                   "events": traffic_summary(traffic.sent), "sending": sending, "api": api}
-        report.update(reconcile(runtime, traffic.sent, first_day, options))
+        deleted = sending.pop("deleted_users")
+        forgotten = deletion_times(runtime, deleted)
+        redelivered = runtime.put_records((record.partition_key, record.data) for record in traffic.sent
+                                          if record.user_id in forgotten and record.kind == "event"
+                                          and event_ts(record) <= forgotten[record.user_id])
+        report.update(reconcile(runtime, traffic.sent, first_day, options, forgotten))
+        report["deletions"] = deletion_summary(traffic.sent, forgotten, deleted, report.pop("stored_counts"),
+                                               redelivered)
         report["ingest"].update(sending.pop("ingest"))
     finally:
         runtime.stop()
@@ -468,6 +502,7 @@ def send(runtime: Any, traffic: Traffic, options: SoakOptions) -> tuple[dict[str
     delivered_before = poller.stats.records
     api = ApiLoad(runtime.api_url, options.api_rps, traffic.user, options.seed)
     max_lag, max_backlog, sent, put_seconds = 0.0, 0, 0, 0.0
+    deleted: list[str] = []
     bar = tqdm(total=planned, desc="soak: sending", unit="ev", disable=not options.progress)
     started = time.perf_counter()
     api.start()
@@ -482,6 +517,8 @@ def send(runtime: Any, traffic: Traffic, options: SoakOptions) -> tuple[dict[str
             runtime.put_records((record.partition_key, record.data) for record in chunk)
             put_seconds += time.perf_counter() - put_started
             sent += len(chunk)
+            if tick == ticks // 2:
+                deleted = delete_users(runtime.api_url, traffic.sent, options.deletions)
             backlog = max(0, sent - (poller.stats.records - delivered_before))  # approximate: retries count too
             max_backlog = max(max_backlog, backlog)
             bar.update(len(chunk))
@@ -499,13 +536,34 @@ def send(runtime: Any, traffic: Traffic, options: SoakOptions) -> tuple[dict[str
     sending = {"target_rate": options.rate, "planned_seconds": options.seconds, "records": sent,
                "seconds": round(elapsed, 2), "achieved_rate": round(achieved, 1),
                "max_schedule_lag_seconds": round(max_lag, 3), "put_seconds": round(put_seconds, 2),
-               "kept_schedule": achieved >= 0.98 * options.rate,
+               "kept_schedule": achieved >= 0.98 * options.rate, "deleted_users": deleted,
                "ingest": {"backlog_max_records": max_backlog,
                           "backlog_at_end_records": max(0, sent - (poller.stats.records - delivered_before))}}
     return sending, api_summary(api.calls, elapsed, options.api_rps)
 
 
-def reconcile(runtime: Any, sent: Sequence[Record], first_day: dt.date, options: SoakOptions) -> dict[str, Any]:
+def delete_users(api_url: str, sent: Sequence[Record], count: int) -> list[str]:
+    """DELETE /users/{id} for the `count` users with the most events so far (some perhaps still on the stream)."""
+    heaviest = [user for user, _ in Counter(r.user_id for r in sent if r.kind == "event").most_common(count)]
+    for user in heaviest:
+        request = urllib.request.Request(f"{api_url}/users/{urllib.parse.quote(user)}", method="DELETE")
+        urllib.request.urlopen(request, timeout=30).close()  # an error status raises
+    return heaviest
+
+
+def deletion_times(runtime: Any, users: Sequence[str]) -> dict[str, float]:
+    """The deletion time in each deleted user's tombstone (absent: no tombstone)."""
+    dynamodb, table = runtime.stack.client("dynamodb"), runtime.stack.name_of("AWS::DynamoDB::Table")
+    times = {}
+    for user in users:
+        item = dynamodb.get_item(TableName=table, Key={"user_id": {"S": user}}, ConsistentRead=True).get("Item", {})
+        if "forgotten_at" in item:
+            times[user] = float(item["forgotten_at"]["N"])
+    return times
+
+
+def reconcile(runtime: Any, sent: Sequence[Record], first_day: dt.date, options: SoakOptions,
+              forgotten: Mapping[str, float]) -> dict[str, Any]:
     from tqdm import tqdm
 
     from pulse.archive import ArchiveReadStats, read_archive
@@ -534,7 +592,7 @@ def reconcile(runtime: Any, sent: Sequence[Record], first_day: dt.date, options:
 
     step("DynamoDB event counts")
     stored = stored_event_counts(runtime.stack.client("dynamodb"), runtime.stack.name_of("AWS::DynamoDB::Table"))
-    counts = compare_counts(expected_event_counts(sent), stored)
+    counts = compare_counts(expected_event_counts(sent, forgotten), stored)
     steps.update(1)
 
     step("dead-letter queue")
@@ -551,7 +609,7 @@ def reconcile(runtime: Any, sent: Sequence[Record], first_day: dt.date, options:
                "duplicate_lines": archive_stats.duplicates, "events": len(archived), **archive_coverage(sent, archived)}
     steps.update(1)
     steps.close()
-    return {"ingest": ingest, "counts": counts, "dead_letters": letters, "archive": archive}
+    return {"ingest": ingest, "counts": counts, "dead_letters": letters, "archive": archive, "stored_counts": stored}
 
 
 def stored_event_counts(dynamodb: Any, table: str) -> dict[str, int]:
@@ -583,7 +641,7 @@ def dead_letter_messages(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
 def format_report(report: dict[str, Any]) -> str:
     events, sending, ingest = report["events"], report["sending"], report["ingest"]
     counts, letters, archive, api = report["counts"], report["dead_letters"], report["archive"], report["api"]
-    verdict = report["checks"]
+    deletions, verdict = report["deletions"], report["checks"]
 
     def mark(*names: str) -> str:
         return "OK" if all(verdict[name] for name in names) else "FAILED"
@@ -613,6 +671,10 @@ def format_report(report: dict[str, Any]) -> str:
         f"  API: {api['requests']:,} requests ({api['achieved_rps']:g}/s), p50 {api['p50_ms']} ms, p99 "
         f"{api['p99_ms']} ms, max {api['max_ms']} ms; statuses {api['status_counts']}; 5xx "
         f"{api['server_errors_5xx']}, no answer {api['no_answer']}  {mark('api_no_5xx')}",
+        f"  deletions: {deletions['users']} users deleted mid-run, {deletions['old_events_redelivered']:,} of their "
+        f"old events delivered again afterwards; {deletions['events_before_deletion']:,} events dated before a "
+        f"deletion ignored (not expected above), {deletions['fresh_profiles']} fresh profiles from later events, "
+        f"resurrected {deletions['resurrected']}, mismatched {deletions['mismatched']}  {mark('deletions_stick')}",
         f"  {'PASSED' if report['passed'] else 'FAILED: ' + ', '.join(n for n, ok in verdict.items() if not ok)}"
         f" in {report['seconds']} s",
     ]
@@ -639,18 +701,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poison-share", type=float, default=SoakOptions.poison_share, help="default 0.01")
     parser.add_argument("--duplicate-share", type=float, default=SoakOptions.duplicate_share, help="default 0.02")
     parser.add_argument("--late-share", type=float, default=SoakOptions.late_share, help="default 0.05")
+    parser.add_argument("--deletions", type=int, default=SoakOptions.deletions,
+                        help="users deleted halfway through, their old events delivered again afterwards (default 5)")
     parser.add_argument("--seed", type=int, default=SoakOptions.seed)
     parser.add_argument("--parameter", action="append", default=[], metavar="NAME=VALUE",
                         help="template parameter override (repeatable), e.g. --parameter IngestBatchSize=500")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    if args.rate <= 0 or args.seconds <= 0 or args.users <= 0 or args.api_rps < 0:
-        parser.error("--rate, --seconds and --users must be positive, --api-rps not negative")
+    if args.rate <= 0 or args.seconds <= 0 or args.users <= 0 or args.api_rps < 0 or args.deletions < 0:
+        parser.error("--rate, --seconds and --users must be positive, --api-rps and --deletions not negative")
     if any("=" not in parameter for parameter in args.parameter):
         parser.error("--parameter takes NAME=VALUE")
     options = SoakOptions(rate=args.rate, seconds=args.seconds, users=args.users, api_rps=args.api_rps, out=args.out,
                           text_share=args.text_share, poison_share=args.poison_share,
-                          duplicate_share=args.duplicate_share, late_share=args.late_share, seed=args.seed,
+                          duplicate_share=args.duplicate_share, late_share=args.late_share,
+                          deletions=args.deletions, seed=args.seed,
                           progress=not args.no_progress,
                           parameters=dict(parameter.split("=", 1) for parameter in args.parameter))
     report = run_soak(options)
