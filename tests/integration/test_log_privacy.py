@@ -57,6 +57,8 @@ def captured(monkeypatch):
     monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "INFO")
     capture, stream = LogCapture(), io.StringIO()
     loggers = [logging.getLogger(), logging.getLogger("pulse")]
+    level = loggers[1].level
+    loggers[1].setLevel(logging.INFO)  # as deployed (LogLevel INFO), whatever an earlier test left
     for logger in loggers:
         logger.addHandler(capture)
     json_handlers = [h for h in logging.getLogger("pulse").handlers if isinstance(h, logging.StreamHandler)
@@ -67,6 +69,7 @@ def captured(monkeypatch):
         logger.removeHandler(capture)
     for handler, old in zip(json_handlers, previous, strict=True):
         handler.setStream(old)
+    loggers[1].setLevel(level)
 
 
 def leaks(captured):
@@ -108,7 +111,7 @@ def test_no_raw_user_id_in_any_log_line_of_the_ingest_and_the_api(stack, ingest,
     assert api("DELETE", f"/users/{INVALID_IDS[1]}")[0] < 500
 
     capture, stream = captured
-    assert len(capture.lines) > 10 and '"level":"WARNING"' in stream.getvalue()  # the runs were logged
+    assert '"level":"WARNING"' in stream.getvalue() and '"message":"batch applied"' in stream.getvalue()
     assert leaks(captured) == []
 
 
