@@ -105,6 +105,9 @@ def operations_findings(template) -> list[str]:
                    and (dimension_value is None or dimension_value in [d["Value"] for d in a.get("Dimensions", [])])
                    for a in alarms.values())
 
+    for group in log_groups:
+        if group.get("RetentionInDays") != {"Ref": "LogRetentionDays"}:
+            findings.append(f"{group.get('LogGroupName')}: a log group whose retention is not LogRetentionDays")
     for function in functions:
         group = [g for g in log_groups if g.get("LogGroupName") == {"Fn::Sub": f"/aws/lambda/${{{function}}}"}]
         if not group:
@@ -206,6 +209,8 @@ def statement(resources, owner, sid):
     (lambda r: r["IngestFunction"]["Properties"].pop("ReservedConcurrentExecutions"),
      "IngestFunction: reads the stream without reserved concurrency"),
     (lambda r: r["AlarmTopic"]["Properties"].update(KmsMasterKeyId="alias/aws/sns"), "AlarmTopic: an SNS topic not"),
+    (lambda r: r["HttpApiAccessLogs"]["Properties"].update(RetentionInDays=30),
+     "a log group whose retention is not LogRetentionDays"),
 ])
 def test_each_rule_catches_its_mistake(edit, finding):
     assert any(finding in line for line in damaged(edit)), damaged(edit)
