@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from pulse.bench import dynamodb_item_bytes
+from pulse.store import dynamodb_item_bytes
 
 
 def test_bench_quick_run_reports_every_figure(tmp_path):
