@@ -48,8 +48,8 @@ class PulseResolver(APIGatewayHttpResolver):
 
 app = PulseResolver(enable_validation=True)
 
-UserId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
-ItemId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
+UserId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")]
+ItemId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")]
 K = Annotated[int, Query(ge=1, le=MAX_K, description=f"how many items (1-{MAX_K})")]
 ERROR_MEANINGS = {400: "invalid input (the error names the parameter and the limit)", 404: "not found",
                   401: "no verified identity (a bearer token or a SigV4 signature, as the deployment requires)",

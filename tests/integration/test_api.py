@@ -230,14 +230,16 @@ def test_post_events_rejects_future_dates_non_standard_json_and_oversize_records
     assert json.loads(record["Data"]) == {**events[3], "user_id": "jos\u00e9"}
 
 
-def test_path_ids_are_normalised_and_format_characters_refused(api, published):
+def test_path_ids_are_normalised_and_ids_no_event_can_have_are_not_found(api, published):
     status, answer = api("GET", "/users/mallory\u202eyrollam/profile")
-    assert status == 400 and "user_id holds a format (invisible or bidi control) character U+202E" in answer["error"]
+    assert status == 404 and "no user can have this id: user_id holds a format (invisible or bidi control) " \
+        "character U+202E" in answer["error"]
     assert "mallory" not in answer["error"]
     status, answer = api("DELETE", "/users/jose\u0301")
     assert status == 200 and answer["user_id"] == "jos\u00e9"
     status, answer = api("GET", "/items/" + "\u00e9" * 65 + "/similar")
-    assert status == 400 and "item_id must be 1-128 bytes in UTF-8, got 130" in answer["error"]
+    assert status == 404 and "no item can have this id: item_id must be 1-128 bytes in UTF-8, got 130" in answer[
+        "error"]
 
 
 def stream_records(stack) -> list[dict]:

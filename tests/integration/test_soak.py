@@ -1,7 +1,9 @@
 """`pulse soak`: a short soak on the embedded local stack reconciles exactly; the reconciliation itself catches
 losses, double counts, missing dead letters and archive gaps."""
 
+import io
 import json
+import logging
 import time
 
 import pytest
@@ -10,6 +12,7 @@ from pulse.dead_letters import DeadLetter
 from pulse.events import InvalidEvent, decode_record_data, parse_event
 from pulse.local.soak import (
     POISON_KINDS,
+    RawIdScan,
     SoakOptions,
     Traffic,
     archive_coverage,
@@ -19,6 +22,7 @@ from pulse.local.soak import (
     expected_event_counts,
     main,
     match_dead_letters,
+    scanning_logs,
 )
 from pulse.stream import StreamRecord
 
@@ -120,4 +124,21 @@ def test_a_short_soak_on_the_local_stack_loses_nothing_and_counts_nothing_twice(
     assert deletions["users"] == 5 and deletions["old_events_redelivered"] > 0
     assert deletions["resurrected"] == deletions["mismatched"] == deletions["without_tombstone"] == 0
     assert report["checks"]["deletions_stick"]
+    assert report["logs"]["lines_scanned"] > 0 and report["logs"]["raw_user_ids"] == 0, report["logs"]["examples"]
     assert report["ingest"]["caught_up"] and report["passed"]
+
+
+def test_the_log_scan_catches_a_raw_user_id_and_passes_errors_through():
+    console = io.StringIO()
+    scan = RawIdScan(console)
+    undo = scanning_logs(scan)
+    try:
+        logging.getLogger("pulse.soak-test").warning("applied events of %s", "soak-00042")
+        logging.getLogger("pulse.soak-test").info("applied events", extra={"user": "u:0123456789abcdef"})
+        print('{"level":"ERROR","message":"boom"}')
+    finally:
+        undo()
+    summary = scan.summary()
+    assert summary["lines_scanned"] >= 3 and summary["raw_user_ids"] >= 1  # a record may reach two handlers
+    assert all("soak-00042" in line for line in summary["examples"])  # the reference alone is no leak
+    assert console.getvalue() == '{"level":"ERROR","message":"boom"}\n'

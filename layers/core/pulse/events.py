@@ -88,9 +88,12 @@ def encode_event(payload: dict[str, Any], event: BehaviourEvent) -> bytes:
     """The record to put on the stream for a parsed payload: one line of compact, standard JSON, with the ids
     as normalised (other fields kept as sent); raises InvalidEvent if it is not JSON or too big."""
     ids = {name: getattr(event, name) for name in ("event_id", "user_id", "item_id") if name in payload}
+    record = {**payload, **ids}
     try:
-        data = json.dumps({**payload, **ids}, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False).encode("utf-8")
+        try:
+            data = json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate in a field the contract ignores: JSON escapes it
+            data = json.dumps(record, separators=(",", ":"), allow_nan=False).encode("ascii")
     except ValueError as error:
         raise InvalidEvent(f"the event is not standard JSON ({error}); NaN and Infinity are not JSON numbers"
                            ) from None

@@ -34,11 +34,13 @@ class BadRequest(ValueError):
 
 
 def path_identifier(raw: str, name: str) -> str:
-    """An id from the request path, normalised like the events' ids (NFC, no format characters, bytes)."""
+    """An id from the request path, normalised like the events' ids (NFC, bytes). One the event contract refuses
+    (format, unassigned or private-use characters, over the byte limit) names nothing that can exist: 404, with
+    the reason (the OpenAPI pattern cannot express Unicode categories, so this is not a 400)."""
     try:
         return normalise_identifier(raw, name)
     except InvalidEvent as error:
-        raise BadRequest(f"invalid request: {error}") from None
+        raise NotFound(f"no {name.removesuffix('_id')} can have this id: {error}") from None
 
 
 def items_json(items: Sequence[ScoredItem]) -> list[dict[str, Any]]:

@@ -28,9 +28,13 @@ import base64
 import datetime as dt
 import gzip
 import hashlib
+import io
 import itertools
 import json
+import logging
 import random
+import re
+import sys
 import threading
 import time
 import urllib.error
@@ -423,6 +427,69 @@ def traffic_summary(sent: Sequence[Record]) -> dict[str, Any]:
             "bytes": sum(len(record.data) for record in sent)}
 
 
+class RawIdScan(io.TextIOBase):
+    """Stands in for stdout while the functions run: every log line is scanned for a raw user id of the soak
+    (they all look like soak-00042; a log reference is u:<hex>) and dropped; ERROR lines still reach the console."""
+
+    def __init__(self, console: Any, pattern: str = r"soak-\d{5}"):
+        self.console, self.pattern = console, re.compile(pattern)
+        self.lines, self.leaks = 0, 0
+        self.examples: list[str] = []
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            for line in text.splitlines():
+                self.lines += 1
+                if self.pattern.search(line):
+                    self.leaks += 1
+                    if len(self.examples) < 5:
+                        self.examples.append(line[:300])
+                if '"level":"ERROR"' in line or '"level":"CRITICAL"' in line:
+                    self.console.write(line + "\n")
+        return len(text)
+
+    def summary(self) -> dict[str, Any]:
+        return {"lines_scanned": self.lines, "raw_user_ids": self.leaks, "examples": self.examples}
+
+
+class _ScannedRecords(logging.Handler):
+    """Records of loggers that do not write to stdout (the root logger's), rendered with their extra fields."""
+
+    def __init__(self, scan: RawIdScan):
+        super().__init__(logging.INFO)
+        self.scan = scan
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields = {key: value for key, value in vars(record).items() if key not in ("msg", "args", "exc_info")}
+        self.scan.write(f"{record.levelname} {record.getMessage()} {fields!r}\n")
+
+
+def scanning_logs(scan: RawIdScan) -> Callable[[], None]:
+    """Route every log line of this process at INFO and above through `scan`; returns the undo."""
+    original = sys.stdout
+    handlers = [handler for name in ("pulse", None) for handler in logging.getLogger(name).handlers
+                if isinstance(handler, logging.StreamHandler) and handler.stream is original]
+    previous = [handler.setStream(scan) for handler in handlers]  # Powertools' JSON handlers made earlier
+    records = _ScannedRecords(scan)
+    logging.getLogger().addHandler(records)
+    sys.stdout = scan  # handlers made from now on write here
+
+    def undo() -> None:
+        sys.stdout = original
+        logging.getLogger().removeHandler(records)
+        for handler, stream in zip(handlers, previous, strict=True):
+            handler.setStream(stream)
+        for name in ("pulse", None):
+            for handler in logging.getLogger(name).handlers:
+                if isinstance(handler, logging.StreamHandler) and handler.stream is scan:
+                    handler.setStream(original)
+    return undo
+
+
 def checks(report: dict[str, Any]) -> dict[str, bool]:
     counts, letters, archive, api = report["counts"], report["dead_letters"], report["archive"], report["api"]
     return {
@@ -434,6 +501,7 @@ def checks(report: dict[str, Any]) -> dict[str, bool]:
         "archive_complete": archive["missing"] == 0 and archive["unexpected"] == 0,
         "api_no_5xx": api["server_errors_5xx"] == 0 and api["no_answer"] == 0,
         "deletions_stick": report["deletions"]["mismatched"] == 0,
+        "no_raw_user_ids_in_logs": report["logs"]["raw_user_ids"] == 0 and report["logs"]["lines_scanned"] > 0,
     }
 
 
@@ -459,8 +527,14 @@ def run_soak(options: SoakOptions) -> dict[str, Any]:
     started = time.perf_counter()
     movies = load_movies()
     ratings = load_ratings()
-    # ERROR: the ingest logs a warning per rejected record; the soak counts them itself.
-    runtime = LocalRuntime(aws_port=0, api_port=0, parameters=options.parameters, log_level="ERROR").start()
+    # The functions log at INFO, as deployed; every line is scanned for raw user ids, only errors are shown.
+    scan = RawIdScan(sys.stdout)
+    stop_scanning = scanning_logs(scan)
+    try:
+        runtime = LocalRuntime(aws_port=0, api_port=0, parameters=options.parameters, log_level="INFO").start()
+    except BaseException:
+        stop_scanning()
+        raise
     try:
         version = publish(runtime, {movie.item_id: movie for movie in movies}, ratings,
                           Progress(enabled=options.progress))["version"]
@@ -485,6 +559,8 @@ def run_soak(options: SoakOptions) -> dict[str, Any]:
         report["ingest"].update(sending.pop("ingest"))
     finally:
         runtime.stop()
+        stop_scanning()
+    report["logs"] = scan.summary()
     report["checks"] = checks(report)
     report["passed"] = all(report["checks"].values())
     report["sustained"] = sustained(report)
@@ -675,6 +751,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"old events delivered again afterwards; {deletions['events_before_deletion']:,} events dated before a "
         f"deletion ignored (not expected above), {deletions['fresh_profiles']} fresh profiles from later events, "
         f"resurrected {deletions['resurrected']}, mismatched {deletions['mismatched']}  {mark('deletions_stick')}",
+        f"  logs: {report['logs']['lines_scanned']:,} lines at INFO and above, raw user ids in "
+        f"{report['logs']['raw_user_ids']}  {mark('no_raw_user_ids_in_logs')}",
         f"  {'PASSED' if report['passed'] else 'FAILED: ' + ', '.join(n for n, ok in verdict.items() if not ok)}"
         f" in {report['seconds']} s",
     ]

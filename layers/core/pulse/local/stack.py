@@ -37,6 +37,7 @@ class LocalStack:
     resources: dict[str, ProvisionedResource] = field(default_factory=dict)
     _server: Any = None
     _handlers: dict[str, Any] = field(default_factory=dict)
+    _replaced_environment: dict[str, str | None] = field(default_factory=dict)  # restored by stop()
 
     @property
     def endpoint(self) -> str:
@@ -77,6 +78,15 @@ class LocalStack:
             except subprocess.TimeoutExpired:
                 self._server.kill()
             self._server = None
+        for name, value in self._replaced_environment.items():  # the functions' variables leave with the stack
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._replaced_environment.clear()
+        from pulse.runtime import reset_caches
+
+        reset_caches()
 
     def session(self) -> boto3.session.Session:
         return boto3.session.Session(region_name=self.region)
@@ -109,6 +119,8 @@ class LocalStack:
         merged.update(LOCAL_ENVIRONMENT)
         if log_level:
             merged["POWERTOOLS_LOG_LEVEL"] = log_level
+        for name in merged:
+            self._replaced_environment.setdefault(name, os.environ.get(name))
         os.environ.update(merged)
         reset_caches()
 
