@@ -49,8 +49,8 @@ def replay(stack, capsys) -> tuple[int, str, str]:
 
 
 def test_parked_records_are_replayed_as_new_records_and_applied_once(stack, ingest, capsys):
-    pretty = json.dumps(behaviour("e1", "u1", item_id="100", text=TEXT), indent=2)  # the archive can't read it
-    put(stack, [("u1", pretty), ("session-9", json.dumps(behaviour("e2", "u1", item_id="100", text=TEXT))),
+    put(stack, [("session-8", json.dumps(behaviour("e1", "u1", item_id="100", text=TEXT))),
+                ("session-9", json.dumps(behaviour("e2", "u1", item_id="100", text=TEXT))),
                 ("u1", json.dumps(behaviour("e3", "u1", type="teleport", item_id="100", text=TEXT))),
                 ("u1", json.dumps(behaviour("e4", "u1", item_id="100", text=TEXT)))])
     sent = stream_records(stack)

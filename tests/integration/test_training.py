@@ -174,3 +174,17 @@ def test_the_gate_judges_only_events_newer_than_what_the_serving_version_learned
     again = train_catalog(S3CatalogRepository(bucket), bucket, days=3, until=DAY, config=CONFIG)
     assert again.decision == "refused" and again.report["data"]["held_out_users"] == 0
     assert again.report["serving"]["trained_until"] == learned.trained_until
+
+
+def test_a_pretty_printed_record_is_read_back_from_the_archive_whole(stack):
+    """The audit: pretty-printed records were applied but invisible to training (read line by line)."""
+    from pulse.archive import ArchiveReadStats, read_archive
+
+    events = [behaviour(f"pp-{n}", "pp-user", item_id=f"m{n}") for n in range(3)]
+    body = "\n".join([json.dumps(events[0]), json.dumps(events[1], indent=2), "not json {", json.dumps(events[2])])
+    stack.client("s3").put_object(Bucket=stack.name_of("AWS::S3::Bucket"), Key=f"archive/dt={DAY}/pretty.gz",
+                                  Body=gzip.compress((body + "\n").encode()))
+    stats = ArchiveReadStats()
+    read = list(read_archive(stack.name_of("AWS::S3::Bucket"), DAY, DAY, stats=stats))
+    assert [event.event_id for event in read] == ["pp-0", "pp-1", "pp-2"]
+    assert (stats.lines, stats.invalid) == (4, 1)

@@ -166,14 +166,13 @@ def test_the_skew_and_the_age_horizon_are_the_deployments():
     assert parse_event(behaviour("e", "u", item_id="i", ts=NOW + 10**6)).ts == NOW + 10**6  # no limits: none
 
 
-def test_record_data_must_be_standard_json_on_one_line():
+def test_record_data_must_be_standard_json():
     with pytest.raises(InvalidEvent, match="Infinity is not a JSON number"):
         decode_record_data(b'{"a": Infinity}')
     with pytest.raises(InvalidEvent, match="NaN is not a JSON number"):
         decode_record_data(b'{"a": NaN}')
     pretty = json.dumps(behaviour("e", "u", item_id="i"), indent=2).encode()
-    with pytest.raises(InvalidEvent, match="record spans several lines .* one line of compact JSON"):
-        decode_record_data(pretty)
+    assert decode_record_data(pretty)["user_id"] == "u"  # JSON may span lines; the archive reader copes
     assert decode_record_data(json.dumps(behaviour("e", "u", item_id="i")).encode() + b"\n")["user_id"] == "u"
 
 

@@ -49,12 +49,15 @@ def read_archive(bucket: str, first_day: dt.date, last_day: dt.date, *, prefix: 
             for entry in page.get("Contents", []):
                 stats.objects += 1
                 body = gzip.decompress(s3.get_object(Bucket=bucket, Key=entry["Key"])["Body"].read())
-                for line in body.splitlines():
-                    if not line.strip():
+                lines, start = body.splitlines(), 0
+                while start < len(lines):
+                    span = _record_span(lines, start)  # a record pretty-printed over several lines is one
+                    record, start = b"\n".join(lines[start:start + span]), start + span
+                    if not record.strip():
                         continue
                     stats.lines += 1
                     try:  # the ingest's own checks (size, UTF-8, JSON, contract): what it parks stays out
-                        event = parse_event(decode_record_data(line))
+                        event = parse_event(decode_record_data(record))
                     except InvalidEvent as error:
                         stats.invalid += 1
                         if len(stats.problems) < 20:

@@ -65,9 +65,6 @@ def decode_record_data(data: bytes) -> dict[str, Any]:
     """Kinesis record bytes (already base64-decoded) -> JSON object (standard JSON: no NaN or Infinity)."""
     if len(data) > MAX_RECORD_BYTES:
         raise InvalidEvent(f"record is {len(data)} bytes; the limit is {MAX_RECORD_BYTES} bytes")
-    if b"\n" in data.rstrip(b"\r\n") or b"\r" in data.rstrip(b"\r\n"):
-        raise InvalidEvent("record spans several lines (pretty-printed JSON?): the archive keeps one record per "
-                           "line, so send each event as one line of compact JSON")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
