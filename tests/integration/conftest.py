@@ -32,6 +32,7 @@ def stack(moto_stack):
     moto_stack.activate()
     moto_stack.resources = provision(moto_stack.template, moto_stack.session())
     yield moto_stack
+    moto_stack.restore_environment()  # a test that ran the pollers set every function's variables
     reset_caches()
 
 

@@ -78,14 +78,18 @@ class LocalStack:
             except subprocess.TimeoutExpired:
                 self._server.kill()
             self._server = None
-        for name, value in self._replaced_environment.items():  # the functions' variables leave with the stack
+        self.restore_environment()
+
+    def restore_environment(self) -> None:
+        """Take back the functions' variables use_function_environments set (they leave with the stack)."""
+        from pulse.runtime import reset_caches
+
+        for name, value in self._replaced_environment.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
         self._replaced_environment.clear()
-        from pulse.runtime import reset_caches
-
         reset_caches()
 
     def session(self) -> boto3.session.Session:
