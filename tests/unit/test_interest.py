@@ -17,6 +17,7 @@ from pulse.interest import (
     apply_user_events,
     blend,
     decay_to,
+    event_digest,
     fold_events,
     forget_user,
 )
@@ -156,11 +157,48 @@ def test_apply_counts_and_remembers():
 
 
 def test_sequence_numbers_compare_as_numbers_not_strings():
-    config = InterestSettings(half_lives=HALF_LIVES)
+    """Kinesis sequence numbers are decimal strings that grow in length: "10…" follows "9…" although it sorts
+    before it as text, and a redelivered "9…" stays at or below an applied "10…"."""
+    config = InterestSettings(half_lives=HALF_LIVES, dedup_window=1)
     user = UserInterest.new("u", HALF_LIVES, DIM)
-    apply_user_events(user, [embedded(0, 1.0, seq=9)], config)  # "1009"
-    result = apply_user_events(user, [embedded(1, 2.0, seq=10_000)], config)  # "11000" > "1009"
-    assert result.applied == 1
+    apply_user_events(user, [with_sequence(embedded(0, 1.0), "99")], config)
+    later = apply_user_events(user, [with_sequence(embedded(1, 2.0), "100")], config)
+    assert (later.applied, later.redelivered, user.applied_sequence) == (1, 0, {"shardId-0": "100"})
+    again = apply_user_events(user, [with_sequence(embedded(0, 1.0), "99")], config)  # e0 left the window
+    assert (again.applied, again.redelivered, user.event_count) == (0, 1, 2)
+
+
+def with_sequence(item: EmbeddedEvent, sequence_number: str) -> EmbeddedEvent:
+    return EmbeddedEvent(item.event, StreamPosition("shardId-0", sequence_number), item.weight, item.embedding)
+
+
+def test_a_redelivery_after_the_dedup_window_rolled_over_is_skipped_by_the_watermark():
+    """The event_ids of a redelivered batch have left the de-duplication window: only the shard's applied
+    sequence number can recognise them, and nothing changes."""
+    config = InterestSettings(half_lives=HALF_LIVES, dedup_window=2)
+    user = UserInterest.new("u", HALF_LIVES, DIM)
+    events = [embedded(i, 100.0 + i) for i in range(5)]
+    apply_user_events(user, events[:3], config)
+    apply_user_events(user, events[3:], config)
+    before = (user.event_count, {name: state.vector.copy() for name, state in user.scales.items()})
+    again = apply_user_events(user, events[:3], config)  # Lambda delivers the first batch again
+    assert (again.applied, again.redelivered, again.duplicates, again.changed) == (0, 3, 0, False)
+    assert user.event_count == before[0] == 5
+    for name, vector in before[1].items():
+        np.testing.assert_array_equal(user.scales[name].vector, vector)
+
+
+def test_the_dedup_window_keeps_the_newest_event_ids():
+    """A producer retry of a recent event (new sequence number, same event_id) is a duplicate; the oldest ids
+    are the ones that leave the window."""
+    config = InterestSettings(half_lives=HALF_LIVES, dedup_window=3)
+    user = UserInterest.new("u", HALF_LIVES, DIM)
+    apply_user_events(user, [embedded(i, 100.0 + i) for i in range(5)], config)
+    assert user.recent_event_ids == [event_digest(f"e{i}") for i in (2, 3, 4)]
+    retry = apply_user_events(user, [embedded(4, 104.0, seq=50)], config)
+    assert (retry.applied, retry.duplicates, user.event_count) == (0, 1, 5)
+    forgotten = apply_user_events(user, [embedded(0, 100.0, seq=51)], config)  # e0 has left the window
+    assert (forgotten.applied, forgotten.duplicates) == (1, 0)
 
 
 def test_a_deletion_sticks_old_events_are_ignored_and_new_activity_starts_afresh():
