@@ -24,15 +24,27 @@ def genre_of(item_id):
     return next(item["categories"][0] for item in catalog_items() if item["item_id"] == item_id)
 
 
-def test_publishing_writes_a_version_and_swaps_the_pointer_last(stack, catalog_function, published):
+def test_publishing_writes_every_file_of_the_version_before_the_current_pointer(stack, catalog_function):
+    from pulse import aws
+
+    written = []  # the catalogue function's PutObject calls, in order
+    aws.client("s3").meta.events.register("provide-client-params.s3.PutObject",
+                                          lambda params, **_: written.append(params["Key"]))
+    (entry,) = upload_catalog(stack, catalog_function, catalog_lines())["results"]
     s3 = stack.client("s3")
     bucket = stack.name_of("AWS::S3::Bucket")
-    keys = {obj["Key"] for obj in s3.list_objects_v2(Bucket=bucket)["Contents"]}
-    base = f"catalog/versions/{published}/"
-    assert {base + "embeddings.npy", base + "items.json", base + "manifest.json", "catalog/CURRENT"} <= keys
-    assert json.loads(s3.get_object(Bucket=bucket, Key="catalog/CURRENT")["Body"].read())["version"] == published
+    base = f"catalog/versions/{entry['version']}/"
+    version_files = {obj["Key"] for obj in s3.list_objects_v2(Bucket=bucket, Prefix=base)["Contents"]}
+    assert {base + "embeddings.npy", base + "items.json", base + "manifest.json"} <= version_files
+    catalogue_writes = [key for key in written if key.startswith("catalog/")]
+    assert catalogue_writes[-1] == "catalog/CURRENT" and catalogue_writes.count("catalog/CURRENT") == 1
+    assert set(catalogue_writes[:-1]) == version_files
+    assert json.loads(s3.get_object(Bucket=bucket, Key="catalog/CURRENT")["Body"].read())["version"] == \
+        entry["version"]
+    written.clear()
     again = upload_catalog(stack, catalog_function, catalog_lines(), key="incoming/again.jsonl")
-    assert again["results"][0]["version"] == published  # same input, same version: idempotent
+    assert again["results"][0]["version"] == entry["version"]  # same input, same version: idempotent
+    assert [key for key in written if key.startswith("catalog/")] == ["catalog/CURRENT"]  # files not rewritten
 
 
 def test_an_invalid_catalogue_file_publishes_nothing_and_says_why(stack, catalog_function):

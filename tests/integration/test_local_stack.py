@@ -2,20 +2,79 @@
 
 import json
 
+import yaml
+
 from pulse.local.poller import MappingSettings, StreamPoller
-from pulse.local.template import PROVISIONED, data_resources
+from pulse.local.stack import REPO_ROOT
 from tests.builders import behaviour
 from tests.integration.conftest import dead_letters, table_items
 
 
-def test_every_data_resource_of_the_template_exists_locally(stack):
-    declared = data_resources(stack.template)
-    assert set(declared) == set(stack.resources)
-    assert {spec["Type"] for spec in declared.values()} <= PROVISIONED
-    table = stack.client("dynamodb").describe_table(TableName=stack.name_of("AWS::DynamoDB::Table"))["Table"]
-    assert table["KeySchema"] == [{"AttributeName": "user_id", "KeyType": "HASH"}]
-    ttl = stack.client("dynamodb").describe_time_to_live(TableName=stack.name_of("AWS::DynamoDB::Table"))
-    assert ttl["TimeToLiveDescription"]["AttributeName"] == "expires_at"
+def declared_resources() -> dict[str, dict]:
+    """template.yaml read on its own (intrinsic tags kept as plain values), not through the local stack's reader."""
+
+    class Plain(yaml.SafeLoader):
+        pass
+
+    Plain.add_multi_constructor("!", lambda loader, suffix, node: {
+        "!" + suffix: loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode) else None})
+    resources = yaml.load((REPO_ROOT / "template.yaml").read_text(), Loader=Plain)["Resources"]
+    return resources
+
+
+def only(resources: dict[str, dict], kind: str) -> dict:
+    """The properties of the template's one resource of that type."""
+    (properties,) = [spec.get("Properties") or {} for spec in resources.values() if spec["Type"] == kind]
+    return properties
+
+
+def test_the_template_data_resources_exist_in_the_account_with_their_declared_properties(stack):
+    declared = declared_resources()
+    stream = only(declared, "AWS::Kinesis::Stream")
+    (stream_name,) = stack.client("kinesis").list_streams()["StreamNames"]
+    summary = stack.client("kinesis").describe_stream_summary(StreamName=stream_name)["StreamDescriptionSummary"]
+    assert summary["OpenShardCount"] == 1  # the ShardCount parameter's default
+    assert summary["RetentionPeriodHours"] == stream["RetentionPeriodHours"]
+    assert (summary["EncryptionType"], summary["KeyId"]) == (stream["StreamEncryption"]["EncryptionType"],
+                                                             stream["StreamEncryption"]["KeyId"])
+
+    table = only(declared, "AWS::DynamoDB::Table")
+    dynamodb = stack.client("dynamodb")
+    (table_name,) = dynamodb.list_tables()["TableNames"]
+    described = dynamodb.describe_table(TableName=table_name)["Table"]
+    assert described["KeySchema"] == table["KeySchema"]
+    assert described["AttributeDefinitions"] == table["AttributeDefinitions"]
+    assert described["BillingModeSummary"]["BillingMode"] == table["BillingMode"]
+    assert described["SSEDescription"]["Status"] == "ENABLED"
+    ttl = dynamodb.describe_time_to_live(TableName=table_name)["TimeToLiveDescription"]
+    assert (ttl["AttributeName"], ttl["TimeToLiveStatus"]) == (table["TimeToLiveSpecification"]["AttributeName"],
+                                                               "ENABLED")
+    backups = dynamodb.describe_continuous_backups(TableName=table_name)["ContinuousBackupsDescription"]
+    assert backups["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "ENABLED"
+
+    queue = only(declared, "AWS::SQS::Queue")
+    sqs = stack.client("sqs")
+    (queue_url,) = sqs.list_queues()["QueueUrls"]
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
+    assert attributes["MessageRetentionPeriod"] == str(queue["MessageRetentionPeriod"])
+    assert attributes["MaximumMessageSize"] == str(queue["MaximumMessageSize"])
+    assert attributes["SqsManagedSseEnabled"] == "true"
+
+    bucket = only(declared, "AWS::S3::Bucket")
+    s3 = stack.client("s3")
+    (bucket_name,) = [entry["Name"] for entry in s3.list_buckets()["Buckets"]]
+    assert s3.get_bucket_versioning(Bucket=bucket_name)["Status"] == bucket["VersioningConfiguration"]["Status"]
+    assert s3.get_public_access_block(Bucket=bucket_name)["PublicAccessBlockConfiguration"] == \
+        bucket["PublicAccessBlockConfiguration"]
+    (rule,) = s3.get_bucket_encryption(Bucket=bucket_name)["ServerSideEncryptionConfiguration"]["Rules"]
+    (declared_rule,) = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ApplyServerSideEncryptionByDefault"] == declared_rule["ServerSideEncryptionByDefault"]
+
+    secret = only(declared, "AWS::SecretsManager::Secret")
+    (listed,) = stack.client("secretsmanager").list_secrets()["SecretList"]
+    value = stack.client("secretsmanager").get_secret_value(SecretId=listed["ARN"])["SecretString"]
+    assert listed["Description"] == secret["Description"]
+    assert len(value) == secret["GenerateSecretString"]["PasswordLength"] and value.isalnum()
 
 
 def test_the_mapping_settings_come_from_the_template(stack):

@@ -4,6 +4,8 @@ DELETE /users/{user_id} forgets everything Pulse keeps about a user."""
 import base64
 import datetime as dt
 import gzip
+import hashlib
+import hmac
 import io
 import json
 import logging
@@ -60,10 +62,15 @@ def test_user_ids_are_logged_only_as_keyed_hashes(stack, ingest, api, catalog_fu
     assert PERSON not in logs
 
 
-def test_the_reference_is_keyed(monkeypatch):
-    plain = user_ref(PERSON)
-    monkeypatch.setenv("PULSE_LOG_HASH_KEY", "another deployment's key")
-    assert user_ref(PERSON) != plain and user_ref(PERSON) == user_ref(PERSON) and len(user_ref(PERSON)) == 18
+def test_the_reference_is_the_hmac_sha256_of_the_id_under_the_deployment_key(monkeypatch):
+    monkeypatch.delenv("PULSE_LOG_KEY_SECRET", raising=False)
+    references = {}
+    for key in ("one deployment's key", "another deployment's key"):
+        monkeypatch.setenv("PULSE_LOG_HASH_KEY", key)
+        expected = hmac.new(key.encode(), PERSON.encode(), hashlib.sha256).hexdigest()[:16]
+        assert user_ref(PERSON) == "u:" + expected
+        references[key] = user_ref(PERSON)
+    assert len(set(references.values())) == 2  # another key, another reference
 
 
 def test_forgetting_a_user_removes_their_state_and_recent_items(stack, ingest, api, catalog_function):
