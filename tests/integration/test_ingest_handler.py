@@ -113,15 +113,17 @@ def test_duplicate_event_ids_count_once(stack, ingest, encoder):
     assert_state(item, encoder, duplicate_event_ids())
 
 
-def test_late_events_converge_to_the_time_ordered_state(stack, ingest, encoder):
+def test_events_older_than_the_stored_state_are_discounted_to_its_time(stack, ingest, encoder):
     ingest(sample_event("ingest-late-events"))
     item = table_items(stack)["77"]
     assert_state(item, encoder, late_events())
-    in_order = sorted(late_events(), key=lambda payload: payload["ts"])
-    for offset, payload in enumerate(in_order):  # the same events, one batch each, oldest first
-        payload = {**payload, "user_id": "78"}
+    newest_first = [{**payload, "user_id": "78"} for payload in late_events()]
+    assert newest_first == sorted(newest_first, key=lambda payload: payload["ts"], reverse=True)
+    for offset, payload in enumerate(newest_first):  # one batch each: every later one is older than the state
         ingest(kinesis_event([payload], first_sequence=900 + offset))
+        assert {t for _, t in stored_vectors(table_items(stack)["78"]).values()} == {newest_first[0]["ts"]}
     other = table_items(stack)["78"]
+    assert_state(other, encoder, newest_first)
     for name, (vector, horizon) in stored_vectors(item).items():
         np.testing.assert_allclose(stored_vectors(other)[name][0], vector, rtol=1e-5, atol=1e-6)
         assert stored_vectors(other)[name][1] == horizon
