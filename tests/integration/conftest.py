@@ -111,13 +111,37 @@ def writes_failing_for(user_id, message="injected: DynamoDB unavailable"):
 
 
 @contextmanager
-def function_handler(stack, logical_id):
-    """The real handler of a template function, in its environment (catalogue checked on every call)."""
+def function_handler(stack, logical_id, *, metrics=False):
+    """The real handler of a template function, in its environment (catalogue checked on every call).
+    `metrics`: Powertools prints each invocation's metrics to stdout, as on Lambda (see `emitted_metrics`)."""
+    from aws_lambda_powertools import Metrics
+
     function = stack.function(logical_id)
-    with function_environment(function, {"POWERTOOLS_METRICS_DISABLED": "true",
+    with function_environment(function, {"POWERTOOLS_METRICS_DISABLED": "false" if metrics else "true",
                                          "PULSE_CATALOG_CHECK_SECONDS": "0"}):
+        if metrics:
+            Metrics().clear_metrics()  # values kept by earlier handlers that ran with metrics disabled
         handler = load_handler(function)
         yield lambda event: handler(event, LambdaContext(logical_id))
+
+
+def emitted_metrics(stdout: str) -> dict[str, tuple[list[float], str]]:
+    """The metrics in the CloudWatch embedded-metric-format lines of `stdout`: {name: (values, unit)}; every
+    line must be in the namespace the template gives the functions."""
+    found: dict[str, tuple[list[float], str]] = {}
+    for line in stdout.splitlines():
+        try:
+            document = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(document, dict) or "_aws" not in document:
+            continue
+        for directive in document["_aws"]["CloudWatchMetrics"]:
+            assert directive["Namespace"] == "Pulse", directive
+            for metric in directive["Metrics"]:
+                values, _ = found.get(metric["Name"], ([], ""))
+                found[metric["Name"]] = (values + document[metric["Name"]], metric["Unit"])
+    return found
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from pulse import aws
-from pulse.catalog_store import S3CatalogRepository
+from pulse.catalog_store import CatalogRefused, S3CatalogRepository
 from pulse.runtime import live_catalog
-from tests.builders import behaviour, kinesis_event
-from tests.integration.conftest import table_items, upload_catalog
+from tests.builders import behaviour, http_event, kinesis_event
+from tests.integration.conftest import emitted_metrics, function_handler, table_items, upload_catalog
 from tests.scenarios import catalog_items, catalog_lines
 
 AWS_DETAIL = ("User: arn:aws:sts::123456789012:assumed-role/pulse-ApiFunctionRole-AbC/pulse-api is not authorized "
@@ -46,9 +46,10 @@ class Bucket:
     def put(self, key, body):
         self.s3.put_object(Bucket=self.name, Key=key, Body=body)
 
-    def copy_version(self, version, **replaced):
-        """The published version under another name, with files replaced (the manifest's sha256 kept true)."""
-        manifest = json.loads(self.get(self.base + "manifest.json"))
+    def copy_version(self, version, manifest_fields=None, **replaced):
+        """The published version under another name, with files replaced (the manifest's sha256 kept true) and
+        `manifest_fields` set in its manifest."""
+        manifest = {**json.loads(self.get(self.base + "manifest.json")), **(manifest_fields or {})}
         for name in ("embeddings.npy", "items.json"):
             body = replaced.get(name, self.get(self.base + name))
             manifest["sha256"][name] = hashlib.sha256(body).hexdigest()
@@ -222,3 +223,58 @@ def test_with_listing_limited_to_the_catalogue_prefix_a_missing_key_still_reads_
         (entry,) = upload_catalog(stack, catalog_function, catalog_lines())["results"]
         assert entry["status"] == "published"
         assert api("GET", "/users/u/recommendations")[1]["catalog_version"] == entry["version"]
+
+
+def published_fingerprint(bucket):
+    return json.loads(bucket.get(bucket.base + "manifest.json"))["encoder_fingerprint"]
+
+
+@pytest.mark.parametrize("name", ["embeddings.npy", "items.json"])
+def test_the_s3_repository_refuses_a_file_whose_bytes_differ_from_its_sha256_in_the_manifest(bucket, name):
+    """The altered file is still a valid one (two rows swapped, a title changed): only the checksum tells."""
+    repository, fingerprint = S3CatalogRepository(bucket.name), published_fingerprint(bucket)
+    bucket.copy_version("v-altered")
+    assert repository.load("v-altered", fingerprint).version == "v-altered"
+    if name == "embeddings.npy":
+        rows = np.load(io.BytesIO(bucket.get(bucket.base + name)))
+        buffer = io.BytesIO()
+        np.save(buffer, rows[[1, 0, *range(2, len(rows))]])
+        altered = buffer.getvalue()
+    else:
+        columns = json.loads(bucket.get(bucket.base + name))
+        columns["titles"][0] = "Another title"
+        altered = json.dumps(columns).encode()
+    bucket.put(f"catalog/versions/v-altered/{name}", altered)
+    with pytest.raises(CatalogRefused, match=f"version v-altered: {name} does not match its sha256 in the manifest"):
+        repository.load("v-altered", fingerprint)
+
+
+def test_the_s3_repository_refuses_a_complete_version_embedded_by_another_encoder(bucket):
+    repository, fingerprint = S3CatalogRepository(bucket.name), published_fingerprint(bucket)
+    bucket.copy_version("v-other-encoder", {"encoder_fingerprint": "0" * 64})
+    assert repository.load("v-other-encoder", "0" * 64).encoder_fingerprint == "0" * 64  # whole and valid
+    with pytest.raises(CatalogRefused, match=f"version v-other-encoder was embedded by encoder {'0' * 64}, "
+                                             f"this deployment runs {fingerprint}"):
+        repository.load("v-other-encoder", fingerprint)
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics to publish")  # a /health with nothing to count
+def test_the_api_counts_a_refused_version_once_in_the_catalog_refused_metric(stack, bucket, capsys):
+    """A complete version embedded by another encoder: /health names it, CatalogRefused is 1, then not again."""
+    with function_handler(stack, "ApiFunction", metrics=True) as handler:
+        def health():
+            capsys.readouterr()
+            answer = json.loads(handler(http_event("GET", "/health"))["body"])
+            return answer, emitted_metrics(capsys.readouterr().out)
+
+        answer, metrics = health()
+        assert answer["catalog_version"] == bucket.published and "CatalogRefused" not in metrics
+        bucket.copy_version("v-other-encoder", {"encoder_fingerprint": "0" * 64})
+        answer, metrics = health()
+        assert answer["catalog_version"] == bucket.published
+        assert answer["refused"] == {"version": "v-other-encoder", "reason": (
+            f"version v-other-encoder was embedded by encoder {'0' * 64}, this deployment runs "
+            f"{published_fingerprint(bucket)}")}
+        assert metrics["CatalogRefused"] == ([1.0], "Count")
+        answer, metrics = health()
+        assert answer["refused"]["version"] == "v-other-encoder" and "CatalogRefused" not in metrics

@@ -14,11 +14,19 @@ from pulse.interest import DEFAULT_TYPE_WEIGHTS, TypeWeights
 from pulse.runtime import ingest_pipeline
 from pulse.settings import DEFAULT_HALF_LIVES
 from tests.builders import behaviour, kinesis_event, kinesis_record, sequence_number
-from tests.integration.conftest import dead_letters, sample_event, table_items, writes_failing_for
+from tests.integration.conftest import (
+    dead_letters,
+    emitted_metrics,
+    function_handler,
+    sample_event,
+    table_items,
+    writes_failing_for,
+)
 from tests.scenarios import (
     OTHER_EVENTS,
     POISON_REASONS,
     SCENARIOS,
+    T0,
     duplicate_event_ids,
     late_events,
     render,
@@ -202,3 +210,32 @@ def test_a_dead_letter_always_fits_sqs_and_a_payload_too_big_for_it_waits_in_the
     key = second["payload_location"].removeprefix(f"s3://{bucket}/")
     assert stack.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read() == data[1]
     assert second["data_sha256"] == hashlib.sha256(data[1]).hexdigest()
+
+
+COUNTERS = ("EventsAccepted", "EventsRejected", "EventsDeduplicated", "RecordsRedelivered", "EventsOfForgottenUsers",
+            "RecordsFailed", "UserWrites")
+
+
+def test_the_ingest_emits_its_counters_and_latency_as_cloudwatch_metrics_per_batch(stack, capsys):
+    """Each invocation prints one embedded-metric-format line (namespace Pulse) with the batch's counts."""
+    from pulse.runtime import interest_store
+
+    def counters(event, **expected):
+        capsys.readouterr()
+        handler(event)
+        emitted = emitted_metrics(capsys.readouterr().out)
+        (latency,), unit = emitted.pop("BatchLatency")
+        assert unit == "Milliseconds" and latency > 0
+        assert emitted == {name: ([float(expected.get(name, 0))], "Count") for name in COUNTERS}
+
+    with function_handler(stack, "IngestFunction", metrics=True) as handler:
+        valid = sample_event("ingest-valid-batch")
+        with writes_failing_for("186"):
+            counters(valid, EventsAccepted=6, RecordsFailed=2, UserWrites=2)
+        counters({"Records": valid["Records"][3:]}, EventsAccepted=2, RecordsRedelivered=3, UserWrites=1)
+        counters(sample_event("ingest-duplicate-event-ids"), EventsAccepted=3, EventsDeduplicated=2, UserWrites=1)
+        counters(sample_event("ingest-poison-batch"), EventsAccepted=2, EventsRejected=len(POISON_REASONS),
+                 UserWrites=1)
+        assert interest_store().delete("305") is True
+        late = behaviour("late-305", "305", type="search", ts=T0 + 20, text="made before the deletion")
+        counters(kinesis_event([late], first_sequence=100), EventsOfForgottenUsers=1)
