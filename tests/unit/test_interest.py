@@ -235,3 +235,17 @@ def test_the_in_memory_store_closes_the_race_between_a_read_and_a_deletion():
     assert not tombstone.has_state and tombstone.forgotten_at == 1000.0
     assert store.delete("u") is False  # nothing left to forget; the tombstone stays
     assert store.delete("never-seen") is False and store.get("never-seen").forgotten_at == 1000.0
+
+
+def test_beyond_max_tracked_shards_the_watermarks_of_the_highest_sequence_numbers_are_kept():
+    """Sequence numbers compare as numbers ("3000" > "200" > "45" > "10" > "9"), not as text."""
+    config = InterestSettings(half_lives=HALF_LIVES, max_tracked_shards=3)
+    user = UserInterest.new("u", HALF_LIVES, DIM)
+    numbers = {"shard-a": "9", "shard-b": "10", "shard-c": "200", "shard-d": "3000", "shard-e": "45"}
+    events = [EmbeddedEvent(item.event, StreamPosition(shard, number), item.weight, item.embedding)
+              for item, (shard, number) in zip([embedded(i, 100.0 + i) for i in range(5)], numbers.items(),
+                                               strict=True)]
+    assert apply_user_events(user, events, config).applied == 5
+    assert user.applied_sequence == {"shard-d": "3000", "shard-c": "200", "shard-e": "45"}
+    again = apply_user_events(user, events, config)  # a kept shard's watermark skips; a pruned one's cannot
+    assert (again.redelivered, again.duplicates, again.applied) == (3, 2, 0)
