@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
+from pulse import aws
 from pulse.events import parse_event
 from pulse.interest import DEFAULT_TYPE_WEIGHTS, TypeWeights
 from pulse.runtime import ingest_pipeline
@@ -82,6 +83,18 @@ def test_a_valid_batch_is_applied_with_one_write_per_user(stack, ingest, encoder
     assert list(json.loads(items["22"]["recent_items"]["S"])) == ["100", "288", "313"]
     assert items["196"]["applied_sequence"]["M"] == {"shardId-000000000000": {"S": sequence_number(3)}}
     assert dead_letters(stack) == []
+
+
+def test_a_users_item_expires_inactive_user_ttl_days_after_its_last_write(stack, monkeypatch):
+    """InactiveUserTtlDays (a non-default 45 here) reaches the ingest function and sets each item's expires_at."""
+    from pulse.runtime import reset_caches
+
+    monkeypatch.setitem(stack.parameters, "InactiveUserTtlDays", "45")
+    with function_handler(stack, "IngestFunction") as handler:
+        reset_caches()
+        assert handler(sample_event("ingest-valid-batch")) == {"batchItemFailures": []}
+    for item in table_items(stack).values():
+        assert int(item["expires_at"]["N"]) == pytest.approx(float(item["updated_at"]["N"]) + 45 * 86400, abs=1)
 
 
 def test_poison_records_are_parked_with_payload_and_reason_and_the_rest_applies(stack, ingest, encoder):
@@ -184,6 +197,38 @@ def test_records_whose_dead_letter_cannot_be_sent_are_retried(stack, ingest):
     assert ingest(event) == {"batchItemFailures": []}  # SQS back: parked now, valid records not re-applied
     assert len(dead_letters(stack)) == len(POISON_REASONS)
     assert int(table_items(stack)["305"]["event_count"]["N"]) == 2
+
+
+def test_a_dead_letter_that_sqs_lists_as_failed_in_its_batch_is_retried_not_lost(stack, ingest):
+    """SendMessageBatch succeeds as a call but may refuse some entries (`Failed`): their records must be reported
+    as batch item failures, so that Lambda delivers them again."""
+    sqs = aws.client("sqs")
+    real_send = sqs.send_message_batch
+    refused = []
+
+    def refuse_the_first_entry(QueueUrl, Entries):  # noqa: N803 - boto3's parameter names
+        first, rest = Entries[0], Entries[1:]
+        refused.append(json.loads(first["MessageBody"])["sequence_number"])
+        answer = real_send(QueueUrl=QueueUrl, Entries=rest)
+        return {**answer, "Failed": [*answer.get("Failed", []), {"Id": first["Id"], "SenderFault": False,
+                                                                  "Code": "InternalError", "Message": "injected"}]}
+
+    with mock.patch.object(sqs, "send_message_batch", side_effect=refuse_the_first_entry):
+        response = ingest(sample_event("ingest-poison-batch"))
+    assert len(refused) == 1
+    assert [failure["itemIdentifier"] for failure in response["batchItemFailures"]] == refused
+    assert len(dead_letters(stack)) == len(POISON_REASONS) - 1
+
+
+def test_more_than_ten_dead_letters_are_sent_in_batches_of_at_most_ten(stack, ingest):
+    """SQS refuses a SendMessageBatch of more than 10 entries (TooManyEntriesInBatchRequest, as moto does)."""
+    event = kinesis_event([f"not json {index}" for index in range(23)])
+    sqs = aws.client("sqs")
+    with mock.patch.object(sqs, "send_message_batch", wraps=sqs.send_message_batch) as send:
+        assert ingest(event) == {"batchItemFailures": []}
+    assert [len(call.kwargs["Entries"]) for call in send.call_args_list] == [10, 10, 3]
+    assert sorted(letter["sequence_number"] for letter in dead_letters(stack)) == sorted(
+        record["kinesis"]["sequenceNumber"] for record in event["Records"])
 
 
 def test_a_dead_letter_always_fits_sqs_and_a_payload_too_big_for_it_waits_in_the_bucket(stack, ingest):
