@@ -13,7 +13,7 @@ from pulse.collaborative import SpaceConfig
 from pulse.settings import TrainingPolicy
 from pulse.training import train_catalog
 from tests.builders import behaviour, kinesis_event
-from tests.integration.conftest import upload_catalog
+from tests.integration.conftest import emitted_metrics, function_handler, upload_catalog
 from tests.scenarios import GENRE_TITLES, catalog_items, catalog_lines
 
 DAY = dt.date(2026, 11, 20)
@@ -188,3 +188,17 @@ def test_a_pretty_printed_record_is_read_back_from_the_archive_whole(stack):
     read = list(read_archive(stack.name_of("AWS::S3::Bucket"), DAY, DAY, stats=stats))
     assert [event.event_id for event in read] == ["pp-0", "pp-1", "pp-2"]
     assert (stats.lines, stats.invalid) == (4, 1)
+
+
+def test_the_train_function_emits_training_refused_and_its_event_count_as_metrics(stack, catalog_function, capsys):
+    """An empty archive: the training is refused for too little data, counted in TrainingRefused."""
+    upload_catalog(stack, catalog_function, catalog_lines())
+    with function_handler(stack, "TrainFunction", metrics=True) as handler:
+        capsys.readouterr()
+        summary = handler({})
+        metrics = emitted_metrics(capsys.readouterr().out)
+    assert summary["decision"] == "refused" and summary["reason"].startswith("not enough data: 0 events < 1000")
+    assert metrics["TrainingRefused"] == ([1.0], "Count") and "TrainingPublished" not in metrics
+    assert metrics["TrainingEvents"] == ([0.0], "Count")
+    (seconds,), unit = metrics["TrainingSeconds"]
+    assert unit == "Seconds" and seconds >= 0
