@@ -113,3 +113,13 @@ def test_an_item_may_have_at_most_64_categories(stack, catalog_function, count, 
         report = json.loads(stack.client("s3").get_object(
             Bucket=bucket, Key="reports/incoming/catalog.jsonl.json")["Body"].read())
         assert report["problems"] == [[33, "65 categories; the limit is 64"]]
+
+
+def test_exclude_seen_false_lets_the_items_a_user_engaged_with_back_in(stack, ingest, api, published):
+    ingest(kinesis_event([behaviour(f"s{n}", "fan", type="like", item_id=item, ts=T0 + n)
+                          for n, item in enumerate(SCI_FI)]))
+    at = f"k=3&at={T0 + 60}"
+    seen_out = api("GET", "/users/fan/recommendations", at)[1]["items"]
+    seen_in = api("GET", "/users/fan/recommendations", at + "&exclude_seen=false")[1]["items"]
+    assert not {item["item_id"] for item in seen_out} & set(SCI_FI)
+    assert {item["item_id"] for item in seen_in} == set(SCI_FI)  # closest to the interest they make up

@@ -30,6 +30,8 @@ def test_valid_lines_parse_with_free_metadata():
 @pytest.mark.parametrize(("line", "message"), [
     ("{not json", "not valid JSON"),
     (json.dumps({"title": "no id"}), "item_id is required"),
+    (json.dumps({"item_id": "x" * 129, "title": "x"}), "item_id must be 1-128 bytes in UTF-8, got 129"),
+    (json.dumps({"item_id": "é" * 65, "title": "x"}), "item_id must be 1-128 bytes in UTF-8, got 130"),
     (json.dumps({"item_id": "9"}), "needs a title or a text"),
     (json.dumps({"item_id": "9", "title": "x", "categories": "Comedy"}), "categories must be a list"),
     (json.dumps({"item_id": "9", "title": "x", "available": "yes"}), "available must be true or false"),

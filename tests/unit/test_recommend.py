@@ -143,3 +143,21 @@ def test_a_user_is_expressed_in_any_space_the_residual_included_even_when_it_is_
     np.testing.assert_allclose(vectors["short"], 2.0 * hybrid.embeddings[1] + hybrid.embed_texts(text[2:3])[0],
                                atol=1e-5)
     np.testing.assert_allclose(hybrid.text_vectors_for(["i2"])["i2"], text[2], atol=1e-6)
+
+
+def test_the_history_is_weighed_and_decayed_at_query_time_and_events_after_it_count_undecayed():
+    """README, the interest model: each scale is Σ w_i·2^(−(now−t_i)/h)·row(item_i) over the history, an event
+    after `now` counting at full weight."""
+    from pulse.interest import DEFAULT_TYPE_WEIGHTS, Engagement
+    from pulse.recommend import scale_vectors
+
+    rows = np.eye(3)
+    catalog = in_memory_catalog(["a", "b", "c"], rows)
+    history = [Engagement(0.0, "a", "click"), Engagement(100.0, "b", "purchase"), Engagement(500.0, "c", "like")]
+    user = UserInterest(user_id="u", scales={}, history=history)
+    vectors = scale_vectors(user, catalog, 300.0, {"short": 100.0, "long": 1000.0})
+    for name, half_life in (("short", 100.0), ("long", 1000.0)):
+        expected = (DEFAULT_TYPE_WEIGHTS["click"] * 2 ** (-300 / half_life) * rows[0]
+                    + DEFAULT_TYPE_WEIGHTS["purchase"] * 2 ** (-200 / half_life) * rows[1]
+                    + DEFAULT_TYPE_WEIGHTS["like"] * rows[2])  # dated after the question: undecayed
+        np.testing.assert_allclose(vectors[name], expected, rtol=1e-12)
