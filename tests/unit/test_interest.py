@@ -249,3 +249,14 @@ def test_beyond_max_tracked_shards_the_watermarks_of_the_highest_sequence_number
     assert user.applied_sequence == {"shard-d": "3000", "shard-c": "200", "shard-e": "45"}
     again = apply_user_events(user, events, config)  # a kept shard's watermark skips; a pruned one's cannot
     assert (again.redelivered, again.duplicates, again.applied) == (3, 2, 0)
+
+
+def test_the_documented_type_weights_and_their_rating_and_dwell_scaling():
+    """README: view 0.5, click 1, add_to_cart 2, purchase 3, like 2, dislike -2, skip -0.5, search 1, rate 2;
+    `rate` times clip((stars - 2.5) / 2.5, -1, 1); `view` with dwell times clip(seconds / 30, 0.1, 1)."""
+    weights = TypeWeights(DEFAULT_TYPE_WEIGHTS)
+    documented = {"view": 0.5, "click": 1, "add_to_cart": 2, "purchase": 3, "like": 2, "dislike": -2, "skip": -0.5,
+                  "search": 1, "rate": 2}
+    assert {kind: weights.weight_of(kind, None) for kind in documented} == documented
+    assert [weights.weight_of("rate", stars) for stars in (1, 2, 3, 4, 5)] == pytest.approx([-1.2, -0.4, 0.4, 1.2, 2])
+    assert [weights.weight_of("view", seconds) for seconds in (1, 15, 30, 45)] == pytest.approx([0.05, 0.25, 0.5, 0.5])
