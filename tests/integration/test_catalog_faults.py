@@ -278,3 +278,15 @@ def test_the_api_counts_a_refused_version_once_in_the_catalog_refused_metric(sta
         assert metrics["CatalogRefused"] == ([1.0], "Count")
         answer, metrics = health()
         assert answer["refused"]["version"] == "v-other-encoder" and "CatalogRefused" not in metrics
+
+
+def test_the_catalogue_function_counts_published_items_and_rejected_files_in_its_metrics(stack, capsys):
+    with function_handler(stack, "CatalogFunction", metrics=True) as handler:
+        capsys.readouterr()
+        (published,) = upload_catalog(stack, handler, catalog_lines())["results"]
+        assert published["status"] == "published"
+        assert emitted_metrics(capsys.readouterr().out) == {
+            "CatalogItemsPublished": ([float(len(catalog_lines()))], "Count")}
+        (rejected,) = upload_catalog(stack, handler, [*catalog_lines()[:2], "{not json"])["results"]
+        assert rejected["status"] == "rejected"
+        assert emitted_metrics(capsys.readouterr().out) == {"CatalogFilesRejected": ([1.0], "Count")}
