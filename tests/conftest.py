@@ -1,7 +1,10 @@
-"""Test-wide settings: no real AWS account is ever reachable, tracing is off (no X-Ray daemon)."""
+"""Test-wide settings: no real AWS account is ever reachable, tracing is off (no X-Ray daemon), and no test leaves
+the process's environment changed for the tests after it (they run in random order, and in parallel)."""
 
 import os
 import secrets
+import subprocess
+from pathlib import Path
 
 os.environ.update({
     "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
@@ -21,3 +24,51 @@ def encoder():
     from pulse_encoder import load_encoder
 
     return load_encoder()
+
+
+@pytest.fixture(autouse=True)
+def environment_left_as_found(request):
+    """A test that leaves os.environ changed (itself or through its function-scoped fixtures) fails, and the
+    environment is put back: what it changed would otherwise steer the tests that happen to run after it."""
+    before = dict(os.environ)
+    yield
+    after = dict(os.environ)
+    for snapshot in (before, after):
+        snapshot.pop("PYTEST_CURRENT_TEST", None)  # pytest's own, set per test phase
+    if after != before:
+        from pulse.runtime import reset_caches
+
+        for name in after.keys() - before.keys():
+            del os.environ[name]
+        os.environ.update(before)
+        reset_caches()
+        changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+        pytest.fail(f"the test left os.environ changed ({', '.join(changed)}); restore what it sets "
+                    "(monkeypatch.setenv, LocalStack.activated())", pytrace=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """`slow` means something: a test that starts Python or sam in a process (the pulse CLI, a built function, a
+    local runtime's moto server, sam build) and is not marked slow fails, so `pytest -m "not slow"` stays a quick
+    inner loop. (The session's one shared moto server starts in a fixture and does not count.)"""
+    if item.get_closest_marker("slow") is not None:
+        return (yield)
+    started = []
+    real_init = subprocess.Popen.__init__
+
+    def recording_init(self, args, *more, **options):
+        program = Path(str(args if isinstance(args, str | bytes | os.PathLike) else args[0])).name
+        if program.startswith("python") or program == "sam":  # not a library's helper (lscpu)
+            started.append(args)
+        real_init(self, args, *more, **options)
+
+    subprocess.Popen.__init__ = recording_init
+    try:
+        result = yield
+    finally:
+        subprocess.Popen.__init__ = real_init
+    if started:
+        pytest.fail(f"the test starts a process ({started[0]}) but is not marked slow: add @pytest.mark.slow",
+                    pytrace=False)
+    return result

@@ -19,7 +19,9 @@ EVENTS = Path(__file__).resolve().parents[2] / "events"
 
 @pytest.fixture(scope="session")
 def moto_stack():
+    """One moto server for the session; each test points the process at it through `stack` (and takes it back)."""
     stack = LocalStack(port=0).start()
+    stack.restore_environment()
     yield stack
     stack.stop()
 
@@ -32,7 +34,7 @@ def stack(moto_stack):
     moto_stack.activate()
     moto_stack.resources = provision(moto_stack.template, moto_stack.session())
     yield moto_stack
-    moto_stack.restore_environment()  # a test that ran the pollers set every function's variables
+    moto_stack.restore_environment()  # the endpoint, and every function's variables if the test ran the pollers
     reset_caches()
 
 
@@ -74,15 +76,17 @@ def http_get(url):
     return http_request(url)
 
 
-def wait_for(check, timeout=15.0):
-    """Poll until check() returns something truthy (and return it)."""
+def wait_for(check, timeout=180.0):
+    """Poll until check() returns something truthy (and return it). For what has no completion signal to wait on
+    (a catalogue version served, an object written): the bound only ends a test that would hang, so it is
+    generous for a loaded 2-core runner. Records put on the stream: LocalRuntime.wait_until_ingested()."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = check()
         if result:
             return result
         time.sleep(0.1)
-    raise AssertionError("condition not met in time")
+    raise AssertionError(f"condition not met within {timeout:.0f} s: {getattr(check, '__qualname__', check)}")
 
 
 def table_items(stack) -> dict[str, dict]:

@@ -18,6 +18,8 @@ from pulse.local.runtime import LocalRuntime
 from pulse.local.stack import LOCAL_CREDENTIALS
 from tests.integration.conftest import http_request
 
+pytestmark = pytest.mark.slow  # two local runtimes of its own
+
 
 def call(url, method="GET", body=None, token=None, headers=None):
     """-> (status, JSON body) over real HTTP."""
@@ -36,8 +38,8 @@ def jwt_stack(tmp_path_factory):
 
 @pytest.fixture
 def stack(jwt_stack):
-    jwt_stack.stack.activate()
-    return jwt_stack
+    with jwt_stack.stack.activated():
+        yield jwt_stack
 
 
 def event(user, n=0):
@@ -117,7 +119,7 @@ def test_forged_expired_and_foreign_tokens_are_refused_by_the_authorizer(stack, 
 
 
 @pytest.fixture(scope="module")
-def iam_stack():
+def started_iam_stack():
     running = LocalRuntime(aws_port=0, api_port=0, train_every_seconds=0, parameters={"OpenApi": "false"}).start()
     yield running
     running.stop()
@@ -130,8 +132,13 @@ def signed(url, method="GET", secret=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
     return dict(request.headers.items())
 
 
+@pytest.fixture
+def iam_stack(started_iam_stack):
+    with started_iam_stack.stack.activated():
+        yield started_iam_stack
+
+
 def test_by_default_the_api_takes_only_sigv4_signed_requests(iam_stack):
-    iam_stack.stack.activate()
     assert iam_stack.describe()["api_auth"] == "iam"
     url = f"{iam_stack.api_url}/users/iam-probe-{time.time_ns()}/profile"
     assert call(url)[0] == 403

@@ -66,7 +66,7 @@ CONFIG = {
                    "path.user_id": {"dictionary": "known-users", "probability": 0.3}},
 }
 
-pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:No application metrics to publish")]
 
 cases_per_operation: Counter[str] = Counter()
 statuses_per_operation: defaultdict[str, Counter[int]] = defaultdict(Counter)
@@ -83,17 +83,16 @@ def runtime(encoder):
     """The local stack with a published catalogue and a few users who have personal recommendations."""
     running = LocalRuntime(aws_port=0, api_port=0).start()
     try:
-        running.stack.activate()
         published = publish_catalog(catalog_lines(), encoder, S3CatalogRepository(running.stack.name_of(
             "AWS::S3::Bucket")))
-        wait_for(lambda: get(running.api_url + "/health")[1]["catalog_version"] == published.version, timeout=30)
+        wait_for(lambda: get(running.api_url + "/health")[1]["catalog_version"] == published.version)
         now = time.time()
         running.put_events([{"event_id": f"fuzz-{user}-{index}", "user_id": user, "type": "like",
                              "item_id": f"m{1 + 8 * position + index}", "ts": now - 60 + index}
                             for position, user in enumerate(KNOWN_USERS[:2]) for index in range(3)]
                            + [{"event_id": "fuzz-search", "user_id": KNOWN_USERS[2], "type": "search",
                                "text": "animated family comedy", "ts": now}])
-        running.wait_until_ingested(timeout=60)
+        running.wait_until_ingested()
         for user in KNOWN_USERS:
             status, answer = get(f"{running.api_url}/users/{user}/recommendations?k=3")
             assert (status, answer["strategy"]) == (200, "personal"), answer
@@ -102,9 +101,15 @@ def runtime(encoder):
         running.stop()
 
 
+@pytest.fixture(autouse=True)
+def active(runtime):
+    """The handlers this module's API server runs in this process reach its stack, whatever ran before."""
+    with runtime.stack.activated():
+        yield
+
+
 @pytest.fixture(scope="module")
 def api_schema(runtime):
-    runtime.stack.activate()  # other modules may have pointed this process at another endpoint
     return schemathesis.openapi.from_url(f"{runtime.api_url}/openapi.json", config=schemathesis.Config.from_dict(
         CONFIG), timeout=10)
 
@@ -198,6 +203,6 @@ def test_a_user_id_that_needs_percent_encoding_is_read_back_through_the_api(runt
     """Contract 1 allows any non-control character in ids; the API must find such a user by its encoded path."""
     event = {"event_id": f"enc-{user_id}", "user_id": user_id, "type": "like", "item_id": "m1", "ts": time.time()}
     runtime.put_events([event])
-    runtime.wait_until_ingested(timeout=60)
+    runtime.wait_until_ingested()
     status, answer = get(f"{runtime.api_url}/users/{urllib.parse.quote(user_id, safe='')}/profile")
     assert (status, answer.get("user_id"), answer.get("event_count")) == (200, user_id, 1), answer

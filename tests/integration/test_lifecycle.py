@@ -36,7 +36,7 @@ def upload(runtime, movies, key):
     body = "\n".join(json.dumps(catalog_record(movie, 0)) for movie in movies).encode()
     runtime.stack.client("s3").put_object(Bucket=runtime.stack.name_of("AWS::S3::Bucket"), Key=key, Body=body)
     return wait_for(lambda: (lambda now: now if now != before else None)(
-        http_get(runtime.api_url + "/health")[1]["catalog_version"]), timeout=120)
+        http_get(runtime.api_url + "/health")[1]["catalog_version"]))
 
 
 def pulse_train(runtime, folder, *flags):
@@ -49,7 +49,7 @@ def pulse_train(runtime, folder, *flags):
 
 
 def serving(runtime, version):
-    wait_for(lambda: http_get(runtime.api_url + "/health")[1]["catalog_version"] == version, timeout=60)
+    wait_for(lambda: http_get(runtime.api_url + "/health")[1]["catalog_version"] == version)
     return http_get(runtime.api_url + "/health")[1]
 
 
@@ -148,9 +148,8 @@ def test_the_local_stack_plays_the_training_schedule():
     try:
         s3, bucket = runtime.stack.client("s3"), runtime.stack.name_of("AWS::S3::Bucket")
         s3.put_object(Bucket=bucket, Key="incoming/catalog.jsonl", Body="\n".join(catalog_lines()).encode())
-        wait_for(lambda: http_get(runtime.api_url + "/health")[1]["catalog_version"], timeout=60)
-        reports = wait_for(lambda: s3.list_objects_v2(Bucket=bucket, Prefix="reports/training/").get("Contents"),
-                           timeout=60)
+        wait_for(lambda: http_get(runtime.api_url + "/health")[1]["catalog_version"])
+        reports = wait_for(lambda: s3.list_objects_v2(Bucket=bucket, Prefix="reports/training/").get("Contents"))
         report = json.loads(s3.get_object(Bucket=bucket, Key=reports[0]["Key"])["Body"].read())
         assert report["decision"] == "refused" and report["reason"].startswith("not enough data: 0 events")
     finally:

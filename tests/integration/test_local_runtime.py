@@ -39,10 +39,11 @@ def started_runtime():
 
 @pytest.fixture
 def runtime(started_runtime):
-    started_runtime.stack.activate()  # other tests may have pointed this process at another endpoint
-    return started_runtime
+    with started_runtime.stack.activated():
+        yield started_runtime
 
 
+@pytest.mark.slow
 def test_a_plain_boto3_client_sees_its_events_in_the_api(runtime, tmp_path):
     description = runtime.describe()
     assert set(description) == {"aws_endpoint", "api_url", "region", "stream", "table", "bucket", "dlq", "api_auth",
@@ -59,17 +60,19 @@ def test_a_plain_boto3_client_sees_its_events_in_the_api(runtime, tmp_path):
     now = time.time()
     event = {"event_id": "lr-1", "user_id": "visitor", "type": "like", "item_id": "m1", "ts": now}
     kinesis.put_record(StreamName=local["stream"], PartitionKey="visitor", Data=json.dumps(event).encode())
-    profile = wait_for(lambda: get(local["api_url"] + "/users/visitor/profile")[1].get("event_count"))
-    assert profile == 1
+    runtime.wait_until_ingested()
+    assert get(local["api_url"] + "/users/visitor/profile")[1]["event_count"] == 1
     status, answer = get(local["api_url"] + "/users/visitor/recommendations?k=3")
     assert status == 200 and answer["strategy"] == "personal" and answer["catalog_version"] == version
 
     status, accepted = post(local["api_url"] + "/events", {"events": [{**event, "event_id": "lr-2"}]})
     assert (status, accepted) == (202, {"accepted": 1, "rejected": []})
-    wait_for(lambda: get(local["api_url"] + "/users/visitor/profile")[1]["event_count"] == 2)
+    runtime.wait_until_ingested()
+    assert get(local["api_url"] + "/users/visitor/profile")[1]["event_count"] == 2
     assert get(local["api_url"] + "/nowhere") == (404, {"error": "no route GET /nowhere", "detail": None})
 
 
+@pytest.mark.slow
 def test_the_evaluation_runs_end_to_end_on_a_few_users(tmp_path):
     options = EvalOptions(max_users=25, out_dir=tmp_path, shift_users_per_pair=1, shift_steps=3, retrain_days=30)
     report = run_evaluation(options, Progress(enabled=False))
@@ -91,27 +94,23 @@ def test_the_evaluation_runs_end_to_end_on_a_few_users(tmp_path):
     assert "Hit@10" in report["table"]
 
 
+@pytest.mark.slow
 def test_pulse_local_up_writes_its_description_serves_and_stops_on_ctrl_c(tmp_path):
     import signal
-    import socket
     import subprocess
     import sys
 
-    def free_port():
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            return probe.getsockname()[1]
-
-    aws_port, api_port = free_port(), free_port()
+    # Port 0: the processes that listen pick the ports and the description says which (nothing to race for).
     process = subprocess.Popen([sys.executable, "-m", "pulse.cli", "local", "up", "--no-catalog",
-                                "--aws-port", str(aws_port), "--api-port", str(api_port)],
+                                "--aws-port", "0", "--api-port", "0"],
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     description = tmp_path / ".pulse" / "local.json"
     try:
-        wait_for(description.is_file, timeout=60)
+        wait_for(description.is_file)
         local = json.loads(description.read_text())
-        assert local["aws_endpoint"] == f"http://127.0.0.1:{aws_port}"
-        assert local["api_url"] == f"http://127.0.0.1:{api_port}"
+        assert not local["aws_endpoint"].endswith(":0") and not local["api_url"].endswith(":0")
+        kinesis = boto3.client("kinesis", endpoint_url=local["aws_endpoint"], region_name=local["region"])
+        assert local["stream"] in kinesis.list_streams()["StreamNames"]
         assert get(local["api_url"] + "/health")[1]["status"] == "degraded"  # no catalogue published
     finally:
         process.send_signal(signal.SIGINT)
@@ -120,6 +119,7 @@ def test_pulse_local_up_writes_its_description_serves_and_stops_on_ctrl_c(tmp_pa
     assert "local stack stopped" in output and not description.exists()
 
 
+@pytest.mark.slow
 def test_every_record_of_the_stream_is_archived_and_read_back_once(runtime):
     import datetime as dt
 
@@ -127,13 +127,16 @@ def test_every_record_of_the_stream_is_archived_and_read_back_once(runtime):
 
     events = [{"event_id": f"ar-{i}", "user_id": f"archived-{i % 5}", "type": "view", "item_id": "m1",
                "ts": 1_700_000_000 + i} for i in range(300)]
+    put_at = dt.datetime.now(dt.UTC)
     runtime.put_events(events + events[:10])  # producer retries are archived too, and read back once
     kinesis = runtime.stack.client("kinesis")
     kinesis.put_record(StreamName=runtime.stack.name_of("AWS::Kinesis::Stream"), PartitionKey="x", Data=b"{oops")
     runtime.archiver.drain()
-    today = dt.datetime.now(dt.UTC).date()
+    # Partitions are arrival days: read every day from before the first put to after the drain (midnight may
+    # fall in between).
+    first_day, last_day = put_at.date(), dt.datetime.now(dt.UTC).date()
     stats = ArchiveReadStats()
-    archived = [event for event in read_archive(runtime.stack.name_of("AWS::S3::Bucket"), today, today, stats=stats)
-                if event.event_id.startswith("ar-")]
+    archived = [event for event in read_archive(runtime.stack.name_of("AWS::S3::Bucket"), first_day, last_day,
+                                                stats=stats) if event.event_id.startswith("ar-")]
     assert sorted(event.event_id for event in archived) == sorted(event["event_id"] for event in events)
     assert stats.duplicates >= 10 and stats.invalid >= 1

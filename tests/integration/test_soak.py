@@ -100,6 +100,7 @@ def test_the_reconciliation_catches_losses_double_counts_missing_letters_and_arc
     assert gap["missing"] == 1 and gap["unexpected"] == 1
 
 
+@pytest.mark.slow
 def test_a_short_soak_on_the_local_stack_loses_nothing_and_counts_nothing_twice(tmp_path):
     out = tmp_path / "soak.json"
     code = main(["--rate", "40", "--seconds", "6", "--users", "100", "--api-rps", "4", "--poison-share", "0.05",

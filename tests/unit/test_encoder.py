@@ -175,6 +175,7 @@ def test_a_missing_model_says_how_to_build_it(tmp_path):
         Encoder(tmp_path)
 
 
+@pytest.mark.slow
 def test_the_runtime_package_never_imports_torch():
     script = ("import sys, pulse_encoder, pulse_encoder.build, pulse_encoder.layer_size\n"
               "pulse_encoder.Encoder().encode(['x'])\n"

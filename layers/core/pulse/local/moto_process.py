@@ -1,5 +1,6 @@
-"""moto's server for the local stack (`python -m pulse.local.moto_process HOST PORT`), with two fixes that a
-100,000-record replay needs:
+"""moto's server for the local stack (`python -m pulse.local.moto_process HOST PORT`). It binds the port itself
+(PORT 0: any free one) and writes the bound port, or why it could not bind, as the first line on stdout; nothing
+else goes there. Two fixes that a 100,000-record replay needs:
 
 - one request at a time: moto's threaded server lets a PutRecords and a GetRecords on the same shard race (its
   in-memory shard is not thread-safe: "OrderedDict mutated during iteration"); a real endpoint serializes per
@@ -13,10 +14,11 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 
 from moto.server import DomainDispatcherApplication, create_backend_app
-from werkzeug.serving import run_simple
+from werkzeug.serving import make_server
 
 
 def _patch_kinesis_shard() -> None:
@@ -52,10 +54,21 @@ def _patch_kinesis_shard() -> None:
 
 def main() -> None:
     host, port = sys.argv[1], int(sys.argv[2])
-    os.environ.setdefault("MOTO_PORT", str(port))
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log line per AWS call
     _patch_kinesis_shard()
-    run_simple(host, port, DomainDispatcherApplication(create_backend_app), threaded=False, use_reloader=False)
+    try:
+        listener = socket.create_server((host, port))
+    except OSError as error:
+        print(f"cannot listen on {host}:{port} ({error.strerror or error})", flush=True)
+        sys.exit(1)
+    bound = listener.getsockname()[1]
+    os.environ.setdefault("MOTO_PORT", str(bound))  # moto writes it into queue URLs
+    server = make_server(host, bound, DomainDispatcherApplication(create_backend_app), threaded=False,
+                         fd=listener.fileno())
+    print(bound, flush=True)
+    # The parent reads one line: stdout goes nowhere from now on, so no write can fill its pipe.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    server.serve_forever()
 
 
 if __name__ == "__main__":

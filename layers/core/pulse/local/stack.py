@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
+import select
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from pulse.local.template import ProvisionedResource, TemplateResolver, load_tem
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[4]
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "pulse-local", "AWS_SECRET_ACCESS_KEY": "pulse-local"}
+ACTIVATED_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION")
 LOCAL_ENVIRONMENT = {"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true"}
 # Where the local stack differs from a deployment's defaults: an open API unless JwtIssuer or OpenApi=false
 # says otherwise (README, "Authorization").
@@ -38,20 +40,18 @@ class LocalStack:
     _server: Any = None
     _handlers: dict[str, Any] = field(default_factory=dict)
     _replaced_environment: dict[str, str | None] = field(default_factory=dict)  # restored by stop()
+    _function_variables: dict[str, str] = field(default_factory=dict)  # set by use_function_environments
 
     @property
     def endpoint(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> LocalStack:
-        if self.port == 0:
-            self.port = _free_port(self.host)
-        elif _port_in_use(self.host, self.port):
-            raise RuntimeError(f"{self.host}:{self.port} is in use (another local stack?); pick another port")
-        # moto's server in its own process, as a real endpoint is: it does not compete for our GIL.
+        # moto's server in its own process, as a real endpoint is: it does not compete for our GIL. It binds the
+        # port (port 0: a free one) and tells which: no port is probed here and handed over, which races.
         self._server = subprocess.Popen([sys.executable, "-m", "pulse.local.moto_process", self.host, str(self.port)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_for_port(self.host, self.port, self._server)
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.port = _bound_port(self._server, f"{self.host}:{self.port}")
         self.activate()
         self.template = load_template(self.root / "template.yaml")
         self.parameters = {**LOCAL_PARAMETER_DEFAULTS, **self.parameters}
@@ -63,11 +63,30 @@ class LocalStack:
         return self
 
     def activate(self) -> None:
-        """Point this process's AWS clients (boto3 and PynamoDB, through AWS_ENDPOINT_URL) at this stack."""
+        """Point this process's AWS clients (boto3 and PynamoDB, through AWS_ENDPOINT_URL) at this stack, until
+        restore_environment() or stop()."""
+        endpoint = dict(zip(ACTIVATED_VARIABLES, (self.endpoint, self.region, self.region), strict=True))
+        self._set_environment({**LOCAL_CREDENTIALS, **endpoint})
+
+    @contextmanager
+    def activated(self) -> Iterator[LocalStack]:
+        """activate() for a while, with the functions' variables once its pollers run (they invoke the handlers
+        in this process); every variable it sets has its previous value back on exit."""
+        names = (*LOCAL_CREDENTIALS, *ACTIVATED_VARIABLES, *self._function_variables)
+        previous = {name: os.environ.get(name) for name in names}
+        self.activate()
+        self._set_environment(self._function_variables)
+        try:
+            yield self
+        finally:
+            _restore(previous)
+
+    def _set_environment(self, values: dict[str, str]) -> None:
         from pulse.runtime import reset_caches
 
-        os.environ.update({**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint, "AWS_REGION": self.region,
-                           "AWS_DEFAULT_REGION": self.region})
+        for name in values:
+            self._replaced_environment.setdefault(name, os.environ.get(name))
+        os.environ.update(values)
         reset_caches()
 
     def stop(self) -> None:
@@ -81,16 +100,9 @@ class LocalStack:
         self.restore_environment()
 
     def restore_environment(self) -> None:
-        """Take back the functions' variables use_function_environments set (they leave with the stack)."""
-        from pulse.runtime import reset_caches
-
-        for name, value in self._replaced_environment.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        """Take back every variable activate() and use_function_environments set (they leave with the stack)."""
+        _restore(self._replaced_environment)
         self._replaced_environment.clear()
-        reset_caches()
 
     def session(self) -> boto3.session.Session:
         return boto3.session.Session(region_name=self.region)
@@ -115,18 +127,14 @@ class LocalStack:
     def use_function_environments(self, log_level: str | None = None) -> None:
         """All functions run in this one process: their (disjoint) variables are set once, together, with
         tracing off and metrics not printed (no X-Ray daemon, no CloudWatch here)."""
-        from pulse.runtime import reset_caches
-
         merged: dict[str, str] = {}
         for logical_id in self.functions():
             merged.update(self.function(logical_id).environment)
         merged.update(LOCAL_ENVIRONMENT)
         if log_level:
             merged["POWERTOOLS_LOG_LEVEL"] = log_level
-        for name in merged:
-            self._replaced_environment.setdefault(name, os.environ.get(name))
-        os.environ.update(merged)
-        reset_caches()
+        self._function_variables = merged
+        self._set_environment(merged)
 
     def handler(self, logical_id: str) -> Any:
         """The function's handler, imported once per stack (one container per function)."""
@@ -192,26 +200,29 @@ def forget_unpublished_metrics() -> None:
     Metrics().clear_metrics()
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
+def _restore(previous: dict[str, str | None]) -> None:
+    """Put variables back as they were (None: it was not set)."""
+    from pulse.runtime import reset_caches
+
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    reset_caches()
 
 
-def _wait_for_port(host: str, port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"moto's server exited with code {process.returncode} (port {port} taken?)")
-        if _port_in_use(host, port):
-            return
-        time.sleep(0.05)
+def _bound_port(process: subprocess.Popen, address: str, timeout: float = 60.0) -> int:
+    """The port moto's server reports on its first line of output, once it listens."""
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    line = process.stdout.readline().strip() if ready else ""
+    process.stdout.close()
+    if line.isdigit():
+        return int(line)
     process.kill()
-    raise TimeoutError(f"moto's server did not listen on {host}:{port} within {timeout} s")
-
-
-def _port_in_use(host: str, port: int) -> bool:
-    if port == 0:
-        return False
-    with socket.socket() as probe:
-        return probe.connect_ex((host, port)) == 0
+    process.wait()
+    if not ready:
+        raise TimeoutError(f"moto's server did not listen on {address} within {timeout:.0f} s")
+    if line:  # "cannot listen on HOST:PORT (why)"
+        raise RuntimeError(f"moto's server {line}; pick another port (another local stack?)")
+    raise RuntimeError(f"moto's server exited with code {process.returncode} before it listened on {address}")
