@@ -26,6 +26,16 @@ def encoder():
     return load_encoder()
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """A test marked `summary` reads what the other tests of its module recorded: whatever the (random) order,
+    it runs right after the last of them."""
+    for summary in [item for item in items if item.get_closest_marker("summary")]:
+        items.remove(summary)
+        last = max(index for index, item in enumerate(items) if item.module is summary.module)
+        items.insert(last + 1, summary)
+
+
 @pytest.fixture(autouse=True)
 def environment_left_as_found(request):
     """A test that leaves os.environ changed (itself or through its function-scoped fixtures) fails, and the

@@ -101,3 +101,25 @@ def test_a_test_that_starts_a_process_fails_unless_it_is_marked_slow(pytester):
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["the test starts a process (*python*) but is not marked slow: add @pytest.mark.slow",
                                  "FAILED test_process.py::test_unmarked*"])
+
+
+def test_a_summary_test_runs_after_the_tests_of_its_module_in_any_order(pytester):
+    pytester.makeconftest((Path(__file__).parents[1] / "conftest.py").read_text())
+    pytester.makeini("[pytest]\nmarkers =\n    summary: runs after its module's tests\n")
+    pytester.makepyfile(test_summary="""
+        import pytest
+
+        seen = []
+
+        @pytest.mark.summary
+        def test_summary():
+            assert seen == ["a", "b", "c"]
+
+        @pytest.mark.parametrize("name", ["a", "b", "c"])
+        def test_record(name):
+            seen.append(name)
+            seen.sort()
+    """, test_other="def test_other():\n    pass\n")
+    for seed in ("1", "2", "3"):
+        result = pytester.runpytest_subprocess("-p", "randomly", f"--randomly-seed={seed}", "-p", "no:cacheprovider")
+        result.assert_outcomes(passed=5)
