@@ -379,6 +379,7 @@ def match_dead_letters(poison: Sequence[Record], messages: Sequence[dict[str, An
     matched: list[Record] = []
     unmatched, batch_coordinates, without_reason, payload_altered = 0, 0, 0, 0
     reasons: dict[str, str] = {}
+    unmatched_reasons: Counter[str] = Counter()
     for message in messages:
         if "KinesisBatchInfo" in message:  # the event source mapping gave up on a batch: records not applied
             batch_coordinates += 1
@@ -386,6 +387,7 @@ def match_dead_letters(poison: Sequence[Record], messages: Sequence[dict[str, An
         candidates = waiting.get(message.get("data_sha256", ""))
         if not candidates:
             unmatched += 1
+            unmatched_reasons[str(message.get("reason", ""))[:200]] += 1
             continue
         record = candidates.pop()
         matched.append(record)
@@ -398,7 +400,8 @@ def match_dead_letters(poison: Sequence[Record], messages: Sequence[dict[str, An
     missing = [record for records in waiting.values() for record in records]
     return {"messages": len(messages), "poison_sent": len(poison), "matched": len(matched),
             "missing_poison": len(missing), "missing_by_kind": dict(Counter(record.detail for record in missing)),
-            "unmatched_messages": unmatched, "failure_destination_batches": batch_coordinates,
+            "unmatched_messages": unmatched, "unmatched_reasons": dict(unmatched_reasons.most_common(10)),
+            "failure_destination_batches": batch_coordinates,
             "without_reason": without_reason, "payload_altered": payload_altered,
             "matched_by_kind": dict(sorted(Counter(record.detail for record in matched).items())),
             "reason_by_kind": dict(sorted(reasons.items()))}
@@ -448,7 +451,8 @@ class RawIdScan(io.TextIOBase):
                     self.leaks += 1
                     if len(self.examples) < 5:
                         self.examples.append(line[:300])
-                if '"level":"ERROR"' in line or '"level":"CRITICAL"' in line:
+                if '"level":"ERROR"' in line or '"level":"CRITICAL"' in line or line.startswith(("ERROR ",
+                                                                                                    "CRITICAL ")):
                     self.console.write(line + "\n")
         return len(text)
 
