@@ -74,12 +74,15 @@ class LocalStack:
         in this process); every variable it sets has its previous value back on exit."""
         names = (*LOCAL_CREDENTIALS, *ACTIVATED_VARIABLES, *self._function_variables)
         previous = {name: os.environ.get(name) for name in names}
+        recorded = dict(self._replaced_environment)
         self.activate()
         self._set_environment(self._function_variables)
         try:
             yield self
         finally:
             _restore(previous)
+            self._replaced_environment.clear()  # what stop() restores is what it was before
+            self._replaced_environment.update(recorded)
 
     def _set_environment(self, values: dict[str, str]) -> None:
         from pulse.runtime import reset_caches
