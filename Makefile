@@ -45,7 +45,9 @@ encoder: $(VENV)/.installed
 	$(PY) layers/encoder/pulse_encoder/build.py
 
 test: install encoder
-	$(PY) -m pytest
+	# Two processes (pytest-xdist), each file's tests in one of them so its local runtime starts once; a new random
+	# order every run (pytest-randomly; the seed is printed, --randomly-seed=N repeats it).
+	$(PY) -m pytest -n 2 --dist loadfile
 
 build: install encoder
 	$(SAM) build --cached --parallel
