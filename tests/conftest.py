@@ -1,7 +1,9 @@
 """Test-wide settings: no real AWS account is ever reachable, tracing is off (no X-Ray daemon), and no test leaves
 the process's environment changed for the tests after it (they run in random order, and in parallel)."""
 
+import logging
 import os
+import re
 import secrets
 import subprocess
 from pathlib import Path
@@ -31,9 +33,9 @@ def pytest_collection_modifyitems(items):
     """A test marked `summary` reads what the other tests of its module recorded: whatever the (random) order,
     it runs right after the last of them."""
     for summary in [item for item in items if item.get_closest_marker("summary")]:
-        items.remove(summary)
         last = max(index for index, item in enumerate(items) if item.module is summary.module)
-        items.insert(last + 1, summary)
+        items.remove(summary)
+        items.insert(last, summary)
 
 
 @pytest.fixture(autouse=True)
@@ -82,3 +84,49 @@ def pytest_runtest_call(item):
         pytest.fail(f"the test starts a process ({started[0]}) but is not marked slow: add @pytest.mark.slow",
                     pytrace=False)
     return result
+
+
+class _LogLines(logging.Handler):
+    """Every record at INFO and above, as text: its message, its extra fields and its exception."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields = {key: value for key, value in vars(record).items() if key not in ("msg", "args", "exc_info")}
+            trace = logging.Formatter().formatException(record.exc_info) if record.exc_info else ""
+            self.lines.append(f"{record.getMessage()} {fields!r} {trace}")
+        except Exception:  # noqa: BLE001 - a record that cannot be rendered is not this check's business
+            pass
+
+
+def _distinctive(user_id: str) -> bool:
+    """Ids long and specific enough that finding them in a log line means the id is there (not '196' in a count
+    or 'u1' in a hex digest)."""
+    return len(user_id) >= 5 and any(char.isalpha() for char in user_id) and not re.fullmatch(r"[0-9a-f]+", user_id)
+
+
+@pytest.fixture(autouse=True)
+def no_raw_user_id_in_logs():
+    """README, Privacy: a user id never reaches a log line at INFO or above in clear text. Every test is held to
+    it for the ids it built events for (tests.builders.behaviour)."""
+    from tests.builders import USED_USER_IDS
+
+    USED_USER_IDS.clear()
+    capture = _LogLines()
+    loggers = [logging.getLogger(), logging.getLogger("pulse")]
+    for logger in loggers:
+        logger.addHandler(capture)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(capture)
+    ids = sorted(user_id for user_id in USED_USER_IDS if _distinctive(user_id))
+    for line in capture.lines:
+        for user_id in ids:
+            if user_id in line or repr(user_id)[1:-1] in line:
+                pytest.fail(f"a log line at INFO or above holds the raw user id {user_id!r}: {line[:300]}",
+                            pytrace=False)
