@@ -17,6 +17,16 @@ from pulse.local.stack import LocalStack
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.slow  # each test starts a process of its own
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def suite(pytester, monkeypatch):
+    """A pytest of its own in a temporary folder, with this suite's tests/conftest.py (run in a subprocess)."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the conftest imports tests.builders
+    pytester.makeconftest((ROOT / "tests" / "conftest.py").read_text())
+    pytester.makeini("[pytest]\nmarkers =\n    slow: starts a process\n    summary: runs after its module's tests\n")
+    return pytester
 
 
 def test_moto_server_binds_port_zero_itself_and_reports_the_bound_port():
@@ -70,9 +80,8 @@ def test_activated_points_the_process_at_the_stack_and_then_puts_back_what_was_t
     assert dict(os.environ) == before
 
 
-def test_a_test_that_leaves_the_environment_changed_fails_and_the_next_one_sees_it_restored(pytester):
-    pytester.makeconftest((Path(__file__).parents[1] / "conftest.py").read_text())
-    pytester.makepyfile(test_leak="""
+def test_a_test_that_leaves_the_environment_changed_fails_and_the_next_one_sees_it_restored(suite):
+    suite.makepyfile(test_leak="""
         import os
 
         def test_leaks():
@@ -81,15 +90,13 @@ def test_a_test_that_leaves_the_environment_changed_fails_and_the_next_one_sees_
         def test_after():
             assert "PULSE_LEAKED" not in os.environ
     """)
-    result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")
+    result = suite.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*the test left os.environ changed (PULSE_LEAKED)*"])
 
 
-def test_a_test_that_starts_a_process_fails_unless_it_is_marked_slow(pytester):
-    pytester.makeconftest((Path(__file__).parents[1] / "conftest.py").read_text())
-    pytester.makeini("[pytest]\nmarkers =\n    slow: builds or runs a subprocess\n")
-    pytester.makepyfile(test_process="""
+def test_a_test_that_starts_a_process_fails_unless_it_is_marked_slow(suite):
+    suite.makepyfile(test_process="""
         import subprocess
         import sys
 
@@ -102,16 +109,14 @@ def test_a_test_that_starts_a_process_fails_unless_it_is_marked_slow(pytester):
         def test_marked():
             subprocess.run([sys.executable, "-c", "pass"], check=True)
     """)
-    result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")
+    result = suite.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["the test starts a process (*python*) but is not marked slow: add @pytest.mark.slow",
                                  "FAILED test_process.py::test_unmarked*"])
 
 
-def test_a_summary_test_runs_after_the_tests_of_its_module_in_any_order(pytester):
-    pytester.makeconftest((Path(__file__).parents[1] / "conftest.py").read_text())
-    pytester.makeini("[pytest]\nmarkers =\n    summary: runs after its module's tests\n")
-    pytester.makepyfile(test_summary="""
+def test_a_summary_test_runs_after_the_tests_of_its_module_in_any_order(suite):
+    suite.makepyfile(test_summary="""
         import pytest
 
         seen = []
@@ -126,5 +131,7 @@ def test_a_summary_test_runs_after_the_tests_of_its_module_in_any_order(pytester
             seen.sort()
     """, test_other="def test_other():\n    pass\n")
     for seed in ("1", "2"):
-        result = pytester.runpytest_subprocess("-p", "randomly", f"--randomly-seed={seed}", "-p", "no:cacheprovider")
+        result = suite.runpytest_subprocess("-p", "randomly", f"--randomly-seed={seed}", "-p", "no:cacheprovider")
         result.assert_outcomes(passed=5)
+    alone = suite.runpytest_subprocess("-k", "test_summary", "--collect-only", "-p", "no:cacheprovider")
+    assert alone.ret == 0, alone.stdout.str()  # selected without the tests it follows
