@@ -86,11 +86,10 @@ def pytest_runtest_call(item):
     return result
 
 
-class _LogLines(logging.Handler):
-    """Every record at INFO and above, as text: its message, its extra fields and its exception."""
+class _LogLines:
+    """Records at INFO and above, as text: their message, their extra fields and their exception."""
 
     def __init__(self) -> None:
-        super().__init__(logging.INFO)
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -116,14 +115,20 @@ def no_raw_user_id_in_logs():
 
     USED_USER_IDS.clear()
     capture = _LogLines()
-    loggers = [logging.getLogger(), logging.getLogger("pulse")]
-    for logger in loggers:
-        logger.addHandler(capture)
+    real_handle = logging.Logger.handle
+
+    def handle(logger: logging.Logger, record: logging.LogRecord) -> None:
+        # Every logger's records, wherever their handlers are (adding a handler to Powertools' logger would
+        # change which handler it takes for its own formatter).
+        if record.levelno >= logging.INFO:
+            capture.emit(record)
+        real_handle(logger, record)
+
+    logging.Logger.handle = handle
     try:
         yield
     finally:
-        for logger in loggers:
-            logger.removeHandler(capture)
+        logging.Logger.handle = real_handle
     ids = sorted(user_id for user_id in USED_USER_IDS if _distinctive(user_id))
     for line in capture.lines:
         for user_id in ids:
