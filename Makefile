@@ -9,7 +9,7 @@ SAM := $(SAM_VENV)/bin/sam
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: demo test encoder build lint deploy local eval bench soak clean help install
+.PHONY: demo test encoder build lint deploy local eval bench soak clean help install mutation
 
 help:
 	@echo "make demo     install, build the encoder, replay MovieLens-100K through the local stack, show results"
@@ -22,6 +22,7 @@ help:
 	@echo "make build    sam build (+ layer size check)"
 	@echo "make deploy   sam build && sam deploy --guided"
 	@echo "make lint     ruff"
+	@echo "make mutation mutmut over the core modules with their fast tests; killed/survived per module (long, not in CI)"
 
 $(VENV)/.installed: pyproject.toml layers/core/requirements.txt layers/encoder/requirements.txt
 	test -x $(PY) || $(PYTHON_VERSION) -m venv $(VENV)
@@ -64,6 +65,16 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 bench: $(VENV)/.bench-installed encoder
 	$(PY) -m pulse.cli bench
 
+$(VENV)/.mutation-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[dev,mutation]'
+	touch $@
+
+# MODULES="events dead_letters" and MAX_CHILDREN=1 narrow a run; docs/testing.md has the figures.
+MODULES ?=
+MAX_CHILDREN ?= 2
+mutation: $(VENV)/.mutation-installed encoder
+	nice -n 10 $(PY) tools/mutation.py $(MODULES) --max-children $(MAX_CHILDREN)
+
 soak: $(VENV)/.installed encoder
 	$(PY) -m pulse.cli soak
 
@@ -84,4 +95,4 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check layers functions tests
 
 clean:
-	rm -rf .aws-sam .pulse layers/encoder/pulse_encoder/model
+	rm -rf .aws-sam .pulse .mutation layers/encoder/pulse_encoder/model

@@ -185,3 +185,90 @@ def test_an_event_is_put_on_the_stream_as_one_line_of_compact_standard_json_with
     big = {**payload, "context": "x" * MAX_RECORD_BYTES}
     with pytest.raises(InvalidEvent, match=f"bytes as JSON; the stream's limit is {MAX_RECORD_BYTES} bytes"):
         encode_event(big, parse_event(big))
+
+
+@pytest.mark.parametrize(("payload", "kind"), [
+    (None, "null"), ([], "an array"), ("event", "a string"), (3, "a number"), (2.5, "a number"), (True, "a boolean"),
+])
+def test_a_payload_that_is_not_an_object_is_named_by_its_json_type(payload, kind):
+    with pytest.raises(InvalidEvent, match=f"an event must be a JSON object, got {kind}$"):
+        parse_event(payload)
+
+
+def test_a_value_too_large_for_a_float_is_named():
+    with pytest.raises(InvalidEvent, match="^value is too large a number$"):
+        parse_event(behaviour("e", "u", item_id="i", value=10**400))
+
+
+def test_a_long_bad_timestamp_is_clipped_to_60_characters_in_the_reason():
+    raw = "2024-" + "9" * 100
+    with pytest.raises(InvalidEvent) as error:
+        parse_timestamp(raw)
+    assert str(error.value) == f"ts '{raw[:60]}…' is not an ISO-8601 date-time"
+    with pytest.raises(InvalidEvent) as error:
+        parse_timestamp(raw[:60])  # exactly the limit: shown whole
+    assert str(error.value) == f"ts '{raw[:60]}' is not an ISO-8601 date-time"
+
+
+def test_an_event_exactly_as_old_as_the_horizon_is_accepted():
+    horizon = 7 * 86400
+    assert parse_event(behaviour("e", "u", item_id="i", ts=NOW - horizon), TimeLimits(NOW, 300, horizon)).ts \
+        == NOW - horizon
+    with pytest.raises(InvalidEvent, match="days old"):
+        parse_event(behaviour("e", "u", item_id="i", ts=NOW - horizon - 1), TimeLimits(NOW, 300, horizon))
+
+
+def test_every_id_goes_on_the_stream_normalised_as_compact_utf8_json():
+    payload = behaviour("e\u0301", "jose\u0301", item_id="cafe\u0301", note="na\u00efve")
+    data = encode_event(payload, parse_event(payload))
+    assert b", " not in data and b": " not in data and "na\u00efve".encode() in data  # UTF-8, not \\u escapes
+    assert json.loads(data) == {**payload, "event_id": "\u00e9", "user_id": "jos\u00e9", "item_id": "caf\u00e9"}
+
+
+def test_a_lone_surrogate_in_an_ignored_field_is_escaped_and_the_record_stays_compact_standard_json():
+    payload = behaviour("e\u0301", "u", item_id="i", note="\ud800")
+    data = encode_event(payload, parse_event(payload))
+    assert data.isascii() and b", " not in data and b": " not in data
+    assert json.loads(data) == {**payload, "event_id": "\u00e9"}
+    with pytest.raises(InvalidEvent, match="NaN and Infinity are not JSON numbers"):
+        encode_event({**payload, "score": float("nan")}, parse_event(payload))
+
+
+def test_an_event_that_json_cannot_write_is_refused_with_the_reason():
+    payload = behaviour("e", "u", item_id="i", tags={"a"})
+    with pytest.raises(InvalidEvent, match=r"^the event cannot be written as JSON \(TypeError\)$"):
+        encode_event(payload, parse_event(payload))
+
+
+def test_records_of_exactly_the_size_limit_are_accepted():
+    assert decode_record_data(b'"' + b"x" * (MAX_RECORD_BYTES - 2) + b'"') == "x" * (MAX_RECORD_BYTES - 2)
+    payload = behaviour("e", "u", item_id="i", pad="")
+    payload["pad"] = "x" * (MAX_RECORD_BYTES - len(encode_event(payload, parse_event(payload))))
+    assert len(encode_event(payload, parse_event(payload))) == MAX_RECORD_BYTES
+    text = "t" * MAX_TEXT_LENGTH
+    assert parse_event(behaviour("e", "u", type="search", text=text)).text == text
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    (10**400, "ts is too large a number"),
+    (-1, "ts must be a finite, non-negative epoch time, got -1"),
+    (1_700_000_000_000, "ts 1700000000000 is too large for epoch seconds (milliseconds? divide by 1000)"),
+])
+def test_bad_numeric_timestamps_are_shown_in_the_reason(raw, message):
+    with pytest.raises(InvalidEvent) as error:
+        parse_timestamp(raw)
+    assert str(error.value) == message
+
+
+def test_a_lower_case_z_is_utc_too():
+    assert parse_timestamp("1997-12-04T15:55:49z") == 881250949.0
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"text": "\ud800"}, "text is not valid Unicode (it holds a lone surrogate)"),
+    ({"value": float("nan")}, "value must be a finite number"),
+])
+def test_invalid_text_and_value_have_exact_reasons(changes, message):
+    with pytest.raises(InvalidEvent) as error:
+        parse_event({**behaviour("e", "u", item_id="i"), **changes})
+    assert str(error.value) == message
