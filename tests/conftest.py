@@ -6,6 +6,7 @@ import os
 import re
 import secrets
 import subprocess
+import sys
 from pathlib import Path
 
 os.environ.update({
@@ -135,3 +136,16 @@ def no_raw_user_id_in_logs():
             if user_id in line or repr(user_id)[1:-1] in line:
                 pytest.fail(f"a log line at INFO or above holds the raw user id {user_id!r}: {line[:300]}",
                             pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def log_handlers_on_open_streams():
+    """Powertools binds its handler to the sys.stdout of the moment its logger is first made; made inside a test
+    that captured stdout, it would keep writing to that test's closed capture in every later test (random order
+    decides which test that is). After each test, such a handler writes to the current stdout again."""
+    yield
+    for name in ("pulse", None):
+        for handler in logging.getLogger(name).handlers:
+            stream = getattr(handler, "stream", None)
+            if isinstance(handler, logging.StreamHandler) and getattr(stream, "closed", False):
+                handler.stream = sys.stdout
