@@ -44,7 +44,7 @@ TESTS = {
 # Fixed order (mutmut's timing stats assume it), never a slow test, one process (mutmut forks one per mutant).
 PYTEST_ARGS = ["-p", "no:randomly", "-n", "0", "-m", "not slow", "-p", "no:cacheprovider"]
 LINKED = ["template.yaml", "functions", "events", "tests"]
-COLUMNS = ["killed", "survived", "timeout", "no tests", "other"]
+COLUMNS = ["killed", "survived", "timeout", "no tests", "not checked", "other"]
 
 
 def sync_tree(source: Path, target: Path) -> None:
@@ -99,8 +99,8 @@ def table(rows: dict[str, dict[str, int]]) -> str:
     header = ["module", *COLUMNS, "killed %"]
     lines = [header]
     for module, counts in rows.items():
-        total = sum(counts.values())
-        rate = f"{100 * counts['killed'] / total:.1f}" if total else "-"
+        checked = sum(counts.values()) - counts["not checked"]  # a run stopped early counts what it checked
+        rate = f"{100 * counts['killed'] / checked:.1f}" if checked else "-"
         lines.append([module, *(str(counts[column]) for column in COLUMNS), rate])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)) for line in lines)

@@ -267,8 +267,18 @@ def test_a_lower_case_z_is_utc_too():
 @pytest.mark.parametrize(("changes", "message"), [
     ({"text": "\ud800"}, "text is not valid Unicode (it holds a lone surrogate)"),
     ({"value": float("nan")}, "value must be a finite number"),
+    ({"text": "  "}, "text is empty"),
+    ({"item_id": None}, "an event needs item_id or text (neither was given)"),
+    ({"ts": None}, "ts is required (epoch seconds or ISO-8601 with time zone)"),
+    ({"type": None}, "type is required"),
 ])
-def test_invalid_text_and_value_have_exact_reasons(changes, message):
+def test_invalid_fields_have_exact_reasons(changes, message):
     with pytest.raises(InvalidEvent) as error:
         parse_event({**behaviour("e", "u", item_id="i"), **changes})
     assert str(error.value) == message
+
+
+def test_json_nested_too_deeply_has_an_exact_reason():
+    with pytest.raises(InvalidEvent) as error:
+        decode_record_data(b"[" * 60_000)
+    assert str(error.value) == "record data is not valid JSON: nested too deeply"
