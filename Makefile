@@ -43,7 +43,7 @@ $(SAM_VENV)/.installed:
 install: $(VENV)/.installed $(SAM_VENV)/.installed
 
 encoder: $(VENV)/.installed
-	$(PY) layers/encoder/pulse_encoder/build.py
+	$(PY) -m pulse_encoder.build --out layers/encoder/pulse_encoder/model --fp32-out .pulse/build/model.fp32.onnx
 
 test: install encoder
 	# Two processes (pytest-xdist), each file's tests in one of them so its local runtime starts once; a new random

@@ -1,13 +1,15 @@
 """The embedded local stack: resources from template.yaml, and the poller playing Lambda's event source mapping."""
 
 import json
+from pathlib import Path
 
 import yaml
 
 from pulse.local.poller import MappingSettings, StreamPoller
-from pulse.local.stack import REPO_ROOT
 from tests.builders import behaviour
 from tests.integration.conftest import dead_letters, table_items
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the tests live in the repository
 
 
 def declared_resources() -> dict[str, dict]:

@@ -26,8 +26,9 @@ for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-BEHAVIOUR_TEXTS = REPO_ROOT / "tests" / "fixtures" / "behaviour_texts.txt"
+from pulse.local.project import project_root  # noqa: E402
+
+BEHAVIOUR_TEXTS = Path("tests") / "fixtures" / "behaviour_texts.txt"  # in the project folder
 DIM = 384
 
 
@@ -105,7 +106,8 @@ def unit_catalog_matrix(items: int, seed: int = 0) -> np.ndarray:
 
 
 def behaviour_texts(count: int) -> list[str]:
-    texts = [line for line in BEHAVIOUR_TEXTS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = (project_root() / BEHAVIOUR_TEXTS).read_text(encoding="utf-8").splitlines()
+    texts = [line for line in lines if line.strip()]
     return (texts * (count // len(texts) + 1))[:count]
 
 
@@ -117,8 +119,9 @@ def bench_encoder(sizes: BenchSizes, batch: int) -> dict[str, Any]:
 
     texts = behaviour_texts(sizes.encoder_texts)
     models = {"int8": "model.int8.onnx"}
-    if DEFAULT_FP32_OUT.is_file():
-        models["fp32"] = str(DEFAULT_FP32_OUT)
+    fp32 = project_root() / DEFAULT_FP32_OUT  # where make encoder keeps it
+    if fp32.is_file():
+        models["fp32"] = str(fp32)
     result: dict[str, Any] = {"texts": len(texts), "ingest_batch": batch}
     for name, model_file in models.items():
         result[name] = encoder_figures(model_file, texts, batch)
@@ -243,7 +246,7 @@ def ingest_handler(pipeline: Any) -> Callable[[dict], dict]:
     os.environ.update({"POWERTOOLS_SERVICE_NAME": "pulse-ingest", "POWERTOOLS_METRICS_NAMESPACE": "Pulse",
                        "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true",
                        "POWERTOOLS_LOG_LEVEL": "WARNING"})
-    handler = import_handler(REPO_ROOT / "functions" / "ingest" / "app.py", "lambda_handler", "pulse_bench_ingest")
+    handler = import_handler(project_root() / "functions" / "ingest" / "app.py", "lambda_handler", "pulse_bench_ingest")
     sys.modules["pulse_bench_ingest"].ingest_pipeline = lambda: pipeline
     return handler
 
@@ -514,7 +517,7 @@ def run(sizes: BenchSizes, out: Path, progress: Callable[[str], None] = print) -
 def _template_default(name: str) -> str:
     from pulse.local.template import load_template
 
-    return str(load_template(REPO_ROOT / "template.yaml")["Parameters"][name]["Default"])
+    return str(load_template(project_root() / "template.yaml")["Parameters"][name]["Default"])
 
 
 def machine() -> dict[str, Any]:

@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--parameter", action="append", default=[], metavar="NAME=VALUE",
                     help="template parameter override (repeatable), e.g. --parameter IngestBatchSize=500")
     up.add_argument("--log-level", default="INFO")
+    up.add_argument("--project", type=Path, help="the project folder, with template.yaml and functions/ (default: "
+                    "the nearest one from the working directory up)")
     up.add_argument("--jwt", action="store_true",
                     help="play a JWT issuer and put the API behind the JWT authorizer (JwtIssuer = the local "
                          "issuer; tokens from `pulse local token`)")
@@ -197,7 +199,7 @@ def local_up(args: argparse.Namespace) -> int:
     parameters = dict(pair.split("=", 1) for pair in args.parameter)
     runtime = LocalRuntime(host=args.host, aws_port=args.aws_port, api_port=args.api_port, parameters=parameters,
                            log_level=args.log_level, train_every_seconds=args.train_every,
-                           local_issuer=args.jwt).start()
+                           local_issuer=args.jwt, **({"root": args.project.resolve()} if args.project else {})).start()
     stop = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C and kill both stop the stack cleanly
         signal.signal(number, lambda *_: stop.set())

