@@ -49,15 +49,12 @@ def read_archive(bucket: str, first_day: dt.date, last_day: dt.date, *, prefix: 
             for entry in page.get("Contents", []):
                 stats.objects += 1
                 body = gzip.decompress(s3.get_object(Bucket=bucket, Key=entry["Key"])["Body"].read())
-                lines, start = body.splitlines(), 0
-                while start < len(lines):
-                    span = _record_span(lines, start)  # a record pretty-printed over several lines is one
-                    record, start = b"\n".join(lines[start:start + span]), start + span
-                    if not record.strip():
-                        continue
+                for decoded in _decoded(body.splitlines()):
                     stats.lines += 1
                     try:  # the ingest's own checks (size, UTF-8, JSON, contract): what it parks stays out
-                        event = parse_event(decode_record_data(record))
+                        if isinstance(decoded, InvalidEvent):
+                            raise decoded
+                        event = parse_event(decoded)
                     except InvalidEvent as error:
                         stats.invalid += 1
                         if len(stats.problems) < 20:
@@ -128,6 +125,29 @@ def _without_users(lines: list[bytes], matcher: _UserMatcher) -> list[bytes]:
             kept.extend(record)
         start += span
     return kept
+
+
+def _decoded(lines: list[bytes]) -> Iterator[dict | InvalidEvent]:
+    """Each record of an archive object as decode_record_data gives it (or why it cannot): one per line, except
+    a record pretty-printed over several lines, joined first. A line is parsed once (this is training's read)."""
+    start = 0
+    while start < len(lines):
+        line, start = lines[start], start + 1
+        if not line.strip():
+            continue
+        try:
+            yield decode_record_data(line)
+            continue
+        except InvalidEvent as error:
+            span = _record_span(lines, start - 1)
+            if span == 1:
+                yield error
+                continue
+        record, start = b"\n".join(lines[start - 1:start - 1 + span]), start - 1 + span
+        try:
+            yield decode_record_data(record)
+        except InvalidEvent as error:
+            yield error
 
 
 def _record_span(lines: list[bytes], start: int) -> int:
