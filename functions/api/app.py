@@ -29,7 +29,7 @@ from pulse.catalog_store import CatalogUnavailable
 from pulse.privacy import user_ref
 from pulse.recommend import MAX_K
 from pulse.runtime import api_service, event_publisher
-from pulse.service import BadRequest, NotFound
+from pulse.service import BadRequest, NotFound, path_identifier
 from pulse.settings import settings
 
 logger = Logger()
@@ -82,6 +82,7 @@ def recommendations(user_id: UserId, k: K = 10, exclude_seen: bool = True,
                     category: Annotated[str | None, Query(max_length=128)] = None,
                     at: Annotated[float | None, Query(ge=0, description="score as of this epoch second")] = None,
                     ) -> RecommendationsResponse:
+    user_id = path_identifier(user_id, "user_id")  # NFC: the same user, reference and rule as the ingest's
     logger.append_keys(user=user_ref(user_id))  # never the id itself
     authorized("read the recommendations of", user_id)
     answer = api_service().recommendations(user_id, k=k, exclude_seen=exclude_seen, category=category, at=at)
@@ -99,6 +100,7 @@ def similar(item_id: ItemId, k: K = 10) -> SimilarResponse:
 @app.get("/users/<user_id>/profile", summary="What Pulse believes about a user",
          responses={**answer(ProfileResponse), **errors(400, 404)})
 def profile(user_id: UserId, at: Annotated[float | None, Query(ge=0)] = None) -> ProfileResponse:
+    user_id = path_identifier(user_id, "user_id")
     logger.append_keys(user=user_ref(user_id))
     authorized("read the profile of", user_id)
     return api_service().profile(user_id, at=at)
@@ -107,6 +109,7 @@ def profile(user_id: UserId, at: Annotated[float | None, Query(ge=0)] = None) ->
 @app.delete("/users/<user_id>", summary="Forget a user (interest state and recent items)",
             responses={**answer(ForgetResponse), **errors(400, 404)})
 def forget(user_id: UserId) -> ForgetResponse:
+    user_id = path_identifier(user_id, "user_id")
     logger.append_keys(user=user_ref(user_id))
     authorized("forget", user_id)
     answer = api_service().forget(user_id)

@@ -162,6 +162,18 @@ def test_the_live_catalogue_checks_the_pointer_at_most_every_interval_and_swaps_
     assert live.current().version == "v2"  # store unreachable: keep serving
 
 
+def test_while_nothing_is_served_the_pointer_is_read_at_most_once_a_second_not_per_request():
+    repository, clock = MemoryRepository(), Clock()
+    live = LiveCatalog(repository, "enc-1", check_interval=30, clock=clock)
+    for _ in range(50):  # a burst of requests before anything is published
+        with pytest.raises(CatalogUnavailable):
+            live.current()
+    assert repository.pointer_reads == 1
+    repository.publish(version("v1"))
+    clock.now = 1.0
+    assert live.current().version == "v1" and repository.pointer_reads == 2  # published: served within a second
+
+
 def test_the_ingest_reader_treats_a_missing_catalogue_as_empty_but_an_unreachable_one_as_retryable():
     repository = MemoryRepository()
     live = LiveCatalog(repository, "enc-1", check_interval=0)

@@ -307,3 +307,16 @@ def test_the_archive_expires_and_pulse_forget_covers_every_prefix_raw_events_are
     for written in (firehose["Prefix"], firehose["ErrorOutputPrefix"]):
         assert written.startswith(expiry["Prefix"]), f"{written} never expires"
         assert written.startswith(RAW_EVENT_PREFIXES), f"pulse forget does not read {written}"
+
+
+# The DynamoDB calls each function's store makes (pulse.store: reads, a batch read, versioned puts; DELETE writes a
+# tombstone through the same conditional put): moto does not check IAM, so the roles are checked here.
+STORE_CALLS = {"IngestFunction": {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem"},
+               "ApiFunction": {"dynamodb:GetItem", "dynamodb:PutItem"}}
+
+
+@pytest.mark.parametrize("function", sorted(STORE_CALLS))
+def test_each_function_may_make_the_dynamodb_calls_its_store_makes_and_no_others(function):
+    granted = {action for where, statement in allow_statements(TEMPLATE) if where == function
+               for action in as_list(statement["Action"]) if action.startswith("dynamodb:")}
+    assert granted == STORE_CALLS[function]

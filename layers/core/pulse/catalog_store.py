@@ -210,6 +210,9 @@ def _npy(matrix: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+EMPTY_CHECK_SECONDS = 1.0
+
+
 class LiveCatalog:
     """The version a container serves: loaded once, re-checked against CURRENT at most every
     `check_interval` seconds, swapped atomically. A bad new version is refused (and never downloaded again by
@@ -260,9 +263,10 @@ class LiveCatalog:
         return {"version": version, "retry_in_seconds": round(max(0.0, at - self.clock()), 3)}
 
     def _due(self, now: float) -> bool:
-        """Check CURRENT once per interval; while nothing is served, on every call (the first version shows up
-        as soon as it is published)."""
-        return self._serving is None or self._checked_at is None or now - self._checked_at >= self.check_interval
+        """Check CURRENT once per interval; while nothing is served, at most once a second (the first version
+        shows up about as soon as it is published, and a flood of requests is not a flood of S3 reads)."""
+        interval = min(self.check_interval, EMPTY_CHECK_SECONDS) if self._serving is None else self.check_interval
+        return self._checked_at is None or now - self._checked_at >= interval
 
     def _refresh(self, now: float) -> None:
         try:

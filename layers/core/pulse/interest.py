@@ -294,9 +294,12 @@ def _extend_history(user: UserInterest, items: Sequence[EmbeddedEvent], settings
         return
     user.history = sorted(user.history + [Engagement(item.event.ts, item.event.item_id, item.event.type,
                                                      item.event.value) for item in items])
-    overflow = max(len(user.history) - settings.history_limit,
-                   _oldest_over_budget([_json_bytes(_history_row(entry)) for entry in user.history],
-                                       HISTORY_MAX_BYTES))
+    overflow = len(user.history) - settings.history_limit
+    # One encoding tells whether the budget holds (the rows' sizes sum to the whole's bytes - 1); row by row
+    # only when it does not.
+    if len(history_json(user.history).encode("utf-8")) - 1 > HISTORY_MAX_BYTES:
+        overflow = max(overflow, _oldest_over_budget([_json_bytes(_history_row(entry)) for entry in user.history],
+                                                     HISTORY_MAX_BYTES))
     if overflow <= 0:
         return
     leaving, user.history = user.history[:overflow], user.history[overflow:]
@@ -325,6 +328,12 @@ def _remember_items(user: UserInterest, fresh: Sequence[EmbeddedEvent], limit: i
         item_id = item.event.item_id
         if item_id is not None:
             user.recent_items[item_id] = max(item.event.ts, user.recent_items.get(item_id, item.event.ts))
+    count = len(user.recent_items)
+    # Within the limit and the budget (pairs as ["id",ts], take 2 bytes more each than "id":ts in the object):
+    # nothing to sort or measure.
+    if count <= limit and len(recent_items_json(user.recent_items).encode("utf-8")) + 2 * count - 1 \
+            <= RECENT_ITEMS_MAX_BYTES:
+        return
     newest = sorted(user.recent_items.items(), key=lambda pair: pair[1], reverse=True)[:limit]
     sizes = [_json_bytes(pair) for pair in reversed(newest)]  # "id":ts, -> about a pair's bytes
     newest = newest[:len(newest) - _oldest_over_budget(sizes, RECENT_ITEMS_MAX_BYTES)]
