@@ -142,18 +142,18 @@ def test_a_candidate_worse_than_the_serving_version_is_refused_unless_forced(sta
     every = [item["item_id"] for item in catalog_items()]
     events = [behaviour(f"n{user}-{step}", f"noise-{user}", item_id=str(rng.choice(every)),
                         ts=T0 + user * 600 + step * 60) for user in range(300) for step in range(6)]
-    for user in range(40):
+    for user in range(80):
         picks = rng.permutation(genre_items(list(GENRE_TITLES)[user % 4]))
         events += [behaviour(f"g{user}-{step}", f"genre-{user}", item_id=str(item), ts=T0 + step * 3600)
                    for step, item in enumerate(picks[:4])]
         events.append(behaviour(f"g{user}-last", f"genre-{user}", item_id=str(picks[4]), ts=T0 + 3 * 86400 + user))
     archive_lines(stack, events)
     bucket = stack.name_of("AWS::S3::Bucket")
-    policy = TrainingPolicy(min_events=100, min_users=10, min_warm_items=8, max_held_out_users=40)
+    policy = TrainingPolicy(min_events=100, min_users=10, min_warm_items=8, max_held_out_users=80)
     refused = train_catalog(S3CatalogRepository(bucket), bucket, days=3, until=DAY, config=CONFIG, policy=policy)
     assert refused.decision == "refused" and refused.reason.startswith("the candidate is worse than serving")
     report = refused.report
-    assert report["data"]["held_out_users"] == 40  # the most recent latest events: the genre users'
+    assert report["data"]["held_out_users"] == 80  # the most recent latest events: the genre users'
     assert report["candidate"]["ndcg_at_10"] < report["serving"]["ndcg_at_10"] - 0.01
     assert api("GET", "/health")[1]["catalog_version"] == serving
     forced = train_catalog(S3CatalogRepository(bucket), bucket, days=3, until=DAY, config=CONFIG,

@@ -37,36 +37,37 @@ class ArchiveReadStats:
 
 
 def read_archive(bucket: str, first_day: dt.date, last_day: dt.date, *, prefix: str = ARCHIVE_PREFIX,
-                 stats: ArchiveReadStats | None = None) -> Iterator[BehaviourEvent]:
-    """The valid events archived between two arrival days (inclusive), each event_id once."""
+                 stats: ArchiveReadStats | None = None, newest_first: bool = False) -> Iterator[BehaviourEvent]:
+    """The valid events archived between two arrival days (inclusive), each event_id once. `newest_first`: the
+    last day first and, within a day, the objects in reverse key order (Firehose names them by arrival time),
+    so a reader that needs only the newest events can stop early."""
     stats = stats if stats is not None else ArchiveReadStats()
     s3 = aws.client("s3")
     seen: set[tuple[str, str]] = set()
-    day = first_day
-    while day <= last_day:
+    days = [first_day + dt.timedelta(days=offset) for offset in range((last_day - first_day).days + 1)]
+    for day in reversed(days) if newest_first else days:
         pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=partition(day, prefix))
-        for page in pages:
-            for entry in page.get("Contents", []):
-                stats.objects += 1
-                body = gzip.decompress(s3.get_object(Bucket=bucket, Key=entry["Key"])["Body"].read())
-                for decoded in _decoded(body.splitlines()):
-                    stats.lines += 1
-                    try:  # the ingest's own checks (size, UTF-8, JSON, contract): what it parks stays out
-                        if isinstance(decoded, InvalidEvent):
-                            raise decoded
-                        event = parse_event(decoded)
-                    except InvalidEvent as error:
-                        stats.invalid += 1
-                        if len(stats.problems) < 20:
-                            stats.problems.append(f"{entry['Key']}: {error}")
-                        continue
-                    key = (event.user_id, event.event_id)
-                    if key in seen:
-                        stats.duplicates += 1
-                        continue
-                    seen.add(key)
-                    yield event
-        day += dt.timedelta(days=1)
+        entries = [entry for page in pages for entry in page.get("Contents", [])]
+        for entry in reversed(entries) if newest_first else entries:
+            stats.objects += 1
+            body = gzip.decompress(s3.get_object(Bucket=bucket, Key=entry["Key"])["Body"].read())
+            for decoded in _decoded(body.splitlines()):
+                stats.lines += 1
+                try:  # the ingest's own checks (size, UTF-8, JSON, contract): what it parks stays out
+                    if isinstance(decoded, InvalidEvent):
+                        raise decoded
+                    event = parse_event(decoded)
+                except InvalidEvent as error:
+                    stats.invalid += 1
+                    if len(stats.problems) < 20:
+                        stats.problems.append(f"{entry['Key']}: {error}")
+                    continue
+                key = (event.user_id, event.event_id)
+                if key in seen:
+                    stats.duplicates += 1
+                    continue
+                seen.add(key)
+                yield event
 
 
 @dataclass

@@ -69,13 +69,17 @@ class CatalogVersion:
     basis: str | None = None
     # The newest event time the space learned from (None: nothing learned): the gate holds out only later events.
     trained_until: float | None = None
+    # What users did lately, per item, in [0, 1] (pulse.space_quality.trending_prior, computed by the training):
+    # added to personal scores with the learned popularity_weight. Zero until a training publishes.
+    trending: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
 
     def __post_init__(self) -> None:
         count = len(self.item_ids)
         if self.embeddings.ndim != 2 or self.embeddings.shape[0] != count:
             raise ValueError(f"{count} item ids but an embedding matrix of shape {self.embeddings.shape}")
         defaults = {"titles": [None] * count, "categories": [[] for _ in range(count)],
-                    "available": np.ones(count, dtype=bool), "popularity": np.zeros(count)}
+                    "available": np.ones(count, dtype=bool), "popularity": np.zeros(count),
+                    "trending": np.zeros(count)}
         for name, default in defaults.items():
             value = getattr(self, name)
             if len(value) == 0 and count:
@@ -92,6 +96,9 @@ class CatalogVersion:
             raise ValueError("a hybrid version needs a text block (text_weight > 0)")
         if not np.isfinite(self.embeddings).all():
             raise ValueError("the embeddings hold non-finite values (NaN or infinity)")
+        if len(self.trending) and not (np.isfinite(self.trending).all() and self.trending.min() >= 0
+                                       and self.trending.max() <= 1):
+            raise ValueError("trending values must be finite numbers in [0, 1]")
 
     index: dict[str, int] = field(init=False, repr=False)
     category_rows: dict[str, np.ndarray] = field(init=False, repr=False)

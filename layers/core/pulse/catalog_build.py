@@ -206,13 +206,17 @@ def extend_space(serving: CatalogVersion, state: dict[str, np.ndarray], uploaded
 
     Text blocks come from the upload (a changed text updates its block). An item the training saw in use keeps
     its collaborative vector; a new or never-used item gets it from its text through the version's
-    text->collaborative map. Items the upload leaves out leave the version. -> (version, training state)."""
+    text->collaborative map; an item keeps its trending prior (a new one starts at 0). Items the upload leaves
+    out leave the version. -> (version, training state)."""
     text = uploaded.embeddings.astype(np.float64)
     mapped = text @ np.asarray(serving.text_to_collab, dtype=np.float64)
     collab = mapped.copy()
     warm = np.zeros(len(uploaded), dtype=bool)
+    trending = np.zeros(len(uploaded))  # what users did lately stays with the item; a new one has no trend yet
     for row, item_id in enumerate(uploaded.item_ids):
         old = serving.index.get(item_id)
+        if old is not None:
+            trending[row] = serving.trending[old]
         if old is not None and bool(state["warm"][old]):
             collab[row], warm[row] = state["collab"][old], True
     vectors = hybrid_vectors(text, collab, serving.text_weight, serving.collab_weight)
@@ -221,7 +225,7 @@ def extend_space(serving: CatalogVersion, state: dict[str, np.ndarray], uploaded
     extended = replace(uploaded, version=f"v-{digest.hexdigest()[:20]}", embeddings=vectors,
                        text_to_collab=serving.text_to_collab, text_weight=serving.text_weight,
                        collab_weight=serving.collab_weight, settings=serving.settings, basis=serving.basis,
-                       trained_until=serving.trained_until)
+                       trained_until=serving.trained_until, trending=trending)
     return extended, {"text": text, "collab": collab, "warm": warm}
 
 

@@ -2,7 +2,7 @@
 
 Layout under the prefix (default `catalog/`):
   versions/<version>/embeddings.npy   float32 (n, dim), L2-normalised rows
-  versions/<version>/items.json       {"item_ids", "titles", "categories", "available", "popularity"}
+  versions/<version>/items.json       {"item_ids", "titles", "categories", "available", "popularity", "trending"}
   versions/<version>/manifest.json    version, count, dim, encoder fingerprint, sha256 of both files
   CURRENT                             {"version": ...}: written last, so readers never see half a version
 """
@@ -23,6 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from pulse import aws
 from pulse.catalog import CatalogVersion
+from pulse.interest import MAX_POPULARITY_WEIGHT
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ class S3CatalogRepository:
             encoder_fingerprint=manifest["encoder_fingerprint"], titles=columns["titles"],
             categories=columns["categories"], available=np.array(columns["available"], dtype=bool),
             popularity=np.array(columns["popularity"], dtype=np.float64),
+            trending=np.array(columns.get("trending") or [], dtype=np.float64),
             created_at=float(manifest.get("created_at", 0)), text_to_collab=text_to_collab,
             text_weight=float(space.get("text_weight", 1.0)), collab_weight=float(space.get("collab_weight", 0.0)),
             settings=learned, basis=manifest.get("basis") or f"text-{manifest['encoder_fingerprint'][:12]}",
@@ -140,6 +142,7 @@ class S3CatalogRepository:
                 "items.json": json.dumps({
                     "item_ids": catalog.item_ids, "titles": catalog.titles, "categories": catalog.categories,
                     "available": catalog.available.tolist(), "popularity": catalog.popularity.tolist(),
+                    **({"trending": np.round(catalog.trending, 6).tolist()} if catalog.trending.any() else {}),
                 }, ensure_ascii=False).encode("utf-8"),
             }
             if catalog.text_to_collab is not None:
@@ -197,7 +200,8 @@ def _check_learned(version: str, learned: Any) -> None:
         lives, blend = learned["half_lives"], learned["blend_weights"]
         ok = (all(float(value) > 0 and np.isfinite(float(value)) for value in lives.values())
               and all(np.isfinite(float(value)) for value in blend.values()) and set(lives) == set(blend)
-              and learned.get("rating_weighting") in ("stars", "flat"))
+              and learned.get("rating_weighting") in ("stars", "flat")
+              and 0 <= float(learned.get("popularity_weight", 0.0)) <= MAX_POPULARITY_WEIGHT)
     except (KeyError, TypeError, AttributeError, ValueError):
         ok = False
     if not ok:

@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--text-weight", type=float, help="pin the text block's share (default: learned)")
         command.add_argument("--collab-weight", type=float, help="pin the collaborative block's share "
                              "(default: learned)")
+        command.add_argument("--popularity-weight", type=float, help="pin the trending prior's weight in the "
+                             "score, 0-1 (default: learned; 0 turns it off)")
         command.add_argument("--retrain-days", type=float,
                              help="run the training every this many simulated days (default 1, the template's "
                                   "schedule; 0 never)")
@@ -77,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
 
     trainer = commands.add_parser("train", help="learn the hybrid item space from the event archive and publish it")
     trainer.add_argument("--bucket", help="catalogue/archive bucket (default: $PULSE_BUCKET, else the local stack's)")
-    trainer.add_argument("--days", type=int, default=30, help="archive window in days, ending today (default 30)")
+    trainer.add_argument("--days", type=int, help="archive window in days, ending today (default: "
+                         "$PULSE_TRAINING_DAYS, else 365; the newest $PULSE_TRAINING_MAX_EVENTS events of it)")
     trainer.add_argument("--until", type=lambda text: __import__("datetime").date.fromisoformat(text),
                          help="last archive day (YYYY-MM-DD, default today, UTC)")
     trainer.add_argument("--seed", type=int, default=0, help="random seed of the factorization (default 0)")
@@ -137,7 +140,9 @@ def train(args: argparse.Namespace) -> int:
     from pulse.training import TrainingError, deployment_options, train_catalog
 
     bucket = target_bucket(args.bucket)
-    options = deployment_options(Settings.from_env(), force=args.force) | {"days": args.days}
+    options = deployment_options(Settings.from_env(), force=args.force)
+    if args.days is not None:
+        options["days"] = args.days
     try:
         result = train_catalog(S3CatalogRepository(bucket), bucket, until=args.until, seed=args.seed, **options)
     except TrainingError as error:

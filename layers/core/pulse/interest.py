@@ -126,6 +126,8 @@ DEFAULT_TYPE_WEIGHTS: dict[str, float] = {
     "dislike": -2.0, "skip": -0.5, "rate": 2.0, "search": 1.0,
 }
 RATING_WEIGHTINGS = ("stars", "flat")
+# Personal scores are cosines (at most 1); a popularity weight above 1 would let the trend outvote any interest.
+MAX_POPULARITY_WEIGHT = 1.0
 
 
 def event_digest(event_id: str) -> bytes:

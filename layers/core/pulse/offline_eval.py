@@ -33,6 +33,12 @@ from pulse.interest import (
     fold_events,
 )
 from pulse.movielens import Movie, Rating, leave_last_out, load_movies, load_ratings
+from pulse.space_quality import (
+    POPULARITY_WEIGHT_CHOICES,
+    TRENDING_HALF_LIFE_CHOICES,
+    relative_log_counts,
+    trending_prior,
+)
 
 HOUR, DAY = 3600.0, 86400.0
 STAGES = ("valid", "test")
@@ -50,6 +56,15 @@ class Stage:
     rows: list[np.ndarray] = field(default_factory=list)  # per user: catalogue rows of the history
     stamps: list[np.ndarray] = field(default_factory=list)  # per user: their times
     ratings: list[np.ndarray] = field(default_factory=list)  # per user: their star values
+    stream: Sequence[Rating] = ()  # every rating in time order: what the trending prior is computed from
+    _trending: dict[float, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def trending(self, index: Mapping[str, int], half_life: float) -> np.ndarray:
+        """(users, items): the trending prior (pulse.space_quality.trending_prior) of the ratings before each
+        query moment, as a training at that moment would publish it."""
+        if half_life not in self._trending:
+            self._trending[half_life] = _trending_at(self.stream, self.times, index, half_life)
+        return self._trending[half_life]
 
     def index_histories(self, index: Mapping[str, int]) -> None:
         self.rows = [np.array([index[r.item_id] for r in history], dtype=np.int64) for history in self.histories]
@@ -94,7 +109,7 @@ def load_split(movies: Sequence[Movie] | None = None, ratings: Sequence[Rating] 
                              histories=[histories[name][position] for position in kept],
                              targets=[rating.item_id for rating in chosen],
                              times=np.array([rating.ts for rating in chosen]),
-                             popularity_counts=_popularity_at(ratings, chosen, index))
+                             popularity_counts=_popularity_at(ratings, chosen, index), stream=ratings)
         stages[name].index_histories(index)
     return Split(movies, index, train_ratings, stages)
 
@@ -110,6 +125,22 @@ def _popularity_at(ratings: Sequence[Rating], queries: Sequence[Rating], index: 
             snapshots[position] = counts
         counts[index[rating.item_id]] += 1
     return snapshots
+
+
+def _trending_at(ratings: Sequence[Rating], moments: np.ndarray, index: Mapping[str, int],
+                 half_life: float) -> np.ndarray:
+    """Row q: trending_prior of the ratings strictly before moments[q] (in time order), decayed to it."""
+    ordered = sorted(ratings, key=lambda rating: rating.ts)
+    origin = ordered[0].ts if ordered else 0.0
+    grown = np.zeros(len(index))  # sum of 2^((ts - origin) / half_life): one pass, decayed at each moment
+    out = np.zeros((len(moments), len(index)))
+    position = 0
+    for q in np.argsort(moments, kind="stable"):
+        while position < len(ordered) and ordered[position].ts < moments[q]:
+            grown[index[ordered[position].item_id]] += 2.0 ** ((ordered[position].ts - origin) / half_life)
+            position += 1
+        out[q] = relative_log_counts(grown * 2.0 ** (-(moments[q] - origin) / half_life))
+    return out
 
 
 def rating_weights(scheme: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -134,13 +165,17 @@ class UserModel:
     half_lives: Mapping[str, float]
     blend_weights: Mapping[str, float]
     weights_scheme: str = "flat"
+    popularity_weight: float = 0.0  # + weight x the trending prior (with trending_half_life) on each score
+    trending_half_life: float = 7 * DAY
 
     @property
     def label(self) -> str:
         scales = "+".join(f"{_duration(self.half_lives[name])}" + (f"x{self.blend_weights[name]:g}"
                                                                      if len(self.half_lives) > 1 else "")
                           for name in self.half_lives)
-        return f"hl={scales} w={self.weights_scheme}"
+        trend = f" +trend {_duration(self.trending_half_life)}x{self.popularity_weight:g}" \
+            if self.popularity_weight else ""
+        return f"hl={scales} w={self.weights_scheme}{trend}"
 
 
 def single(half_life: float, scheme: str = "flat") -> UserModel:
@@ -168,9 +203,11 @@ def user_queries(stage: Stage, item_vectors: np.ndarray, model: UserModel) -> np
 
 
 def rank(stage: Stage, split: Split, item_vectors: np.ndarray | None, queries: np.ndarray | None,
-         min_strength: float = 1e-3) -> tuple[list[list[str]], int]:
-    """Top 10 per user, seen items excluded, full ranking. As in the API, a user whose interest is weaker than
-    min_strength gets the popular items of that moment. -> (lists, how many users fell back)."""
+         min_strength: float = 1e-3, prior: np.ndarray | None = None, popularity_weight: float = 0.0
+         ) -> tuple[list[list[str]], int]:
+    """Top 10 per user, seen items excluded, full ranking; score = cosine + popularity_weight x prior (users x
+    items), as pulse.recommend. As in the API, a user whose interest is weaker than min_strength gets the popular
+    items of that moment. -> (lists, how many users fell back)."""
     ids = [movie.item_id for movie in split.movies]
     lists, fallbacks = [], 0
     scores_all, strengths = None, np.zeros(len(stage.users))
@@ -178,6 +215,8 @@ def rank(stage: Stage, split: Split, item_vectors: np.ndarray | None, queries: n
         strengths = np.linalg.norm(queries, axis=1)
         unit = queries / np.maximum(strengths, 1e-300)[:, None]
         scores_all = unit @ np.asarray(item_vectors, dtype=np.float64).T
+        if popularity_weight and prior is not None:
+            scores_all += popularity_weight * prior
     for position, seen in enumerate(stage.rows):
         if scores_all is not None and strengths[position] >= max(min_strength, 1e-300):
             scores = scores_all[position].copy()
@@ -196,12 +235,19 @@ def evaluate_offline(name: str, split: Split, stage_name: str, item_vectors: np.
     """Hit/NDCG/MRR@10, coverage, novelty of one item space under one user model (item_vectors None:
     the popularity baseline) on the 'valid' or 'test' events."""
     stage = split.stages[stage_name]
+    model = model or DEFAULT_USER_MODEL
     queries = None
     if item_vectors is not None:
-        queries = user_queries(stage, item_vectors, model or DEFAULT_USER_MODEL)
-    lists, _ = rank(stage, split, item_vectors, queries, min_strength)
+        queries = user_queries(stage, item_vectors, model)
+    lists, _ = rank(stage, split, item_vectors, queries, min_strength, *_prior(stage, split, model))
     shares = [PopularityShares(split.index, counts) for counts in stage.popularity_counts]
     return summarize(name, lists, stage.targets, len(split.movies), shares)
+
+
+def _prior(stage: Stage, split: Split, model: UserModel) -> tuple[np.ndarray | None, float]:
+    if not model.popularity_weight:
+        return None, 0.0
+    return stage.trending(split.index, model.trending_half_life), model.popularity_weight
 
 
 def top10_overlap(split: Split, stage_name: str, old_vectors: np.ndarray, new_vectors: np.ndarray,
@@ -244,7 +290,7 @@ def train_measured(split: Split, text: np.ndarray, config: SpaceConfig, seed: in
 def _substage(stage: Stage, positions: Sequence[int]) -> Stage:
     picked = Stage(users=[stage.users[p] for p in positions], histories=[stage.histories[p] for p in positions],
                    targets=[stage.targets[p] for p in positions], times=stage.times[list(positions)],
-                   popularity_counts=stage.popularity_counts[list(positions)])
+                   popularity_counts=stage.popularity_counts[list(positions)], stream=stage.stream)
     picked.rows, picked.stamps, picked.ratings = ([column[p] for p in positions]
                                                   for column in (stage.rows, stage.stamps, stage.ratings))
     return picked
@@ -281,7 +327,13 @@ def honest_protocol(split: Split, ratings: Sequence[Rating], text: np.ndarray, c
                 vectors = hybrid_vectors(text, np.zeros((len(text), 1)), 1.0, 0.0)
             else:
                 vectors = hybrid_vectors(text, collab, *weights)
-            group_lists, _ = rank(group, split, vectors, user_queries(group, vectors, model))
+            prior = None
+            if model.popularity_weight and before:
+                prior = trending_prior(np.array([split.index[r.item_id] for r in before]),
+                                       np.array([r.ts for r in before]), len(split.movies), at=cutoff,
+                                       half_life=model.trending_half_life)[None, :]
+            group_lists, _ = rank(group, split, vectors, user_queries(group, vectors, model), prior=prior,
+                                  popularity_weight=model.popularity_weight)
             for position, items in zip(positions, group_lists, strict=True):
                 lists[family][position] = items
     shares = [PopularityShares(split.index, counts) for counts in stage.popularity_counts]
@@ -333,6 +385,18 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     chosen = {family: max(((key, model) for key, model in grid if key[0] == family),
                           key=lambda pair: grid[pair].ndcg) for family in BLOCKS}
+    # Then, as each training does, the trending prior's half-life and weight for the settings chosen.
+    print("\nvalidation NDCG@10 with the trending prior (rows: its half-life; columns: its weight):")
+    for family, (key, model) in list(chosen.items()):
+        trial = {(half_life, weight): evaluate_offline("", split, "valid", spaces[key], replace(
+            model, popularity_weight=weight, trending_half_life=half_life)).ndcg
+            for half_life in TRENDING_HALF_LIFE_CHOICES for weight in POPULARITY_WEIGHT_CHOICES}
+        print(f"{family:<12}" + "".join(f"{weight:>8g}" for weight in POPULARITY_WEIGHT_CHOICES))
+        for half_life in TRENDING_HALF_LIFE_CHOICES:
+            print(f"  {_duration(half_life):<10}" + "".join(f"{trial[(half_life, weight)]:>8.4f}"
+                                                         for weight in POPULARITY_WEIGHT_CHOICES))
+        half_life, weight = max(trial, key=lambda pair: (trial[pair], -pair[1]))
+        chosen[family] = (key, replace(model, popularity_weight=weight, trending_half_life=half_life))
     for stage_name in STAGES:
         results = [evaluate_offline("popularity", split, stage_name, None)]
         for family, (key, model) in chosen.items():

@@ -115,8 +115,10 @@ def allowed_mask(catalog: CatalogVersion, *, exclude: set[str] | frozenset[str] 
 def recommend(catalog: CatalogVersion, user: UserInterest | None, *, k: int, at: float,
               half_lives: Mapping[str, float], blend_weights: Mapping[str, float], exclude_seen: bool = True,
               category: str | None = None, min_strength: float = 1e-3,
-              type_weights: TypeWeights = DEFAULT_WEIGHTS, query: np.ndarray | None = None) -> Recommendations:
-    """`query`: the user's interest vector when the caller computed it already (else from `user`)."""
+              type_weights: TypeWeights = DEFAULT_WEIGHTS, query: np.ndarray | None = None,
+              popularity_weight: float = 0.0) -> Recommendations:
+    """Score = cosine with the user's interest + popularity_weight x the version's trending prior.
+    `query`: the user's interest vector when the caller computed it already (else from `user`)."""
     seen = set(user.recent_items) if (user is not None and exclude_seen) else set()
     allowed = allowed_mask(catalog, exclude=seen, category=category)
     if query is None:
@@ -126,6 +128,8 @@ def recommend(catalog: CatalogVersion, user: UserInterest | None, *, k: int, at:
     if strength < min_strength or query.shape != (catalog.dim,):
         return popular(catalog, allowed, k, category)
     scores = catalog.embeddings @ (query / strength).astype(np.float32)
+    if popularity_weight and catalog.trending.any():
+        scores = scores + np.float32(popularity_weight) * catalog.trending.astype(np.float32)
     scores = np.where(allowed, scores, -np.inf)
     best = top_k(scores, k)
     reasons = _personal_reasons(catalog, user, best)
@@ -134,9 +138,11 @@ def recommend(catalog: CatalogVersion, user: UserInterest | None, *, k: int, at:
 
 
 def popular(catalog: CatalogVersion, allowed: np.ndarray, k: int, category: str | None = None) -> Recommendations:
-    """Most popular allowed items; score = popularity relative to the most popular item (0..1)."""
-    peak = float(catalog.popularity.max()) if len(catalog) else 0.0
-    relative = catalog.popularity / peak if peak > 0 else np.zeros(len(catalog))
+    """Most popular allowed items; score = popularity relative to the most popular item (0..1): the catalogue's
+    own `popularity` when the upload gave one, else what users did lately (the version's trending prior)."""
+    measure = catalog.popularity if catalog.popularity.any() else catalog.trending
+    peak = float(measure.max()) if len(catalog) else 0.0
+    relative = measure / peak if peak > 0 else np.zeros(len(catalog))
     scores = np.where(allowed, relative, -np.inf)
     reason = f"popular in {category}" if category else "popular"
     return Recommendations("popular", [ScoredItem(catalog.item_ids[row], round(float(scores[row]), 6), reason)

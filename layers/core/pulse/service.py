@@ -64,7 +64,7 @@ class RecommendationService:
         result = recommend(catalog, user, k=k, at=self.clock() if at is None else at,
                            half_lives=config.half_lives, blend_weights=config.blend_weights,
                            exclude_seen=exclude_seen, category=category, min_strength=config.min_strength,
-                           type_weights=config.type_weights)
+                           type_weights=config.type_weights, popularity_weight=config.popularity_weight)
         return {"user_id": user_id, "strategy": result.strategy, "catalog_version": catalog.version,
                 "items": items_json(result.items)}
 

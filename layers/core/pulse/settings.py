@@ -15,6 +15,7 @@ from pulse.interest import (
     DEFAULT_TYPE_WEIGHTS,
     MAX_DEDUP_WINDOW,
     MAX_HISTORY_EVENTS,
+    MAX_POPULARITY_WEIGHT,
     MAX_RECENT_ITEMS,
     MAX_SCALE_NAME_BYTES,
     MAX_TIME_SCALES,
@@ -30,7 +31,8 @@ MAX_CLOCK_SKEW_SECONDS = 86400.0  # the template's MaxValue: a day ahead is alre
 
 # Settings a training learns unless the deployment sets them (template parameter -> environment variable).
 PINNABLE = {"half_lives": "PULSE_HALF_LIVES", "blend_weights": "PULSE_BLEND_WEIGHTS",
-            "rating_weighting": "PULSE_RATING_WEIGHTING", "blocks": "PULSE_TEXT_WEIGHT PULSE_COLLAB_WEIGHT"}
+            "rating_weighting": "PULSE_RATING_WEIGHTING", "blocks": "PULSE_TEXT_WEIGHT PULSE_COLLAB_WEIGHT",
+            "popularity_weight": "PULSE_POPULARITY_WEIGHT"}
 
 
 @dataclass(frozen=True)
@@ -73,11 +75,14 @@ class Settings:
     stream_name: str | None = None
     min_strength: float = 1e-3
     catalog_skip_invalid: bool = False
-    training_days: int = 30
+    training_days: int = 365
+    training_max_events: int = 1_000_000
     collab_dim: int = 128
     text_weight: float = 0.25
     collab_weight: float = 0.75
     history_limit: int = 200
+    # The cosine's companion: weight x the serving version's trending prior (0 until a training learns one).
+    popularity_weight: float = 0.0
     max_clock_skew_seconds: float = DEFAULT_MAX_CLOCK_SKEW_SECONDS
     max_event_age_days: float = 0.0  # 0: no limit (replays of old data)
     training_policy: TrainingPolicy = field(default_factory=TrainingPolicy)
@@ -118,6 +123,8 @@ class Settings:
             changes["blend_weights"] = {name: DEFAULT_BLEND.get(name, 1.0) for name in scales}
         if "rating_weighting" not in self.pinned and learned.get("rating_weighting") in RATING_WEIGHTINGS:
             changes["type_weights"] = replace(self.type_weights, rating_weighting=learned["rating_weighting"])
+        if "popularity_weight" not in self.pinned and "popularity_weight" in learned:
+            changes["popularity_weight"] = float(learned["popularity_weight"])
         return replace(self, **changes) if changes else self
 
     @classmethod
@@ -169,10 +176,12 @@ class Settings:
             stream_name=env.get("PULSE_STREAM") or None,
             min_strength=_number(env, "PULSE_MIN_STRENGTH", 1e-3, minimum=0),
             catalog_skip_invalid=_flag(env, "PULSE_CATALOG_SKIP_INVALID"),
-            training_days=int(_number(env, "PULSE_TRAINING_DAYS", 30, minimum=1, integer=True)),
+            training_days=int(_number(env, "PULSE_TRAINING_DAYS", 365, minimum=1, integer=True)),
+            training_max_events=int(_number(env, "PULSE_TRAINING_MAX_EVENTS", 1_000_000, minimum=1, integer=True)),
             collab_dim=int(_number(env, "PULSE_COLLAB_DIM", 128, minimum=2, integer=True)),
             text_weight=_number(env, "PULSE_TEXT_WEIGHT", 0.25, minimum=0),
             collab_weight=_number(env, "PULSE_COLLAB_WEIGHT", 0.75, minimum=0),
+            popularity_weight=_number(env, "PULSE_POPULARITY_WEIGHT", 0.0, minimum=0, maximum=MAX_POPULARITY_WEIGHT),
             history_limit=int(_number(env, "PULSE_HISTORY_EVENTS", 200, minimum=1, maximum=MAX_HISTORY_EVENTS,
                                          integer=True)),
             max_clock_skew_seconds=_number(env, "PULSE_MAX_CLOCK_SKEW_SECONDS", DEFAULT_MAX_CLOCK_SKEW_SECONDS,

@@ -111,10 +111,11 @@ class InterestModel:
     half_lives: Mapping[str, float]
     blend_weights: Mapping[str, float]
     rating_weighting: str = "stars"
+    popularity_weight: float = 0.0  # how much the version's trending prior adds to each personal score
 
     def as_dict(self) -> dict[str, Any]:
         return {"half_lives": dict(self.half_lives), "blend_weights": dict(self.blend_weights),
-                "rating_weighting": self.rating_weighting}
+                "rating_weighting": self.rating_weighting, "popularity_weight": self.popularity_weight}
 
 
 @dataclass(frozen=True)
@@ -129,33 +130,43 @@ class Quality:
 
 
 class Scorer:
-    """Scores one item space on one held-out slice, caching the per-scale products."""
+    """Scores one item space on one held-out slice, caching the per-scale products.
 
-    def __init__(self, queries: HeldOut, item_vectors: np.ndarray, available: np.ndarray | None = None):
+    `prior`: the version's trending prior (pulse.recommend adds popularity_weight x prior to the cosine)."""
+
+    def __init__(self, queries: HeldOut, item_vectors: np.ndarray, available: np.ndarray | None = None,
+                 prior: np.ndarray | None = None):
         self.queries = queries
         self.items = np.asarray(item_vectors, dtype=np.float64)
+        self.prior = None if prior is None else np.asarray(prior, dtype=np.float64)
         self.blocked = queries.seen.toarray()
         if available is not None:
             self.blocked |= ~np.asarray(available, dtype=bool)[None, :]
-        self._cache: dict[tuple[float, str], tuple[np.ndarray, np.ndarray]] = {}
+        self._cache: dict[tuple[float, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def _scale(self, half_life: float, weighting: str) -> tuple[np.ndarray, np.ndarray]:
-        """(scores Q x N of the unnormalised scale vector, its length per user)."""
+    def _scale(self, half_life: float, weighting: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(the unnormalised scale vectors Q x D, their scores Q x N, their lengths)."""
         key = (half_life, weighting)
         if key not in self._cache:
             A = self.queries.decayed(half_life, weighting)
             vectors = A @ self.items
-            self._cache[key] = (vectors @ self.items.T, np.linalg.norm(vectors, axis=1))
+            self._cache[key] = (vectors, vectors @ self.items.T, np.linalg.norm(vectors, axis=1))
         return self._cache[key]
 
     def scores(self, model: InterestModel) -> np.ndarray:
-        """(Q x N) each user's item scores, up to a positive factor per user (the ranking the API serves)."""
+        """(Q x N) each user's item scores: without a popularity weight up to a positive factor per user, with
+        one exactly what the API serves (the cosine with the blended interest plus weight x prior)."""
         scores = np.zeros((len(self.queries), self.items.shape[0]))
+        blended = np.zeros((len(self.queries), self.items.shape[1]))
         for name, half_life in model.half_lives.items():
-            part, norms = self._scale(half_life, model.rating_weighting)
+            vectors, part, norms = self._scale(half_life, model.rating_weighting)
             # blend(): each scale scaled to unit length, capped so a faded scale stays faint
             coefficient = model.blend_weights.get(name, 0.0) * np.minimum(1.0, norms) / np.maximum(norms, 1e-300)
             scores += coefficient[:, None] * part
+            blended += coefficient[:, None] * vectors
+        if model.popularity_weight and self.prior is not None:
+            scores /= np.maximum(np.linalg.norm(blended, axis=1), 1e-300)[:, None]
+            scores += model.popularity_weight * self.prior[None, :]
         return scores
 
     def quality(self, model: InterestModel) -> Quality:
@@ -189,6 +200,24 @@ def popularity_quality(queries: HeldOut, counts: np.ndarray, available: np.ndarr
 HALF_LIFE_CHOICES = {"short": (60.0, 600.0, 1800.0, 3600.0), "long": (DAY, 7 * DAY, 30 * DAY)}
 BLEND_CHOICES = ({"short": 1.0, "long": 0.2}, {"short": 1.0, "long": 1.0}, {"short": 0.2, "long": 1.0})
 BLOCK_CHOICES = ((0.25, 0.75), (0.5, 0.5), (0.1, 0.9))
+TRENDING_HALF_LIFE_CHOICES = (3 * DAY, 7 * DAY, 30 * DAY)
+POPULARITY_WEIGHT_CHOICES = (0.0, 0.1, 0.2, 0.3, 0.5)
+
+
+def trending_prior(rows: np.ndarray, times: np.ndarray, n_items: int, *, at: float, half_life: float) -> np.ndarray:
+    """Per item, what users did lately: log(1 + event count decayed to `at` with `half_life`), relative to the
+    top item, so [0, 1]. The log keeps the few blockbusters from flattening the rest; events after `at` count
+    undecayed."""
+    rows = np.asarray(rows, dtype=np.int64)
+    ages = np.maximum(0.0, at - np.asarray(times, dtype=np.float64))
+    return relative_log_counts(np.bincount(rows, weights=np.exp2(-ages / half_life), minlength=n_items))
+
+
+def relative_log_counts(counts: np.ndarray) -> np.ndarray:
+    """log(1 + count) relative to the largest: [0, 1], zeros when nothing counted."""
+    logs = np.log1p(np.asarray(counts, dtype=np.float64))
+    peak = float(logs.max()) if len(logs) else 0.0
+    return logs / peak if peak > 0 else np.zeros(len(logs))
 
 
 def interest_grid(pinned: InterestModel | None = None, pinned_names: frozenset[str] = frozenset()

@@ -1,12 +1,14 @@
 """`pulse train` and the scheduled training function: the archive's recent events -> a candidate item space ->
 published only if it deserves it, with the interest settings that suit it.
 
-1. Read the archive window; the serving version's items, text and filters are the base.
+1. Read the archive window (the newest max_events events of the last `days` days); the serving version's items,
+   text and filters are the base.
 2. Enough data? (events, users, warm items; TrainingPolicy). If not: refused, the serving version serves on.
 3. Hold out each user's latest event, among the events newer than what the serving version learned from; train a
    candidate on the other events.
-4. Choose the interest settings (half-lives, blend, rating weighting, block weights) on one half of the
-   held-out users; judge candidate and serving version on the other half (pulse.space_quality).
+4. Choose the interest settings (half-lives, blend, rating weighting, block weights, then the trending prior's
+   half-life and weight) on one half of the held-out users; judge candidate and serving version on the other
+   half (pulse.space_quality).
 5. Publish unless the candidate is worse beyond the tolerance (and the difference is clear of noise); the
    published version is then trained on every event of the window, with the chosen settings travelling in it.
 Every run writes reports/training/<time>.json beside the catalogue; `force` publishes whatever the gate says.
@@ -21,6 +23,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -31,9 +34,12 @@ from pulse.archive import ArchiveReadStats, read_archive
 from pulse.catalog import CatalogVersion, hybrid_vectors
 from pulse.catalog_store import S3CatalogRepository
 from pulse.collaborative import Interactions, SpaceConfig, TrainedSpace, train
+from pulse.events import BehaviourEvent
 from pulse.settings import Settings, TrainingPolicy
 from pulse.space_quality import (
     BLOCK_CHOICES,
+    POPULARITY_WEIGHT_CHOICES,
+    TRENDING_HALF_LIFE_CHOICES,
     HeldOut,
     Interaction,
     InterestModel,
@@ -43,6 +49,7 @@ from pulse.space_quality import (
     interest_grid,
     paired_difference,
     popularity_quality,
+    trending_prior,
 )
 
 REPORT_PREFIX = "reports/training/"
@@ -74,7 +81,8 @@ class TrainingResult:
         return self.decision == "published"
 
 
-def train_catalog(repository: S3CatalogRepository, archive_bucket: str, *, days: int = 30,
+def train_catalog(repository: S3CatalogRepository, archive_bucket: str, *, days: int = 365,
+                  max_events: int = 1_000_000,
                   until: dt.date | None = None, before: float | None = None, since: float | None = None,
                   config: SpaceConfig | None = None,
                   seed: int = 0, policy: TrainingPolicy | None = None, serving_settings: Any = None,
@@ -100,10 +108,9 @@ def train_catalog(repository: S3CatalogRepository, archive_bucket: str, *, days:
 
     last_day = until or dt.datetime.fromtimestamp(clock(), dt.UTC).date()
     stats = ArchiveReadStats()
-    events = [Interaction(event.user_id, base.index[event.item_id], event.ts, event.type, event.value)
-              for event in read_archive(archive_bucket, last_day - dt.timedelta(days=days - 1), last_day, stats=stats)
-              if event.item_id is not None and event.item_id in base.index and (before is None or event.ts < before)
-              and (since is None or event.ts >= since)]
+    events, capped = _newest_events(read_archive(archive_bucket, last_day - dt.timedelta(days=days - 1), last_day,
+                                                 stats=stats, newest_first=True),
+                                    base.index, max_events, before=before, since=since)
     seconds = {"read_archive": time.perf_counter() - started}
     users = {event.user for event in events}
     max_users = max(1, min(policy.max_held_out_users, MAX_SCORED_CELLS // max(1, len(base))))
@@ -112,6 +119,8 @@ def train_catalog(repository: S3CatalogRepository, archive_bucket: str, *, days:
         "started_at": dt.datetime.fromtimestamp(clock(), dt.UTC).isoformat(), "forced": policy.force,
         "policy": asdict(policy) | {"min_warm_items": policy.min_warm_items or config.dim},
         "data": {"events": len(events), "users": len(users), "items": len(base), "days": days,
+                 "max_events": max_events, "window_capped": capped,
+                 "first_event": min((e.ts for e in events), default=None),
                  "until": last_day.isoformat(), "events_before": before, "held_out_users": len(queries),
                  "archive": {"lines": stats.lines, "invalid": stats.invalid, "duplicates": stats.duplicates}},
         "serving": {"version": base_version, "space": "hybrid" if base.is_hybrid else "text",
@@ -147,7 +156,7 @@ def train_catalog(repository: S3CatalogRepository, archive_bucket: str, *, days:
     mark = time.perf_counter()
     serving_model = _serving_model(base, serving_settings)
     choice, judged = _choose_and_judge(queries, base, serving_model, text, candidate.collab, pinned, pinned_names,
-                                       pinned_blocks, counts=np.bincount([e.row for e in earlier], minlength=len(base)))
+                                       pinned_blocks, earlier)
     seconds["settings_and_gate"] = time.perf_counter() - mark
     report.update(judged)
     difference, error = judged["difference"]["ndcg_at_10"], judged["difference"]["standard_error"]
@@ -159,15 +168,20 @@ def train_catalog(repository: S3CatalogRepository, archive_bucket: str, *, days:
 
     mark = time.perf_counter()
     final = train(_interactions(events), len(base), text, config, seed=seed, previous=previous)
-    model, (text_weight, collab_weight) = choice
+    model, (text_weight, collab_weight), trend_half_life = choice
     vectors = hybrid_vectors(text, final.collab, text_weight, collab_weight)
+    trained_until = max(e.ts for e in events)
+    trending = trending_prior(np.array([e.row for e in events]), np.array([e.ts for e in events]), len(base),
+                              at=trained_until, half_life=trend_half_life)
     digest = hashlib.sha256(vectors.tobytes())
+    digest.update(trending.tobytes())
     digest.update(base.encoder_fingerprint.encode())
     digest.update(json.dumps(model.as_dict(), sort_keys=True).encode())
     version = f"t-{digest.hexdigest()[:20]}"
     trained = replace(base, version=version, embeddings=vectors, text_to_collab=final.text_map.astype(np.float32),
                       text_weight=text_weight, collab_weight=collab_weight, created_at=clock(),
-                      settings=model.as_dict(), basis=version, trained_until=max(e.ts for e in events))
+                      settings=model.as_dict() | {"trending_half_life": trend_half_life}, basis=version,
+                      trained_until=trained_until, trending=trending)
     seconds["final"] = time.perf_counter() - mark
     repository.publish(trained, training_state={"text": text, "collab": final.collab, "warm": final.warm_mask},
                        space=_describe(config, seed, base_version, len(events), len(users), days, last_day, before))
@@ -183,10 +197,11 @@ def deployment_options(settings: Any, *, force: bool = False) -> dict[str, Any]:
     what it pinned (left out of the settings search)."""
     return {"config": replace(SpaceConfig(), dim=settings.collab_dim, text_weight=settings.text_weight,
                               collab_weight=settings.collab_weight),
-            "days": settings.training_days, "policy": replace(settings.training_policy, force=force),
+            "days": settings.training_days, "max_events": settings.training_max_events,
+            "policy": replace(settings.training_policy, force=force),
             "serving_settings": settings,
             "pinned": InterestModel(dict(settings.half_lives), dict(settings.blend_weights),
-                                    settings.type_weights.rating_weighting),
+                                    settings.type_weights.rating_weighting, settings.popularity_weight),
             "pinned_names": settings.pinned,
             "pinned_blocks": (settings.text_weight, settings.collab_weight) if "blocks" in settings.pinned else None}
 
@@ -203,6 +218,28 @@ def _shortfall(policy: TrainingPolicy, config: SpaceConfig, events: int, users: 
     return "; ".join(missing)
 
 
+def _newest_events(archived: Iterable[BehaviourEvent], index: Mapping[str, int], max_events: int, *,
+                   before: float | None, since: float | None) -> tuple[list[Interaction], bool]:
+    """The newest `max_events` item events of catalogue items (in [since, before) when given), in time order,
+    from an archive read newest first: reading stops once enough are held and the archive has moved on to
+    older objects. -> (events, whether the cap cut the window short)."""
+    kept: list[Interaction] = []
+    capped = False
+    for event in archived:
+        if len(kept) >= 2 * max_events:  # objects overlap in time a little: keep a margin, then stop
+            capped = True
+            break
+        if event.item_id is None or event.item_id not in index or (before is not None and event.ts >= before) \
+                or (since is not None and event.ts < since):
+            continue
+        kept.append(Interaction(event.user_id, index[event.item_id], event.ts, event.type, event.value))
+    kept.sort(key=lambda e: e.ts)
+    if len(kept) > max_events:
+        capped = True
+        kept = kept[-max_events:]
+    return kept, capped
+
+
 def _interactions(events: list[Interaction]) -> Interactions:
     numbers: dict[str, int] = {}
     return Interactions(np.array([numbers.setdefault(e.user, len(numbers)) for e in events], dtype=np.int64),
@@ -214,15 +251,17 @@ def _serving_model(base: CatalogVersion, serving_settings: Any) -> InterestModel
     if serving_settings is None:
         serving_settings = Settings()
     config = serving_settings.serving(base.learned_settings())
-    return InterestModel(dict(config.half_lives), dict(config.blend_weights), config.type_weights.rating_weighting)
+    return InterestModel(dict(config.half_lives), dict(config.blend_weights), config.type_weights.rating_weighting,
+                         config.popularity_weight)
 
 
 def _choose_and_judge(queries: HeldOut, base: CatalogVersion, serving_model: InterestModel, text: np.ndarray,
                       collab: np.ndarray, pinned: InterestModel | None, pinned_names: frozenset[str],
-                      pinned_blocks: tuple[float, float] | None, counts: np.ndarray
-                      ) -> tuple[tuple[InterestModel, tuple[float, float]], dict[str, Any]]:
+                      pinned_blocks: tuple[float, float] | None, earlier: list[Interaction]
+                      ) -> tuple[tuple[InterestModel, tuple[float, float], float], dict[str, Any]]:
     """Settings chosen on one half of the held-out users (NDCG@10), both versions judged on the other half
-    (on all of them when there are fewer than 100: the report says so)."""
+    (on all of them when there are fewer than 100: the report says so). First the interest settings and blocks,
+    then, for those, the trending prior's half-life and weight. -> ((model, blocks, trending half-life), report)"""
     tune, judge = queries.halves() if len(queries) >= 100 else (queries, queries)
     grid = interest_grid(pinned, pinned_names)
     blocks = [pinned_blocks] if pinned_blocks else list(BLOCK_CHOICES)
@@ -233,18 +272,33 @@ def _choose_and_judge(queries: HeldOut, base: CatalogVersion, serving_model: Int
     for weights in blocks:
         scorer = Scorer(tune, hybrid_vectors(text, collab, *weights), base.available)
         for model in grid:
-            ndcg = scorer.quality(model).ndcg
-            if best is None or ndcg > best[0]:
-                best = (ndcg, model, weights)
+            ndcg = scorer.quality(replace(model, popularity_weight=0.0))
+            if best is None or ndcg.ndcg > best[0]:
+                best = (ndcg.ndcg, model, weights)
     assert best is not None
     _, model, weights = best
-    candidate = Scorer(judge, hybrid_vectors(text, collab, *weights), base.available).quality(model)
-    serving = Scorer(judge, base.embeddings, base.available).quality(serving_model)
+    rows = np.array([e.row for e in earlier], dtype=np.int64)
+    times = np.array([e.ts for e in earlier], dtype=np.float64)
+    at = float(times.max()) if len(times) else 0.0
+    priors = {half_life: trending_prior(rows, times, len(base), at=at, half_life=half_life)
+              for half_life in TRENDING_HALF_LIFE_CHOICES}
+    popularity_weights = [pinned.popularity_weight] if pinned is not None and "popularity_weight" in pinned_names \
+        else list(POPULARITY_WEIGHT_CHOICES) if len(tune) else [serving_model.popularity_weight]
+    vectors = hybrid_vectors(text, collab, *weights)
+    tuned = {(half_life, weight): Scorer(tune, vectors, base.available, priors[half_life]).quality(
+        replace(model, popularity_weight=weight)).ndcg for half_life in priors for weight in popularity_weights}
+    trend_half_life, popularity_weight = max(tuned, key=lambda key: (tuned[key], -key[1], key[0]))
+    model = replace(model, popularity_weight=popularity_weight)
+    candidate = Scorer(judge, vectors, base.available, priors[trend_half_life]).quality(model)
+    serving = Scorer(judge, base.embeddings, base.available, base.trending).quality(serving_model)
+    counts = np.bincount(rows, minlength=len(base))
     popular = popularity_quality(judge, counts, base.available)
     difference, error = paired_difference(candidate, serving)
     judged = {
         "settings": {"chosen": model.as_dict(), "text_weight": weights[0], "collab_weight": weights[1],
-                     "searched": len(grid) * len(blocks), "tuned_on_users": len(tune), "tuned_ndcg_at_10": best[0]},
+                     "trending_half_life": trend_half_life,
+                     "searched": len(grid) * len(blocks) + len(tuned), "tuned_on_users": len(tune),
+                     "tuned_ndcg_at_10": tuned[(trend_half_life, popularity_weight)]},
         "serving": {"version": base.version, "settings": serving_model.as_dict(), **_metrics(serving)},
         "candidate": {"settings": model.as_dict(), "text_weight": weights[0], "collab_weight": weights[1],
                       **_metrics(candidate)},
@@ -253,7 +307,7 @@ def _choose_and_judge(queries: HeldOut, base: CatalogVersion, serving_model: Int
                      "the same users the settings were chosen on (fewer than 100)",
         "difference": {"ndcg_at_10": difference, "standard_error": error if math.isfinite(error) else None},
     }
-    return (model, weights), judged
+    return (model, weights, trend_half_life), judged
 
 
 def _metrics(quality: Quality) -> dict[str, Any]:

@@ -21,7 +21,7 @@ def publish_movielens(runtime: LocalRuntime) -> str:
 
 def run(command: str, args: argparse.Namespace) -> int:
     flags = ("half_lives", "blend_weights", "rating_weighting", "type_weights", "text_weight", "collab_weight",
-             "retrain_days", "batch_size", "protocol")
+             "popularity_weight", "retrain_days", "batch_size", "protocol")
     options = EvalOptions(out_dir=args.out_dir, overrides=dict(pair.split("=", 1) for pair in args.parameter),
                           **{name: getattr(args, name) for name in flags if getattr(args, name) is not None})
     started = time.perf_counter()

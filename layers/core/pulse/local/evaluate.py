@@ -58,6 +58,7 @@ class EvalOptions:
     type_weights: str | None = None
     text_weight: float | None = None
     collab_weight: float | None = None
+    popularity_weight: float | None = None
     collab_dim: int | None = None
     retrain_days: float = 1.0  # 0: never train (the text-only catalogue throughout)
     # "honest": trainings during the replay, each test question asked before its rating enters the stream;
@@ -77,7 +78,8 @@ class EvalOptions:
         chosen = {"IngestBatchSize": self.batch_size, "RecentItems": 1000,
                   "CatalogCheckSeconds": 0.5, "HalfLives": self.half_lives, "BlendWeights": self.blend_weights,
                   "TypeWeights": self.type_weights, "RatingWeighting": self.rating_weighting,
-                  "TextWeight": self.text_weight, "CollabWeight": self.collab_weight, "CollabDim": self.collab_dim}
+                  "TextWeight": self.text_weight, "CollabWeight": self.collab_weight, "CollabDim": self.collab_dim,
+                  "PopularityWeight": self.popularity_weight}
         return {**{name: str(value) for name, value in chosen.items() if value is not None}, **self.overrides}
 
 
@@ -319,7 +321,8 @@ class Timeline:
                                                        config.blend_weights)
             result = recommend(view, user, k=10, at=rating.ts, half_lives=config.half_lives,
                                blend_weights=config.blend_weights, exclude_seen=True,
-                               min_strength=config.min_strength, query=query)
+                               min_strength=config.min_strength, query=query,
+                               popularity_weight=config.popularity_weight)
             lists[name] = [item.item_id for item in result.items]
         return lists
 
