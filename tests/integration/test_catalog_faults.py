@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import time
+from dataclasses import replace
 from unittest import mock
 
 import botocore.exceptions
@@ -15,6 +16,7 @@ import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from pulse import aws
+from pulse.catalog import in_memory_catalog
 from pulse.catalog_store import CatalogRefused, S3CatalogRepository
 from pulse.runtime import live_catalog
 from tests.builders import behaviour, http_event, kinesis_event
@@ -290,3 +292,35 @@ def test_the_catalogue_function_counts_published_items_and_rejected_files_in_its
         (rejected,) = upload_catalog(stack, handler, [*catalog_lines()[:2], "{not json"])["results"]
         assert rejected["status"] == "rejected"
         assert emitted_metrics(capsys.readouterr().out) == {"CatalogFilesRejected": ([1.0], "Count")}
+
+
+LEARNED = {"half_lives": {"short": 600.0, "long": 86400.0}, "blend_weights": {"short": 1.0, "long": 0.2},
+           "rating_weighting": "stars", "trending_half_life": 604800.0}
+
+
+def learned_version(name, popularity_weight, trending=(0.0, 0.0, 0.0)):
+    return replace(in_memory_catalog(["a", "b", "c"], np.eye(3), fingerprint="enc-1", trending=np.array(trending)),
+                   version=name, settings={**LEARNED, "popularity_weight": popularity_weight})
+
+
+def stored_items(stack, version):
+    return json.loads(Bucket(stack, version).get(f"catalog/versions/{version}/items.json"))
+
+
+def test_a_versions_trending_prior_is_stored_with_its_items_and_read_back(stack):
+    repository = S3CatalogRepository(stack.name_of("AWS::S3::Bucket"))
+    repository.publish(learned_version("v-trend", 1.0, trending=(1.0, 0.1234567, 0.0)))
+    assert stored_items(stack, "v-trend")["trending"] == [1.0, 0.123457, 0.0]
+    loaded = repository.load("v-trend", "enc-1")
+    assert loaded.trending.tolist() == [1.0, 0.123457, 0.0] and loaded.settings["popularity_weight"] == 1.0
+    repository.publish(learned_version("v-flat", 0.0))  # no trend learned: no column, zeros when read
+    assert "trending" not in stored_items(stack, "v-flat")
+    assert repository.load("v-flat", "enc-1").trending.tolist() == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("weight", [2.0, float("nan"), -0.5])
+def test_a_version_whose_learned_popularity_weight_is_out_of_bounds_is_refused(stack, weight):
+    repository = S3CatalogRepository(stack.name_of("AWS::S3::Bucket"))
+    repository.publish(learned_version("v-heavy", weight))
+    with pytest.raises(CatalogRefused, match="version v-heavy: its learned settings are malformed"):
+        repository.load("v-heavy", "enc-1")

@@ -108,9 +108,27 @@ def test_retraining_with_another_seed_keeps_users_recommendations(stack, api, in
     assert overlap >= 8, overlap
 
 
-def archive_lines(stack, events, part="part-2"):
+def test_the_published_version_carries_the_trending_prior_and_the_settings_chosen_for_it(stack, trained):
+    from pulse.archive import read_archive
+    from pulse.space_quality import POPULARITY_WEIGHT_CHOICES, TRENDING_HALF_LIFE_CHOICES, trending_prior
+
+    bucket = stack.name_of("AWS::S3::Bucket")
+    catalog = S3CatalogRepository(bucket).load(trained.version, None)
+    chosen = trained.report["settings"]
+    half_life, weight = chosen["trending_half_life"], chosen["chosen"]["popularity_weight"]
+    assert half_life in TRENDING_HALF_LIFE_CHOICES and weight in POPULARITY_WEIGHT_CHOICES
+    assert (catalog.settings["trending_half_life"], catalog.settings["popularity_weight"]) == (half_life, weight)
+    archived = list(read_archive(bucket, DAY, DAY))
+    expected = trending_prior(np.array([catalog.index[event.item_id] for event in archived]),
+                              np.array([event.ts for event in archived]), len(catalog),
+                              at=catalog.trained_until, half_life=half_life)
+    assert catalog.trending.tolist() == np.round(expected, 6).tolist()
+    assert catalog.trending.max() == 1.0 and catalog.trending[catalog.index["cold-horror"]] == 0.0
+
+
+def archive_lines(stack, events, part="part-2", day=DAY):
     body = gzip.compress(("\n".join(json.dumps(event) for event in events) + "\n").encode())
-    stack.client("s3").put_object(Bucket=stack.name_of("AWS::S3::Bucket"), Key=f"archive/dt={DAY}/{part}.gz",
+    stack.client("s3").put_object(Bucket=stack.name_of("AWS::S3::Bucket"), Key=f"archive/dt={day}/{part}.gz",
                                   Body=body)
 
 
@@ -202,3 +220,38 @@ def test_the_train_function_emits_training_refused_and_its_event_count_as_metric
     assert metrics["TrainingEvents"] == ([0.0], "Count")
     (seconds,), unit = metrics["TrainingSeconds"]
     assert unit == "Seconds" and seconds >= 0
+
+
+def window_events(stack):
+    """400 events over four days, two archive objects a day (the later key holding the later events)."""
+    every = [item["item_id"] for item in catalog_items()]
+    written = []
+    for offset in range(4):
+        day = DAY - dt.timedelta(days=3 - offset)
+        start = dt.datetime.combine(day, dt.time(8), dt.UTC).timestamp()
+        for part in (1, 2):
+            events = [behaviour(f"w{offset}-{part}-{n}", f"window-{n % 20}", item_id=every[(n + part) % 32],
+                                ts=start + part * 3600 + n * 60) for n in range(50)]
+            archive_lines(stack, events, part=f"part-{part}", day=day)
+            written.append(events)
+    return written
+
+
+def test_the_training_window_keeps_the_newest_max_events_events_read_newest_first(stack, catalog_function):
+    from pulse.archive import read_archive
+
+    upload_catalog(stack, catalog_function, catalog_lines())
+    objects = window_events(stack)
+    bucket = stack.name_of("AWS::S3::Bucket")
+    newest_first = [event.event_id for event in read_archive(bucket, DAY - dt.timedelta(days=3), DAY,
+                                                             newest_first=True)]
+    assert newest_first == [event["event_id"] for events in reversed(objects) for event in events]
+    # the newest 150: the last day's 100 and the day before's later 50; read stops once twice the cap is held
+    # (the 301st line), the oldest day unread. 250: everything read, the oldest 150 cut after sorting.
+    for cap, capped, oldest_object, lines in ((150, True, 5, 301), (250, True, 3, 400), (400, False, 0, 400)):
+        result = train_catalog(S3CatalogRepository(bucket), bucket, days=4, until=DAY, max_events=cap,
+                               config=CONFIG, policy=FORCED)
+        assert result.decision == "published" and result.events == cap
+        data = result.report["data"]
+        assert (data["events"], data["max_events"], data["window_capped"]) == (cap, cap, capped)
+        assert (data["first_event"], data["archive"]["lines"]) == (objects[oldest_object][0]["ts"], lines)

@@ -5,8 +5,15 @@ import json
 import numpy as np
 import pytest
 
-from pulse.catalog import CatalogVersion
-from pulse.catalog_build import CatalogInvalid, build_catalog, content_version, parse_catalog_lines, publish_catalog
+from pulse.catalog import CatalogVersion, hybrid_vectors, in_memory_catalog
+from pulse.catalog_build import (
+    CatalogInvalid,
+    build_catalog,
+    content_version,
+    extend_space,
+    parse_catalog_lines,
+    publish_catalog,
+)
 from pulse.catalog_store import CatalogRefused, CatalogUnavailable, LiveCatalog
 
 LINES = [
@@ -119,6 +126,33 @@ def test_built_rows_are_unit_length_float32():
     assert catalog.embeddings.dtype == np.float32 and catalog.embeddings.flags["C_CONTIGUOUS"]
     np.testing.assert_allclose(np.linalg.norm(catalog.embeddings, axis=1), 1.0, atol=1e-6)
     assert catalog.category_rows["comedy"].tolist() == [0]
+
+
+OUT_OF_RANGE = r"trending values must be finite numbers in \[0, 1\]"
+
+
+@pytest.mark.parametrize(("trending", "message"), [
+    ([0.5, 1.5], OUT_OF_RANGE), ([-0.1, 1.0], OUT_OF_RANGE), ([float("nan"), 1.0], OUT_OF_RANGE),
+    ([1.0], "trending has 1 entries for 2 items"),
+])
+def test_a_version_refuses_a_trending_prior_outside_zero_to_one(trending, message):
+    with pytest.raises(ValueError, match=message):
+        in_memory_catalog(["a", "b"], np.eye(2), trending=np.array(trending))
+    assert in_memory_catalog(["a", "b"], np.eye(2)).trending.tolist() == [0.0, 0.0]
+
+
+def test_an_upload_joining_a_learned_space_keeps_each_items_trend_and_a_new_item_starts_at_zero():
+    rng = np.random.default_rng(4)
+    text, collab = rng.normal(size=(3, 8)), rng.normal(size=(3, 3))
+    serving = in_memory_catalog(["a", "b", "c"], hybrid_vectors(text, collab, 0.5, 0.5),
+                                text_to_collab=rng.normal(size=(8, 3)), text_weight=0.5, collab_weight=0.5,
+                                trending=np.array([1.0, 0.25, 0.5]), basis="t-1")
+    state = {"text": text, "collab": collab, "warm": np.array([True, True, False])}
+    uploaded = in_memory_catalog(["c", "new", "a"], rng.normal(size=(3, 8)))
+    extended, extended_state = extend_space(serving, state, uploaded)
+    assert extended.item_ids == ["c", "new", "a"] and extended.basis == "t-1"
+    assert extended.trending.tolist() == [0.5, 0.0, 1.0]  # "b" left with its trend
+    assert extended_state["warm"].tolist() == [False, False, True]
 
 
 class Clock:

@@ -161,3 +161,35 @@ def test_the_history_is_weighed_and_decayed_at_query_time_and_events_after_it_co
                     + DEFAULT_TYPE_WEIGHTS["purchase"] * 2 ** (-200 / half_life) * rows[1]
                     + DEFAULT_TYPE_WEIGHTS["like"] * rows[2])  # dated after the question: undecayed
         np.testing.assert_allclose(vectors[name], expected, rtol=1e-12)
+
+
+def test_the_trending_prior_adds_its_weight_to_each_cosine_and_only_then():
+    trending = np.random.default_rng(8).random(50)
+    trending /= trending.max()
+    catalog = random_catalog(n=50, trending=trending)
+    user = user_towards(catalog, [3, 4])
+    query = catalog.embeddings[3].astype(np.float64) + catalog.embeddings[4]
+    cosine = catalog.embeddings @ (query / np.linalg.norm(query))
+
+    def served(weight):
+        result = recommend(catalog, user, k=50, at=1000.0, half_lives=HALF_LIVES, blend_weights=BLEND,
+                           exclude_seen=False, popularity_weight=weight)
+        assert result.strategy == "personal"
+        return [catalog.index[item.item_id] for item in result.items], np.array([item.score for item in result.items])
+
+    for weight, expected in ((0.0, cosine), (0.4, cosine + 0.4 * trending)):
+        rows, scores = served(weight)
+        assert rows == np.argsort(-expected, kind="stable").tolist()
+        np.testing.assert_allclose(scores, expected[rows], rtol=0, atol=1e-6)
+    assert served(0.4)[0][:10] != served(0.0)[0][:10]  # the prior changes what is recommended
+
+
+def test_the_popular_fallback_uses_the_trending_prior_only_when_the_catalogue_gives_no_popularity():
+    trending = np.array([0.2, 1.0, 0.0, 0.6, 0.4])
+    without = random_catalog(n=5, trending=trending)
+    result = recommend(without, None, k=3, at=0.0, half_lives=HALF_LIVES, blend_weights=BLEND)
+    assert result.strategy == "popular"
+    assert [(item.item_id, item.score) for item in result.items] == [("i1", 1.0), ("i3", 0.6), ("i4", 0.4)]
+    uploaded = random_catalog(n=5, trending=trending, popularity=np.array([10.0, 0.0, 40.0, 20.0, 0.0]))
+    result = recommend(uploaded, None, k=3, at=0.0, half_lives=HALF_LIVES, blend_weights=BLEND)
+    assert [(item.item_id, item.score) for item in result.items] == [("i2", 1.0), ("i3", 0.5), ("i0", 0.25)]

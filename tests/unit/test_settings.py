@@ -39,8 +39,41 @@ def test_overrides_in_both_notations():
     ({"PULSE_TTL_DAYS": "inf"}, "PULSE_TTL_DAYS='inf' is not finite"),
     ({"PULSE_RATING_MAX": "2"}, "PULSE_RATING_MAX must be greater than PULSE_RATING_NEUTRAL"),
     ({"PULSE_RATING_WEIGHTING": "loud"}, "PULSE_RATING_WEIGHTING='loud' must be one of stars, flat"),
+    ({"PULSE_POPULARITY_WEIGHT": "1.5"}, "PULSE_POPULARITY_WEIGHT='1.5' must be at most 1"),
+    ({"PULSE_POPULARITY_WEIGHT": "-0.1"}, "PULSE_POPULARITY_WEIGHT='-0.1' must be at least 0"),
+    ({"PULSE_TRAINING_MAX_EVENTS": "0"}, "PULSE_TRAINING_MAX_EVENTS='0' must be at least 1"),
 ])
 def test_errors_name_the_variable(environ, message):
     with pytest.raises(ConfigurationError) as error:
         Settings.from_env(environ)
     assert message in str(error.value)
+
+
+LEARNED = {"half_lives": {"short": 600.0, "long": 86400.0}, "blend_weights": {"short": 1.0, "long": 0.2},
+           "rating_weighting": "flat", "popularity_weight": 0.3, "trending_half_life": 604800.0}
+
+
+def test_the_popularity_weight_is_learned_unless_pinned_and_the_window_is_a_year_of_at_most_a_million_events():
+    free = Settings.from_env({})
+    assert (free.popularity_weight, free.training_days, free.training_max_events) == (0.0, 365, 1_000_000)
+    assert free.pinned == frozenset()
+    served = free.serving(LEARNED)
+    assert served.popularity_weight == 0.3 and served.type_weights.rating_weighting == "flat"
+    assert free.serving({key: value for key, value in LEARNED.items() if key != "popularity_weight"}
+                        ).popularity_weight == 0.0
+    pinned = Settings.from_env({"PULSE_POPULARITY_WEIGHT": "0.1", "PULSE_TRAINING_MAX_EVENTS": "5000",
+                                "PULSE_TRAINING_DAYS": "30"})
+    assert pinned.pinned == frozenset({"popularity_weight"})
+    assert (pinned.popularity_weight, pinned.training_days, pinned.training_max_events) == (0.1, 30, 5000)
+    served = pinned.serving(LEARNED)
+    assert served.popularity_weight == 0.1 and served.type_weights.rating_weighting == "flat"
+    assert Settings.from_env({"PULSE_POPULARITY_WEIGHT": "0"}).serving(LEARNED).popularity_weight == 0.0
+
+
+def test_the_training_takes_its_window_and_the_pinned_popularity_weight_from_the_settings():
+    from pulse.training import deployment_options
+
+    options = deployment_options(Settings.from_env({"PULSE_POPULARITY_WEIGHT": "0.2",
+                                                    "PULSE_TRAINING_MAX_EVENTS": "5000"}))
+    assert (options["days"], options["max_events"]) == (365, 5000)
+    assert options["pinned"].popularity_weight == 0.2 and "popularity_weight" in options["pinned_names"]
