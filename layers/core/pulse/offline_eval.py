@@ -36,7 +36,7 @@ from pulse.movielens import Movie, Rating, leave_last_out, load_movies, load_rat
 from pulse.space_quality import (
     POPULARITY_WEIGHT_CHOICES,
     TRENDING_HALF_LIFE_CHOICES,
-    relative_log_counts,
+    trending_at,
     trending_prior,
 )
 
@@ -129,18 +129,10 @@ def _popularity_at(ratings: Sequence[Rating], queries: Sequence[Rating], index: 
 
 def _trending_at(ratings: Sequence[Rating], moments: np.ndarray, index: Mapping[str, int],
                  half_life: float) -> np.ndarray:
-    """Row q: trending_prior of the ratings strictly before moments[q] (in time order), decayed to it."""
-    ordered = sorted(ratings, key=lambda rating: rating.ts)
-    origin = ordered[0].ts if ordered else 0.0
-    grown = np.zeros(len(index))  # sum of 2^((ts - origin) / half_life): one pass, decayed at each moment
-    out = np.zeros((len(moments), len(index)))
-    position = 0
-    for q in np.argsort(moments, kind="stable"):
-        while position < len(ordered) and ordered[position].ts < moments[q]:
-            grown[index[ordered[position].item_id]] += 2.0 ** ((ordered[position].ts - origin) / half_life)
-            position += 1
-        out[q] = relative_log_counts(grown * 2.0 ** (-(moments[q] - origin) / half_life))
-    return out
+    """Row q: trending_prior of the ratings strictly before moments[q], decayed to it."""
+    return trending_at(np.array([index[rating.item_id] for rating in ratings], dtype=np.int64),
+                       np.array([rating.ts for rating in ratings], dtype=np.float64), len(index), moments,
+                       half_life=half_life)
 
 
 def rating_weights(scheme: str) -> Callable[[np.ndarray], np.ndarray]:

@@ -132,7 +132,8 @@ class Quality:
 class Scorer:
     """Scores one item space on one held-out slice, caching the per-scale products.
 
-    `prior`: the version's trending prior (pulse.recommend adds popularity_weight x prior to the cosine)."""
+    `prior`: the trending prior (pulse.recommend adds popularity_weight x prior to the cosine): one per item (a
+    version's), or one row per query (trending_at: each as of its question's moment)."""
 
     def __init__(self, queries: HeldOut, item_vectors: np.ndarray, available: np.ndarray | None = None,
                  prior: np.ndarray | None = None):
@@ -166,7 +167,7 @@ class Scorer:
             blended += coefficient[:, None] * vectors
         if model.popularity_weight and self.prior is not None:
             scores /= np.maximum(np.linalg.norm(blended, axis=1), 1e-300)[:, None]
-            scores += model.popularity_weight * self.prior[None, :]
+            scores += model.popularity_weight * self.prior
         return scores
 
     def quality(self, model: InterestModel) -> Quality:
@@ -211,6 +212,30 @@ def trending_prior(rows: np.ndarray, times: np.ndarray, n_items: int, *, at: flo
     rows = np.asarray(rows, dtype=np.int64)
     ages = np.maximum(0.0, at - np.asarray(times, dtype=np.float64))
     return relative_log_counts(np.bincount(rows, weights=np.exp2(-ages / half_life), minlength=n_items))
+
+
+def trending_at(rows: np.ndarray, times: np.ndarray, n_items: int, moments: np.ndarray, *,
+                half_life: float) -> np.ndarray:
+    """(len(moments) x n_items): row q is trending_prior of the events strictly before moments[q], decayed to
+    it: what a prior computed at that moment would say, with nothing from after it. One pass over the events in
+    time order, a running decayed sum (no overflow however long the span)."""
+    order = np.argsort(times, kind="stable")
+    rows, times = np.asarray(rows, dtype=np.int64)[order], np.asarray(times, dtype=np.float64)[order]
+    moments = np.asarray(moments, dtype=np.float64)
+    out = np.zeros((len(moments), n_items))
+    running, clock, position = np.zeros(n_items), None, 0
+    for q in np.argsort(moments, kind="stable"):
+        moment = moments[q]
+        if clock is not None:
+            running *= np.exp2(-(moment - clock) / half_life)
+        end = int(np.searchsorted(times, moment, side="left"))
+        if end > position:
+            running += np.bincount(rows[position:end], weights=np.exp2(-(moment - times[position:end]) / half_life),
+                                   minlength=n_items)
+            position = end
+        clock = moment
+        out[q] = relative_log_counts(running)
+    return out
 
 
 def relative_log_counts(counts: np.ndarray) -> np.ndarray:

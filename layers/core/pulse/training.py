@@ -49,11 +49,13 @@ from pulse.space_quality import (
     interest_grid,
     paired_difference,
     popularity_quality,
+    trending_at,
     trending_prior,
 )
 
 REPORT_PREFIX = "reports/training/"
 MAX_SCORED_CELLS = 10_000_000  # held-out users x items per cached product (80 MB each)
+MAX_TUNING_USERS = 500  # enough to choose settings clear of noise; the grid's cost grows with it
 
 
 class TrainingError(RuntimeError):
@@ -114,7 +116,7 @@ def train_catalog(repository: S3CatalogRepository, archive_bucket: str, *, days:
     seconds = {"read_archive": time.perf_counter() - started}
     users = {event.user for event in events}
     max_users = max(1, min(policy.max_held_out_users, MAX_SCORED_CELLS // max(1, len(base))))
-    queries, earlier = held_out_slice(events, len(base), max_users=max_users, after=base.trained_until)
+    queries, tuning, earlier = _held_out(events, len(base), max_users, base.trained_until)
     report: dict[str, Any] = {
         "started_at": dt.datetime.fromtimestamp(clock(), dt.UTC).isoformat(), "forced": policy.force,
         "policy": asdict(policy) | {"min_warm_items": policy.min_warm_items or config.dim},
@@ -122,6 +124,7 @@ def train_catalog(repository: S3CatalogRepository, archive_bucket: str, *, days:
                  "max_events": max_events, "window_capped": capped,
                  "first_event": min((e.ts for e in events), default=None),
                  "until": last_day.isoformat(), "events_before": before, "held_out_users": len(queries),
+                 "tuning_users": len(tuning),
                  "archive": {"lines": stats.lines, "invalid": stats.invalid, "duplicates": stats.duplicates}},
         "serving": {"version": base_version, "space": "hybrid" if base.is_hybrid else "text",
                     "trained_until": base.trained_until},
@@ -155,8 +158,8 @@ def train_catalog(repository: S3CatalogRepository, archive_bucket: str, *, days:
 
     mark = time.perf_counter()
     serving_model = _serving_model(base, serving_settings)
-    choice, judged = _choose_and_judge(queries, base, serving_model, text, candidate.collab, pinned, pinned_names,
-                                       pinned_blocks, earlier)
+    choice, judged = _choose_and_judge(queries, tuning, base, serving_model, text, candidate.collab, pinned,
+                                       pinned_names, pinned_blocks, earlier)
     seconds["settings_and_gate"] = time.perf_counter() - mark
     report.update(judged)
     difference, error = judged["difference"]["ndcg_at_10"], judged["difference"]["standard_error"]
@@ -255,14 +258,35 @@ def _serving_model(base: CatalogVersion, serving_settings: Any) -> InterestModel
                          config.popularity_weight)
 
 
-def _choose_and_judge(queries: HeldOut, base: CatalogVersion, serving_model: InterestModel, text: np.ndarray,
-                      collab: np.ndarray, pinned: InterestModel | None, pinned_names: frozenset[str],
-                      pinned_blocks: tuple[float, float] | None, earlier: list[Interaction]
+def _held_out(events: list[Interaction], n_items: int, max_users: int, trained_until: float | None
+              ) -> tuple[HeldOut, HeldOut, list[Interaction]]:
+    """-> (the gate's slice: users whose latest event the serving version has not learned from; the tuning
+    slice: the most recent MAX_TUNING_USERS others, whose latest event it has — a candidate has seen neither;
+    every other event, what the candidate is trained on)."""
+    queries, earlier = held_out_slice(events, n_items, max_users=max_users)
+    fresh = [p for p, at in enumerate(queries.times) if trained_until is None or at > trained_until]
+    older = sorted(set(range(len(queries))) - set(fresh), key=lambda p: -queries.times[p])[:MAX_TUNING_USERS]
+    return queries.subset(fresh), queries.subset(sorted(older)), earlier
+
+
+def _choose_and_judge(queries: HeldOut, tuning: HeldOut, base: CatalogVersion, serving_model: InterestModel,
+                      text: np.ndarray, collab: np.ndarray, pinned: InterestModel | None,
+                      pinned_names: frozenset[str], pinned_blocks: tuple[float, float] | None,
+                      earlier: list[Interaction]
                       ) -> tuple[tuple[InterestModel, tuple[float, float], float], dict[str, Any]]:
-    """Settings chosen on one half of the held-out users (NDCG@10), both versions judged on the other half
-    (on all of them when there are fewer than 100: the report says so). First the interest settings and blocks,
-    then, for those, the trending prior's half-life and weight. -> ((model, blocks, trending half-life), report)"""
-    tune, judge = queries.halves() if len(queries) >= 100 else (queries, queries)
+    """Settings chosen on the tuning users (NDCG@10), both versions judged on the held-out users the serving
+    version has not seen. Without 100 tuning users (the first trainings), settings are chosen on one half of the
+    held-out users and judged on the other (on all of them below 100: the report says so). First the interest
+    settings and blocks, then, for those, the trending prior's half-life and weight, each user's prior as of
+    their question. -> ((model, blocks, trending half-life), report)"""
+    if len(tuning) >= 100:
+        tune, judge = tuning, queries
+        judged_on = (f"the {len(queries)} held-out users whose event the serving version has not seen; settings "
+                     f"chosen on {len(tuning)} others")
+    else:
+        tune, judge = queries.halves() if len(queries) >= 100 else (queries, queries)
+        judged_on = "the other half of the held-out users" if judge is not tune else \
+            "the same users the settings were chosen on (fewer than 100)"
     grid = interest_grid(pinned, pinned_names)
     blocks = [pinned_blocks] if pinned_blocks else list(BLOCK_CHOICES)
     if not len(tune):  # nothing to learn settings from (a forced training): keep what serves
@@ -279,17 +303,19 @@ def _choose_and_judge(queries: HeldOut, base: CatalogVersion, serving_model: Int
     _, model, weights = best
     rows = np.array([e.row for e in earlier], dtype=np.int64)
     times = np.array([e.ts for e in earlier], dtype=np.float64)
-    at = float(times.max()) if len(times) else 0.0
-    priors = {half_life: trending_prior(rows, times, len(base), at=at, half_life=half_life)
-              for half_life in TRENDING_HALF_LIFE_CHOICES}
     popularity_weights = [pinned.popularity_weight] if pinned is not None and "popularity_weight" in pinned_names \
         else list(POPULARITY_WEIGHT_CHOICES) if len(tune) else [serving_model.popularity_weight]
     vectors = hybrid_vectors(text, collab, *weights)
-    tuned = {(half_life, weight): Scorer(tune, vectors, base.available, priors[half_life]).quality(
-        replace(model, popularity_weight=weight)).ndcg for half_life in priors for weight in popularity_weights}
+    tuned = {}
+    for half_life in TRENDING_HALF_LIFE_CHOICES:
+        scorer = Scorer(tune, vectors, base.available, trending_at(rows, times, len(base), tune.times,
+                                                                   half_life=half_life))
+        tuned |= {(half_life, weight): scorer.quality(replace(model, popularity_weight=weight)).ndcg
+                  for weight in popularity_weights}
     trend_half_life, popularity_weight = max(tuned, key=lambda key: (tuned[key], -key[1], key[0]))
     model = replace(model, popularity_weight=popularity_weight)
-    candidate = Scorer(judge, vectors, base.available, priors[trend_half_life]).quality(model)
+    candidate = Scorer(judge, vectors, base.available, trending_at(rows, times, len(base), judge.times,
+                                                                   half_life=trend_half_life)).quality(model)
     serving = Scorer(judge, base.embeddings, base.available, base.trending).quality(serving_model)
     counts = np.bincount(rows, minlength=len(base))
     popular = popularity_quality(judge, counts, base.available)
@@ -303,8 +329,7 @@ def _choose_and_judge(queries: HeldOut, base: CatalogVersion, serving_model: Int
         "candidate": {"settings": model.as_dict(), "text_weight": weights[0], "collab_weight": weights[1],
                       **_metrics(candidate)},
         "popularity": _metrics(popular),
-        "judged_on": "the other half of the held-out users" if judge is not tune else
-                     "the same users the settings were chosen on (fewer than 100)",
+        "judged_on": judged_on,
         "difference": {"ndcg_at_10": difference, "standard_error": error if math.isfinite(error) else None},
     }
     return (model, weights, trend_half_life), judged
