@@ -148,19 +148,41 @@ def emitted_metrics(stdout: str) -> dict[str, tuple[list[float], str]]:
     return found
 
 
-@pytest.fixture
-def api(stack):
-    """Call the real API handler like API Gateway would: api("GET", "/health") -> (status, json)."""
+def api_caller(handler):
+    """call(method, path, query, body) -> (status, json): the API handler called like API Gateway would."""
     from pulse.local.http import response_body
     from tests.builders import http_event
 
-    with function_handler(stack, "ApiFunction") as handler:
-        def call(method, path, query="", body=None):
-            response = handler(http_event(method, path, query, body))
-            raw = response_body(response)
-            return response["statusCode"], json.loads(raw) if raw else None
+    def call(method, path, query="", body=None):
+        response = handler(http_event(method, path, query, body))
+        raw = response_body(response)
+        return response["statusCode"], json.loads(raw) if raw else None
 
-        yield call
+    return call
+
+
+@pytest.fixture
+def api(stack):
+    """Call the real API handler like API Gateway would: api("GET", "/health") -> (status, json)."""
+    with function_handler(stack, "ApiFunction") as handler:
+        yield api_caller(handler)
+
+
+@contextmanager
+def counted_api(stack, capsys):
+    """The API handler with its Powertools metrics on: call("GET", "/health") -> (status, json, the metrics that
+    call printed, as `emitted_metrics` reads them). Enter it after the other handlers' fixtures: their
+    environments would switch its metrics off. It starts cold, its settings read from its own environment."""
+    with function_handler(stack, "ApiFunction", metrics=True) as handler:
+        reset_caches()
+        call = api_caller(handler)
+
+        def counted(method, path, query="", body=None):
+            capsys.readouterr()  # what earlier calls printed
+            status, answer = call(method, path, query, body)
+            return status, answer, emitted_metrics(capsys.readouterr().out)
+
+        yield counted
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from tests.builders import behaviour, kinesis_event
-from tests.integration.conftest import upload_catalog
+from tests.integration.conftest import counted_api, upload_catalog
 from tests.scenarios import GENRE_TITLES, catalog_items, catalog_lines, item_id_of
 
 T0 = 1_700_000_000
@@ -126,6 +126,30 @@ def test_post_events_puts_valid_events_to_kinesis_and_reports_the_rest(stack, ap
     iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard, ShardIteratorType="TRIM_HORIZON")
     (record,) = kinesis.get_records(ShardIterator=iterator["ShardIterator"])["Records"]
     assert record["PartitionKey"] == "web" and json.loads(record["Data"])["event_id"] == "a1"
+
+
+def test_each_recommendations_answer_counts_once_in_the_metric_of_its_strategy(stack, ingest, published, capsys):
+    ingest(kinesis_event([behaviour(f"s{i}", "fan", type="like", item_id=item_id_of(title), ts=T0 + i)
+                          for i, title in enumerate(GENRE_TITLES["Sci-Fi"][:3])]))
+    with counted_api(stack, capsys) as api:
+        status, answer, metrics = api("GET", "/users/nobody/recommendations", "k=3")
+        assert status == 200 and answer["strategy"] == "popular"
+        assert metrics == {"RecommendationsPopular": ([1.0], "Count")}
+        status, answer, metrics = api("GET", "/users/fan/recommendations", f"k=3&at={T0 + 60}")
+        assert status == 200 and answer["strategy"] == "personal"
+        assert metrics == {"RecommendationsPersonal": ([1.0], "Count")}
+
+
+def test_post_events_counts_the_accepted_events_in_the_events_received_metric(stack, published, capsys):
+    valid = [behaviour(f"a{i}", "web", type="view", item_id="m1", ts=T0 + i) for i in range(2)]
+    invalid = behaviour("bad", "web", type="teleport", item_id="m1", ts=T0)
+    with counted_api(stack, capsys) as api:
+        status, answer, metrics = api("POST", "/events", body={"events": [valid[0], invalid, valid[1]]})
+        assert status == 202 and answer["accepted"] == 2 and [r["index"] for r in answer["rejected"]] == [1]
+        assert metrics == {"EventsReceived": ([2.0], "Count")}
+        status, answer, metrics = api("POST", "/events", body={"events": [invalid]})
+        assert status == 202 and answer["accepted"] == 0 and len(answer["rejected"]) == 1
+        assert metrics == {"EventsReceived": ([0.0], "Count")}  # a request that puts nothing still counts its 0
 
 
 @pytest.mark.parametrize(("method", "path", "query", "body", "status", "message"), [
