@@ -182,7 +182,8 @@ def replay_dead_letters(queue_url: str, stream_name: str, *, limits: TimeLimits 
     report = ReplayReport()
     while max_messages is None or report.messages < max_messages:
         batch = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=0, VisibilityTimeout=visibility_seconds,
-                                    MaxNumberOfMessages=min(10, (max_messages or 10) - report.messages)
+                                    MaxNumberOfMessages=10 if max_messages is None
+                                    else min(10, max_messages - report.messages)
                                     ).get("Messages", [])
         if not batch:
             break
