@@ -26,7 +26,8 @@ PACKAGE = ROOT / "layers" / "core" / "pulse"
 TESTS = {
     "events": ["tests/unit/test_events.py", "tests/unit/test_event_fuzz.py", "tests/unit/test_ingest_pipeline.py",
                "tests/integration/test_ingest_handler.py", "tests/integration/test_dlq_replay.py"],
-    "dead_letters": ["tests/unit/test_ingest_pipeline.py", "tests/unit/test_event_fuzz.py",
+    "dead_letters": ["tests/unit/test_dead_letters.py", "tests/unit/test_ingest_pipeline.py",
+                     "tests/unit/test_event_fuzz.py",
                      "tests/integration/test_ingest_handler.py", "tests/integration/test_dlq_replay.py",
                      "tests/integration/test_faults.py"],
     "interest": ["tests/unit/test_interest.py", "tests/unit/test_state_bounds.py", "tests/unit/test_recommend.py",
