@@ -233,7 +233,7 @@ def batch_letter(stack, first, last, **info) -> dict:
 def paged_get_records(kinesis, page: int):
     """GetRecords answering at most `page` records a call (Kinesis may answer fewer than asked)."""
     real = kinesis.get_records
-    return mock.patch.object(kinesis, "get_records", side_effect=lambda ShardIterator, Limit: real(  # noqa: N803
+    return mock.patch.object(kinesis, "get_records", side_effect=lambda ShardIterator, Limit=10_000: real(  # noqa: N803
         ShardIterator=ShardIterator, Limit=min(page, Limit)))
 
 
