@@ -65,6 +65,13 @@ def test_training_publishes_a_hybrid_version_from_the_archive(stack, api, traine
     catalog = S3CatalogRepository(stack.name_of("AWS::S3::Bucket")).load(trained.version, None)
     assert catalog.is_hybrid and catalog.dim == 384 + 8
     np.testing.assert_allclose(np.linalg.norm(catalog.embeddings, axis=1), 1.0, atol=1e-5)
+    # /health serves what the training chose, the trending prior's weight included
+    learned = catalog.settings
+    assert health["space"]["settings"] == {
+        "half_lives": learned["half_lives"], "blend_weights": learned["blend_weights"],
+        "rating_weighting": learned["rating_weighting"], "popularity_weight": learned["popularity_weight"],
+        "learned": ["blend_weights", "half_lives", "popularity_weight", "rating_weighting", "trending_half_life"],
+        "pinned": []}
 
 
 def test_cold_items_are_recommendable_and_a_search_moves_the_whole_interest(stack, api, ingest, trained):

@@ -122,6 +122,7 @@ class RecommendationService:
             space = {"kind": "hybrid" if catalog.is_hybrid else "text", "dim": catalog.dim, "basis": catalog.basis,
                      "settings": {"half_lives": dict(config.half_lives), "blend_weights": dict(config.blend_weights),
                                   "rating_weighting": config.type_weights.rating_weighting,
+                                  "popularity_weight": config.popularity_weight,
                                   "learned": sorted(set(catalog.learned_settings() or {}) - config.pinned),
                                   "pinned": sorted(config.pinned)}}
         return {"status": "ok" if catalog else "degraded",
