@@ -213,12 +213,13 @@ def test_a_letter_whose_records_the_stream_refuses_is_kept_for_a_later_replay(st
         return {"Records": [{"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "injected"}
                             if record["PartitionKey"] == "u9" else next(results) for record in Records]}
 
-    refused, _ = park(stack, pulse_letter(valid("e9", "u9")), pulse_letter(valid("e1")))
+    other, refused, _ = park(stack, valid("e0"), pulse_letter(valid("e9", "u9")), pulse_letter(valid("e1")))
     with mock.patch.object(kinesis, "put_records", side_effect=refuse_u9) as put:
         code, out, err = replay(stack, capsys)
     assert len(put.call_args_list) == 5  # four attempts for the refused record, one for the other
-    assert code == 1 and "2 dead letters read: 1 records put back" in out and "(1 messages deleted), 1 kept" in out
-    assert err == f"kept: message {refused}: the stream refused 1 record(s); kept for a later replay\n"
+    assert code == 1 and "3 dead letters read: 1 records put back" in out and "(1 messages deleted), 2 kept" in out
+    assert err.splitlines() == [f"kept: message {other}: not a Pulse dead letter",
+                                f"kept: message {refused}: the stream refused 1 record(s); kept for a later replay"]
     assert event_ids(stream_records(stack)) == ["e1"]
 
 
