@@ -1,5 +1,7 @@
 """Scoring, filters, top-k and the popularity fallback, on synthetic catalogues (pure NumPy)."""
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -7,7 +9,7 @@ from hypothesis import strategies as st
 
 from pulse.catalog import in_memory_catalog
 from pulse.interest import ScaleState, UserInterest
-from pulse.recommend import TOP_K_BLOCK, allowed_mask, recommend, similar_items, top_k
+from pulse.recommend import TOP_K_BLOCK, Recommendations, ScoredItem, allowed_mask, recommend, similar_items, top_k
 
 HALF_LIVES = {"short": 1800.0, "long": 30 * 86400.0}
 BLEND = {"short": 0.5, "long": 0.5}
@@ -193,3 +195,110 @@ def test_the_popular_fallback_uses_the_trending_prior_only_when_the_catalogue_gi
     uploaded = random_catalog(n=5, trending=trending, popularity=np.array([10.0, 0.0, 40.0, 20.0, 0.0]))
     result = recommend(uploaded, None, k=3, at=0.0, half_lives=HALF_LIVES, blend_weights=BLEND)
     assert [(item.item_id, item.score) for item in result.items] == [("i2", 1.0), ("i3", 0.5), ("i0", 0.25)]
+
+
+def test_a_known_user_without_interest_gets_the_popular_fallback_even_with_min_strength_zero():
+    """PULSE_MIN_STRENGTH may be 0. A user whose interest is exactly zero (a neutral rating, nothing else) then has
+    no direction to score with: the popular fallback, as for a weak interest (not NaN scores and no items)."""
+    catalog = in_memory_catalog(["a", "b"], np.eye(2), popularity=np.array([1.0, 2.0]))
+    user = UserInterest(user_id="u", scales={"long": ScaleState(np.zeros(2), 0.0)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 0/0 on the way
+        result = recommend(catalog, user, k=2, at=0.0, half_lives={"long": 100.0}, blend_weights={"long": 1.0},
+                           min_strength=0.0)
+    assert result == Recommendations("popular", [ScoredItem("b", 1.0, "popular"), ScoredItem("a", 0.5, "popular")])
+
+
+def test_an_empty_top_k_is_an_integer_array_that_still_indexes():
+    for scores, k in ((np.full(5, -np.inf), 3), (np.zeros(0), 3), (np.zeros(TOP_K_BLOCK * 16 * 4), 0)):
+        best = top_k(scores, k)
+        assert best.dtype == np.int64 and best.tolist() == []
+        assert np.arange(len(scores))[best].tolist() == []
+
+
+def test_the_block_prefilter_starts_at_exactly_block_x_max_k_16_x_4_scores_and_only_there(monkeypatch):
+    """The prefilter (k = 1 included, an array of whole blocks included) hands the exact selection only the scores
+    reaching the threshold; below its size the exact selection sees every score. Either way, the stable order."""
+    import pulse.recommend
+
+    seen = []
+
+    def exact(scores, k):
+        seen.append(len(scores))
+        return exact_top_k(scores, k)
+
+    exact_top_k = pulse.recommend._exact_top_k
+    monkeypatch.setattr(pulse.recommend, "_exact_top_k", exact)
+    rng = np.random.default_rng(11)
+    for k, size, prefiltered in ((1, TOP_K_BLOCK * 16 * 4, True), (1, TOP_K_BLOCK * 16 * 4 - 1, False),
+                                 (20, TOP_K_BLOCK * 20 * 4, True), (100, TOP_K_BLOCK * 100 * 4 - 1, False)):
+        scores = rng.standard_normal(size).astype(np.float32)
+        seen.clear()
+        assert top_k(scores, k).tolist() == np.argsort(-scores, kind="stable")[:k].tolist()
+        assert (seen[0] < size / 100) if prefiltered else (seen == [size])
+
+
+def test_the_interest_and_the_scores_weigh_the_history_with_the_type_weights_given():
+    """Custom type weights reach the interest; no prior unless a weight is given, even when the version has one;
+    scores are cosines to six decimals; with nothing recent, the reason is the interest itself."""
+    from pulse.interest import DEFAULT_TYPE_WEIGHTS, Engagement, TypeWeights
+    from pulse.recommend import interest_vector
+
+    catalog = in_memory_catalog(["a", "b", "c"], np.eye(3), trending=np.array([0.0, 0.0, 1.0]))
+    weights = TypeWeights({**DEFAULT_TYPE_WEIGHTS, "click": 3.0, "like": 1.0})
+    user = UserInterest(user_id="u", scales={}, history=[Engagement(0.0, "a", "click"), Engagement(0.0, "b", "like")])
+    settings_ = {"half_lives": {"long": 1e12}, "blend_weights": {"long": 1.0}}
+    np.testing.assert_allclose(interest_vector(user, catalog, 0.0, type_weights=weights, **settings_),
+                               np.array([3.0, 1.0, 0.0]) / np.sqrt(10.0), rtol=1e-12)
+    result = recommend(catalog, user, k=3, at=0.0, type_weights=weights, **settings_)
+    reason = "matches your recent interest"
+    assert result == Recommendations("personal", [ScoredItem("a", 0.948683, reason), ScoredItem("b", 0.316228, reason),
+                                                  ScoredItem("c", 0.0, reason)])
+
+
+def test_a_query_given_is_scored_by_its_direction_and_a_strength_of_exactly_min_strength_is_enough():
+    catalog = in_memory_catalog(["a", "b"], np.eye(2))
+    result = recommend(catalog, None, k=2, at=0.0, half_lives=HALF_LIVES, blend_weights=BLEND,
+                       query=np.array([3.0, 4.0]), min_strength=5.0)
+    reason = "matches your recent interest"
+    assert result == Recommendations("personal", [ScoredItem("b", 0.8, reason), ScoredItem("a", 0.6, reason)])
+
+
+def test_scores_and_the_prior_are_summed_in_float32_as_the_catalogue_is_stored():
+    """One float32 matrix-vector product, the catalogue never copied to float64: the sixth decimal shows it."""
+    catalog = in_memory_catalog(["a", "b"], np.eye(2), trending=np.array([0.02, 0.02]))
+    query = {"k": 2, "at": 0.0, "half_lives": HALF_LIVES, "blend_weights": BLEND, "query": np.array([0.01, 1.0])}
+    reason = "matches your recent interest"
+    assert recommend(catalog, None, **query).items == [ScoredItem("b", 0.99995, reason),
+                                                       ScoredItem("a", 0.009999, reason)]  # float64: 0.01
+    assert recommend(catalog, None, popularity_weight=0.4, **query).items == [
+        ScoredItem("b", 1.00795, reason), ScoredItem("a", 0.018, reason)]  # float64: 0.017999
+
+
+def test_the_popular_fallback_names_the_category_and_scores_relative_to_the_peak_to_six_decimals():
+    catalog = random_catalog(n=4, popularity=np.array([1.0, 3.0, 2.0, 0.0]),
+                             categories=[["Comedy"], ["Comedy"], ["Comedy"], []])
+    result = recommend(catalog, None, k=2, at=0.0, half_lives=HALF_LIVES, blend_weights=BLEND, category="Comedy")
+    assert result == Recommendations("popular", [ScoredItem("i1", 1.0, "popular in Comedy"),
+                                                 ScoredItem("i2", 0.666667, "popular in Comedy")])
+    # An unknown user falls back whatever min_strength, on a catalogue of one dimension too.
+    line = in_memory_catalog(["a", "b"], np.ones((2, 1)), popularity=np.array([1.0, 2.0]))
+    assert recommend(line, None, k=1, at=0.0, half_lives=HALF_LIVES, blend_weights=BLEND,
+                     min_strength=0.0) == Recommendations("popular", [ScoredItem("b", 1.0, "popular")])
+    empty = in_memory_catalog([], np.zeros((0, 4)))
+    assert recommend(empty, None, k=3, at=0.0, half_lives=HALF_LIVES, blend_weights=BLEND) == \
+        Recommendations("popular", [])
+
+
+def test_similar_items_and_personal_reasons_name_the_title_or_else_the_id_with_six_decimal_scores():
+    third = 1 / np.sqrt(3.0)
+    catalog = in_memory_catalog(["a", "b", "c"], np.array([[1.0, 0, 0], [third, third, third], [0, 1.0, 0]]),
+                                titles=["Alpha", None, "Gamma"])
+    assert similar_items(catalog, "a", 2) == [ScoredItem("b", 0.57735, "similar to Alpha"),
+                                              ScoredItem("c", 0.0, "similar to Alpha")]
+    assert similar_items(catalog, "b", 1) == [ScoredItem("a", 0.57735, "similar to b")]
+    for seen, anchor in (("a", "Alpha"), ("b", "b")):
+        user = UserInterest(user_id="u", scales={}, history=[], recent_items={seen: 0.0})
+        result = recommend(catalog, user, k=1, at=0.0, half_lives=HALF_LIVES, blend_weights=BLEND,
+                           query=catalog.embeddings[1].astype(np.float64))
+        assert result.items[0].reason == f"close to {anchor}, which you engaged with"

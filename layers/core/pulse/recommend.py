@@ -125,7 +125,8 @@ def recommend(catalog: CatalogVersion, user: UserInterest | None, *, k: int, at:
         query = interest_vector(user, catalog, at, half_lives, blend_weights, type_weights) \
             if user is not None else np.zeros(0)
     strength = float(np.linalg.norm(query)) if query.size else 0.0
-    if strength < min_strength or query.shape != (catalog.dim,):
+    # A zero interest has no direction to score with, whatever min_strength (0 is allowed): as offline_eval.rank.
+    if strength < max(min_strength, 1e-300) or query.shape != (catalog.dim,):
         return popular(catalog, allowed, k, category)
     scores = catalog.embeddings @ (query / strength).astype(np.float32)
     if popularity_weight and catalog.trending.any():
