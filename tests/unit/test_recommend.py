@@ -231,7 +231,8 @@ def test_the_block_prefilter_starts_at_exactly_block_x_max_k_16_x_4_scores_and_o
     monkeypatch.setattr(pulse.recommend, "_exact_top_k", exact)
     rng = np.random.default_rng(11)
     for k, size, prefiltered in ((1, TOP_K_BLOCK * 16 * 4, True), (1, TOP_K_BLOCK * 16 * 4 - 1, False),
-                                 (20, TOP_K_BLOCK * 20 * 4, True), (100, TOP_K_BLOCK * 100 * 4 - 1, False)):
+                                 (20, TOP_K_BLOCK * 20 * 4, True), (100, TOP_K_BLOCK * 100 * 4 - 1, False),
+                                 (100, 10_000, False)):  # fewer blocks than k: the prefilter cannot work
         scores = rng.standard_normal(size).astype(np.float32)
         seen.clear()
         assert top_k(scores, k).tolist() == np.argsort(-scores, kind="stable")[:k].tolist()
