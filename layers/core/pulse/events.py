@@ -54,12 +54,6 @@ class BehaviourEvent:
     text: str | None = None
     value: float | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "event_id": self.event_id, "user_id": self.user_id, "type": self.type, "item_id": self.item_id,
-            "text": self.text, "value": self.value, "ts": self.ts,
-        }
-
 
 def decode_record_data(data: bytes) -> dict[str, Any]:
     """Kinesis record bytes (already base64-decoded) -> JSON object (standard JSON: no NaN or Infinity)."""
