@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 
 from pulse import aws
 from pulse.catalog import in_memory_catalog
-from pulse.catalog_store import CatalogRefused, S3CatalogRepository
+from pulse.catalog_store import CatalogRefused, CatalogStoreError, S3CatalogRepository
 from pulse.runtime import live_catalog
 from tests.builders import behaviour, http_event, kinesis_event
 from tests.integration.conftest import emitted_metrics, function_handler, table_items, upload_catalog
@@ -299,8 +299,12 @@ LEARNED = {"half_lives": {"short": 600.0, "long": 86400.0}, "blend_weights": {"s
 
 
 def learned_version(name, popularity_weight, trending=(0.0, 0.0, 0.0)):
+    return with_settings(name, {**LEARNED, "popularity_weight": popularity_weight}, trending)
+
+
+def with_settings(name, settings, trending=(0.0, 0.0, 0.0)):
     return replace(in_memory_catalog(["a", "b", "c"], np.eye(3), fingerprint="enc-1", trending=np.array(trending)),
-                   version=name, settings={**LEARNED, "popularity_weight": popularity_weight})
+                   version=name, settings=settings)
 
 
 def stored_items(stack, version):
@@ -324,3 +328,88 @@ def test_a_version_whose_learned_popularity_weight_is_out_of_bounds_is_refused(s
     repository.publish(learned_version("v-heavy", weight))
     with pytest.raises(CatalogRefused, match="version v-heavy: its learned settings are malformed"):
         repository.load("v-heavy", "enc-1")
+
+
+def test_learned_settings_are_served_exactly_when_pulse_settings_can_use_them(stack):
+    """Positive finite half-lives (under a second too), finite blend weights for the same names, stars or flat,
+    a popularity weight in [0, 1] or none at all; anything else, or settings of the wrong shape, is refused."""
+    repository = S3CatalogRepository(stack.name_of("AWS::S3::Bucket"))
+    accepted = [{**LEARNED, "half_lives": {"short": 0.5, "long": 86400.0}}, {**LEARNED, "rating_weighting": "flat"},
+                LEARNED, {**LEARNED, "popularity_weight": 1.0}]
+    for number, settings in enumerate(accepted):
+        repository.publish(with_settings(f"v-ok-{number}", settings))
+        assert repository.load(f"v-ok-{number}", "enc-1").settings == settings
+    refused = [{**LEARNED, "half_lives": {"short": life, "long": 86400.0}} for life in (0.0, -600.0, float("inf"))]
+    refused += [{**LEARNED, "half_lives": {"short": "soon", "long": 86400.0}},
+                {**LEARNED, "half_lives": ["short", "long"]},
+                {**LEARNED, "blend_weights": {"short": float("nan"), "long": 0.2}},
+                {**LEARNED, "blend_weights": {"short": 1.0}},
+                {key: value for key, value in LEARNED.items() if key != "blend_weights"},
+                {**LEARNED, "rating_weighting": "FLAT"}, {**LEARNED, "popularity_weight": 1.0001},
+                ["half_lives", "blend_weights"]]
+    for number, settings in enumerate(refused):
+        repository.publish(with_settings(f"v-bad-{number}", settings))
+        with pytest.raises(CatalogRefused) as error:
+            repository.load(f"v-bad-{number}", "enc-1")
+        assert str(error.value) == f"version v-bad-{number}: its learned settings are malformed: {settings!r:.200}"
+
+
+def test_a_versions_training_state_is_read_back_as_stored_and_never_unpickled(stack):
+    repository = S3CatalogRepository(stack.name_of("AWS::S3::Bucket"))
+    state = {"text": np.arange(6, dtype=np.float32).reshape(2, 3), "warm": np.array([True, False])}
+    repository.publish(learned_version("v-state", 0.0), training_state=state)
+    loaded = repository.load_training_state("v-state")
+    assert sorted(loaded) == ["text", "warm"] and loaded["text"].dtype == np.float32
+    assert loaded["text"].tolist() == [[0, 1, 2], [3, 4, 5]] and loaded["warm"].tolist() == [True, False]
+    repository.publish(learned_version("v-stateless", 0.0))
+    assert repository.load_training_state("v-stateless") is None
+    pickled = io.BytesIO()
+    np.savez(pickled, text=np.array([{"run": "me"}], dtype=object))
+    stack.client("s3").put_object(Bucket=repository.bucket, Key="catalog/versions/v-stateless/training.npz",
+                                  Body=pickled.getvalue())
+    with pytest.raises(ValueError, match="Object arrays cannot be loaded when allow_pickle=False"):
+        repository.load_training_state("v-stateless")
+
+
+@pytest.fixture
+def s3_calls():
+    """The S3 client the repository uses, its GetObject failing with AccessDenied and its listings recorded."""
+    s3, listings = aws.client("s3"), []
+    real_list = s3.list_objects_v2
+
+    def listed(**request):
+        listings.append(request)
+        return real_list(**request)
+
+    with mock.patch.object(s3, "get_object", side_effect=access_denied()), \
+            mock.patch.object(s3, "list_objects_v2", side_effect=listed) as listing:
+        yield listings, listing
+
+
+def test_access_denied_on_a_key_that_exists_is_a_store_error_found_by_listing_that_key_alone(stack, s3_calls):
+    repository = S3CatalogRepository(stack.name_of("AWS::S3::Bucket"))
+    repository.publish(learned_version("v1", 0.0))
+    listings, _ = s3_calls
+    with pytest.raises(CatalogStoreError) as error:
+        repository.load("v1", "enc-1")
+    key = "catalog/versions/v1/manifest.json"
+    assert str(error.value) == (f"reading s3://{repository.bucket}/{key} failed: An error occurred (AccessDenied) "
+                                f"when calling the GetObject operation: {AWS_DETAIL}")
+    # publish found the manifest missing, load found it there: each time by listing that key alone
+    assert listings == [{"Bucket": repository.bucket, "Prefix": key, "MaxKeys": 1}] * 2
+
+
+def test_access_denied_on_a_missing_key_reads_as_missing_even_when_a_longer_key_starts_with_it(stack, s3_calls):
+    repository = S3CatalogRepository(stack.name_of("AWS::S3::Bucket"))
+    stack.client("s3").put_object(Bucket=repository.bucket, Key="catalog/CURRENT.old", Body=b'{"version": "v0"}')
+    assert repository.current_version() is None
+
+
+def test_a_listing_that_fails_too_is_a_store_error_naming_the_key(stack, s3_calls):
+    repository = S3CatalogRepository(stack.name_of("AWS::S3::Bucket"))
+    _, listing = s3_calls
+    listing.side_effect = access_denied("ListObjectsV2")
+    with pytest.raises(CatalogStoreError) as error:
+        repository.current_version()
+    assert str(error.value) == (f"listing s3://{repository.bucket}/catalog/CURRENT failed: An error occurred "
+                                f"(AccessDenied) when calling the ListObjectsV2 operation: {AWS_DETAIL}")

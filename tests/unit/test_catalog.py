@@ -253,3 +253,125 @@ def test_with_nothing_loaded_a_refused_or_unreachable_catalogue_is_retryable_and
     with pytest.raises(CatalogUnavailable) as refused:
         live.embeddings_for(["a"])  # item events wait rather than be parked as unknown items
     assert refused.value.retryable and "v1 was refused" in str(refused.value)
+
+
+POINTER_REFUSAL = 'the CURRENT pointer is not {"version": ...}'
+
+
+class BadPointerRepository(MemoryRepository):
+    def current_version(self):
+        self.pointer_reads += 1
+        raise CatalogRefused(POINTER_REFUSAL)
+
+
+def test_a_malformed_current_pointer_is_refused_under_the_name_current_with_exact_messages(caplog):
+    refused = []
+    live = LiveCatalog(BadPointerRepository(), "enc-1", check_interval=0, clock=Clock(), on_refused=refused.append)
+    with caplog.at_level("ERROR", logger="pulse.catalog_store"), pytest.raises(CatalogUnavailable) as error:
+        live.current()
+    assert str(error.value) == ("catalogue version CURRENT was refused and no earlier version is loaded "
+                                "(GET /health says why)") and error.value.retryable
+    assert live.last_refusal == {"version": "CURRENT", "reason": POINTER_REFUSAL} and refused == [POINTER_REFUSAL]
+    assert caplog.messages == [f"catalogue version refused: {POINTER_REFUSAL}"]
+
+
+def test_with_nothing_published_the_message_says_how_to_publish_one():
+    with pytest.raises(CatalogUnavailable) as error:
+        LiveCatalog(MemoryRepository(), "enc-1", clock=Clock()).current()
+    assert str(error.value) == "no catalogue has been published yet (pulse catalog build FILE.jsonl)"
+    assert not error.value.retryable
+
+
+def failing_loads(repository, failures):
+    """repository.load raises a store error `failures` times, then loads as before."""
+    real_load, left = repository.load, [failures]
+
+    def flaky(name, fingerprint):
+        if left[0] > 0:
+            left[0] -= 1
+            raise ConnectionError("injected: S3 read timed out")
+        return real_load(name, fingerprint)
+
+    repository.load = flaky
+
+
+def test_the_log_names_the_version_served_the_store_errors_and_each_refusal(caplog):
+    repository, clock = MemoryRepository(), Clock()
+    live = LiveCatalog(repository, "enc-1", check_interval=0, clock=clock, retry_after=5)
+    with caplog.at_level("INFO", logger="pulse.catalog_store"):
+        repository.broken = True
+        with pytest.raises(CatalogUnavailable):
+            live.current()
+        repository.broken = False
+        repository.publish(version("v1"))
+        live.current()
+        repository.broken = True
+        live.current()
+        repository.broken = False
+        repository.publish(version("v2"))
+        failing_loads(repository, 1)
+        live.current()
+        repository.publish(version("v3", fingerprint="enc-OTHER"))
+        live.current()
+    assert caplog.messages == [
+        "catalogue check failed; still serving nothing: injected: S3 unreachable",
+        "serving catalogue v1 (1 items)",
+        "catalogue check failed; still serving v1: injected: S3 unreachable",
+        "loading catalogue version v2 failed; retrying in 5 s: injected: S3 read timed out",
+        "catalogue version refused: version v3 was embedded by another encoder",
+    ]
+
+
+def test_a_version_deferred_on_a_store_error_then_refused_is_no_longer_deferred():
+    repository, clock = MemoryRepository(), Clock()
+    live = LiveCatalog(repository, "enc-1", check_interval=0, clock=clock, retry_after=5)
+    repository.publish(version("v1", fingerprint="enc-OTHER"))
+    failing_loads(repository, 1)
+    with pytest.raises(CatalogUnavailable, match="^the catalogue store cannot be reached; retrying$"):
+        live.current()
+    assert live.deferred == {"version": "v1", "retry_in_seconds": 5.0}
+    clock.now = 5.0
+    with pytest.raises(CatalogUnavailable, match="^catalogue version v1 was refused and no earlier version"):
+        live.current()
+    assert live.deferred is None and live.last_refusal["version"] == "v1"
+
+
+def test_by_default_the_pointer_is_checked_every_30_s_and_a_failed_load_retried_after_5_s_doubling_to_300():
+    repository, clock = MemoryRepository(), Clock()
+    live = LiveCatalog(repository, "enc-1", clock=clock)
+    repository.publish(version("v1"))
+    assert live.current().version == "v1"
+    repository.publish(version("v2"))
+    clock.now = 29.999
+    assert live.current().version == "v1"
+    clock.now = 30.0
+    assert live.current().version == "v2"
+
+    retrying = LiveCatalog(repository, "enc-1", check_interval=0, clock=clock)
+    failing_loads(repository, 100)
+    waits = []
+    for _ in range(8):
+        with pytest.raises(CatalogUnavailable):
+            retrying.current()
+        waits.append(retrying.deferred["retry_in_seconds"])
+        clock.now += waits[-1]
+    assert waits == [5, 10, 20, 40, 80, 160, 300, 300]
+
+
+def test_the_ingest_reader_answers_from_the_version_served_and_as_an_empty_catalogue_before_one():
+    repository, text = MemoryRepository(), np.array([[1.0, 0.0, 0.0, 0.0]], dtype=np.float32)
+    live = LiveCatalog(repository, "enc-1", check_interval=0, clock=Clock())
+    assert live.learned_settings() is None and live.text_vectors_for(["a"]) == {}
+    assert live.embed_texts(text) is text
+    rng = np.random.default_rng(7)
+    repository.publish(CatalogVersion(
+        version="v1", item_ids=["a"], embeddings=hybrid_vectors(rng.normal(size=(1, 4)), rng.normal(size=(1, 2)),
+                                                               0.5, 0.5).astype(np.float32),
+        encoder_fingerprint="enc-1", text_to_collab=rng.normal(size=(4, 2)), text_weight=0.5, collab_weight=0.5,
+        settings={"rating_weighting": "flat"}))
+    served = live.current()
+    assert live.learned_settings() == {"rating_weighting": "flat"}
+    np.testing.assert_array_equal(live.text_vectors_for(["a", "b"])["a"], served.text_vectors_for(["a"])["a"])
+    assert list(live.text_vectors_for(["a", "b"])) == ["a"]
+    np.testing.assert_array_equal(live.embed_texts(text), served.embed_texts(text))
+    assert live.embed_texts(text).shape == (1, 6)
