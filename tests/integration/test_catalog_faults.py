@@ -413,3 +413,33 @@ def test_a_listing_that_fails_too_is_a_store_error_naming_the_key(stack, s3_call
         repository.current_version()
     assert str(error.value) == (f"listing s3://{repository.bucket}/catalog/CURRENT failed: An error occurred "
                                 f"(AccessDenied) when calling the ListObjectsV2 operation: {AWS_DETAIL}")
+
+
+def npy(array):
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=True)
+    return buffer.getvalue()
+
+
+def test_a_version_whose_files_are_missing_or_of_the_wrong_type_or_shape_is_refused_saying_which(bucket):
+    repository, fingerprint = S3CatalogRepository(bucket.name), published_fingerprint(bucket)
+    rows = np.load(io.BytesIO(bucket.get(bucket.base + "embeddings.npy")))
+    count, dim = rows.shape
+    damaged = {
+        "v-float64": ({"embeddings.npy": npy(rows.astype(np.float64))},
+                      f"embeddings are float64({count}, {dim}), the manifest says float32({count}, {dim})"),
+        "v-short": ({"embeddings.npy": npy(rows[1:])},
+                    f"embeddings are float32({count - 1}, {dim}), the manifest says float32({count}, {dim})"),
+        "v-pickled": ({"embeddings.npy": npy(np.array([{"run": "me"}], dtype=object))},
+                      "cannot be read (ValueError: Object arrays cannot be loaded when allow_pickle=False)"),
+    }
+    for version, (files, reason) in damaged.items():
+        bucket.copy_version(version, **files)
+        with pytest.raises(CatalogRefused) as error:
+            repository.load(version, fingerprint)
+        assert str(error.value) == f"version {version}: {reason}"
+    bucket.copy_version("v-no-items")
+    bucket.s3.delete_object(Bucket=bucket.name, Key="catalog/versions/v-no-items/items.json")
+    with pytest.raises(CatalogRefused) as error:
+        repository.load("v-no-items", fingerprint)
+    assert str(error.value) == "version v-no-items: items.json is missing"
