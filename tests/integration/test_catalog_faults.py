@@ -16,7 +16,7 @@ import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from pulse import aws
-from pulse.catalog import in_memory_catalog
+from pulse.catalog import hybrid_vectors, in_memory_catalog
 from pulse.catalog_store import CatalogRefused, CatalogStoreError, S3CatalogRepository
 from pulse.runtime import live_catalog
 from tests.builders import behaviour, http_event, kinesis_event
@@ -443,3 +443,42 @@ def test_a_version_whose_files_are_missing_or_of_the_wrong_type_or_shape_is_refu
     with pytest.raises(CatalogRefused) as error:
         repository.load("v-no-items", fingerprint)
     assert str(error.value) == "version v-no-items: items.json is missing"
+
+
+def test_a_version_whose_manifest_or_ids_are_wrong_is_refused_saying_which(bucket):
+    repository, fingerprint = S3CatalogRepository(bucket.name), published_fingerprint(bucket)
+    with pytest.raises(CatalogRefused) as error:
+        repository.load("v-never-published", fingerprint)
+    assert str(error.value) == "version v-never-published: manifest.json is missing"
+    manifests = {"v-not-json": (b"{not json", "manifest.json does not parse (Expecting property name enclosed in "
+                                              "double quotes: line 1 column 2 (char 1))"),
+                 "v-no-table": (b'{"count": 3}', "manifest.json has no sha256 table")}
+    for version, (body, reason) in manifests.items():
+        bucket.put(f"catalog/versions/{version}/manifest.json", body)
+        with pytest.raises(CatalogRefused) as error:
+            repository.load(version, fingerprint)
+        assert str(error.value) == f"version {version}: {reason}"
+    columns = json.loads(bucket.get(bucket.base + "items.json"))
+    columns["item_ids"][1] = columns["item_ids"][0]
+    bucket.copy_version("v-repeats", **{"items.json": json.dumps(columns).encode()})
+    with pytest.raises(CatalogRefused) as error:
+        repository.load("v-repeats", fingerprint)
+    assert str(error.value) == "version v-repeats: item ids repeat"
+
+
+def test_a_hybrid_version_whose_text_map_is_missing_or_altered_is_refused(stack):
+    repository, s3 = S3CatalogRepository(stack.name_of("AWS::S3::Bucket")), stack.client("s3")
+    rng = np.random.default_rng(3)
+    hybrid = replace(in_memory_catalog(["a", "b"], hybrid_vectors(rng.normal(size=(2, 4)), rng.normal(size=(2, 2)),
+                                                                   0.5, 0.5),
+                                       fingerprint="enc-1", text_to_collab=rng.normal(size=(4, 2)), text_weight=0.5,
+                                       collab_weight=0.5), version="v-hybrid")
+    repository.publish(hybrid)
+    assert repository.load("v-hybrid", "enc-1").text_to_collab.shape == (4, 2)
+    key = "catalog/versions/v-hybrid/text_to_collab.npy"
+    s3.put_object(Bucket=repository.bucket, Key=key, Body=npy(np.zeros((4, 2), dtype=np.float32)))
+    with pytest.raises(CatalogRefused, match="^version v-hybrid: text_to_collab.npy is missing or does not match$"):
+        repository.load("v-hybrid", "enc-1")
+    s3.delete_object(Bucket=repository.bucket, Key=key)
+    with pytest.raises(CatalogRefused, match="^version v-hybrid: text_to_collab.npy is missing or does not match$"):
+        repository.load("v-hybrid", "enc-1")
