@@ -479,6 +479,18 @@ def test_a_hybrid_version_whose_text_map_is_missing_or_altered_is_refused(stack)
     s3.put_object(Bucket=repository.bucket, Key=key, Body=npy(np.zeros((4, 2), dtype=np.float32)))
     with pytest.raises(CatalogRefused, match="^version v-hybrid: text_to_collab.npy is missing or does not match$"):
         repository.load("v-hybrid", "enc-1")
+    manifest_key = "catalog/versions/v-hybrid/manifest.json"
+    manifest = json.loads(s3.get_object(Bucket=repository.bucket, Key=manifest_key)["Body"].read())
+    for body, reason in [(npy(np.zeros((4, 3), dtype=np.float32)), "text_to_collab is (4, 3), dim is 6"),
+                         (npy(np.array([{"run": "me"}], dtype=object)),
+                          "cannot be read (ValueError: Object arrays cannot be loaded when allow_pickle=False)")]:
+        manifest["sha256"]["text_to_collab.npy"] = hashlib.sha256(body).hexdigest()
+        s3.put_object(Bucket=repository.bucket, Key=manifest_key, Body=json.dumps(manifest).encode())
+        s3.put_object(Bucket=repository.bucket, Key=key, Body=body)
+        with pytest.raises(CatalogRefused) as error:
+            repository.load("v-hybrid", "enc-1")
+        assert str(error.value) == f"version v-hybrid: {reason}"
     s3.delete_object(Bucket=repository.bucket, Key=key)
-    with pytest.raises(CatalogRefused, match="^version v-hybrid: text_to_collab.npy is missing or does not match$"):
+    with pytest.raises(CatalogRefused) as error:
         repository.load("v-hybrid", "enc-1")
+    assert str(error.value) == "version v-hybrid: text_to_collab.npy is missing or does not match"
