@@ -494,3 +494,29 @@ def test_a_hybrid_version_whose_text_map_is_missing_or_altered_is_refused(stack)
     with pytest.raises(CatalogRefused) as error:
         repository.load("v-hybrid", "enc-1")
     assert str(error.value) == "version v-hybrid: text_to_collab.npy is missing or does not match"
+
+
+def test_a_version_is_read_back_with_every_column_and_an_older_manifest_with_the_defaults(stack):
+    repository, s3 = S3CatalogRepository(stack.name_of("AWS::S3::Bucket")), stack.client("s3")
+    rng = np.random.default_rng(5)
+    repository.publish(replace(in_memory_catalog(
+        ["a", "b"], hybrid_vectors(rng.normal(size=(2, 4)), rng.normal(size=(2, 2)), 0.75, 0.25), fingerprint="enc-1",
+        text_to_collab=rng.normal(size=(4, 2)), text_weight=0.75, collab_weight=0.25, titles=["A", None],
+        categories=[["Comedy"], []], available=np.array([True, False]), popularity=np.array([3.0, 0.5]),
+        trending=np.array([0.25, 1.0])), version="v-full", created_at=1234.5, basis="t-1", trained_until=99.0))
+    loaded = repository.load("v-full", "enc-1")
+    assert (loaded.item_ids, loaded.titles, loaded.categories, loaded.available.tolist(), loaded.popularity.tolist(),
+            loaded.trending.tolist()) == (["a", "b"], ["A", None], [["Comedy"], []], [True, False], [3.0, 0.5],
+                                          [0.25, 1.0])
+    assert (loaded.created_at, loaded.text_weight, loaded.collab_weight, loaded.basis, loaded.trained_until,
+            loaded.encoder_fingerprint) == (1234.5, 0.75, 0.25, "t-1", 99.0, "enc-1")
+
+    repository.publish(replace(in_memory_catalog(["a"], np.ones((1, 2)), fingerprint="f" * 20), version="v-old"))
+    key = "catalog/versions/v-old/manifest.json"
+    manifest = json.loads(s3.get_object(Bucket=repository.bucket, Key=key)["Body"].read())
+    for optional in ("created_at", "basis", "settings", "trained_until"):
+        del manifest[optional]
+    s3.put_object(Bucket=repository.bucket, Key=key, Body=json.dumps(manifest).encode())
+    old = repository.load("v-old", "f" * 20)
+    assert (old.created_at, old.text_weight, old.collab_weight, old.basis, old.trained_until, old.settings,
+            old.text_to_collab, old.trending.tolist()) == (0.0, 1.0, 0.0, "text-ffffffffffff", None, None, None, [0.0])
