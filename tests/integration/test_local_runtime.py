@@ -76,14 +76,16 @@ def test_a_plain_boto3_client_sees_its_events_in_the_api(runtime, tmp_path):
 
 @pytest.mark.slow
 def test_the_evaluation_runs_end_to_end_on_a_few_users(tmp_path):
-    options = EvalOptions(max_users=25, out_dir=tmp_path, shift_users_per_pair=1, shift_steps=3, retrain_days=30)
+    # a 30-day window (TrainingDays; the template's default is 365): the trainings see part of the stream only
+    options = EvalOptions(max_users=25, out_dir=tmp_path, shift_users_per_pair=1, shift_steps=3, retrain_days=30,
+                          overrides={"TrainingDays": "30"})
     report = run_evaluation(options, Progress(enabled=False))
     methods = {result["name"]: result for result in report["results"]}
     assert set(methods) == {"hybrid (API)", "text-only", "collab-only", "popularity"}
     assert all(result["users"] == 25 for result in methods.values())
     trainings = report["trainings"]
     assert len(trainings) >= 3  # the 25 users' ratings span seven months
-    # each training saw only the deployed window (30 days) before its moment, never the whole stream; 25 users
+    # each training saw only its window (30 days) before its moment, never the whole stream; 25 users
     # are too few for the gate: every training refused, with its reason, and the text catalogue kept serving
     assert all(0 < t["events"] < report["ratings"] // 2 for t in trainings)
     assert {t["decision"] for t in trainings} == {"refused"}
