@@ -73,7 +73,7 @@ $(VENV)/.mutation-installed: $(VENV)/.installed
 MODULES ?=
 MAX_CHILDREN ?= 2
 mutation: $(VENV)/.mutation-installed encoder
-	nice -n 10 $(PY) tools/mutation.py $(MODULES) --max-children $(MAX_CHILDREN)
+	nice -n 10 $(PY) tools/mutation.py $(MODULES) --max-children $(MAX_CHILDREN) --project $(CURDIR)
 
 soak: $(VENV)/.installed encoder
 	$(PY) -m pulse.cli soak

@@ -6,8 +6,8 @@ resumes and retests only what changed). template.yaml, functions/ and events/ ar
 stack and the tests look for them. Each module is checked by the fast tests named for it below; of those,
 mutmut runs for each mutant only the tests that call the mutated function.
 
-    python tools/mutation.py                  # every module below
-    python tools/mutation.py events dead_letters --max-children 1
+    python tools/mutation.py                  # every module below, on the project in the working directory
+    python tools/mutation.py events dead_letters --max-children 1 --project /path/to/pulse
 """
 
 import argparse
@@ -19,8 +19,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = ROOT / "layers" / "core" / "pulse"
+from pulse.local.project import ProjectNotFound, project_root
 
 # module -> the fast tests that cover it (none is marked slow; each file takes under 25 s).
 TESTS = {
@@ -61,12 +60,12 @@ def sync_tree(source: Path, target: Path) -> None:
             shutil.copy2(source / name, target / name)
 
 
-def stage(work: Path, module: str) -> None:
-    sync_tree(PACKAGE, work / "src" / "pulse")
+def stage(project: Path, work: Path, module: str) -> None:
+    sync_tree(project / "layers" / "core" / "pulse", work / "src" / "pulse")
     for name in LINKED:
         link = work / name
         if not link.is_symlink():
-            link.symlink_to(ROOT / name)
+            link.symlink_to(project / name)
     config = {
         "source_paths": ["src/pulse"],
         "only_mutate": [f"src/pulse/{module}.py"],
@@ -75,7 +74,7 @@ def stage(work: Path, module: str) -> None:
         "pytest_add_cli_args_test_selection": TESTS[module],
     }
     lines = [f"{key} = {json.dumps(value)}" for key, value in config.items()]
-    (work / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text() + "\n[tool.mutmut]\n"
+    (work / "pyproject.toml").write_text((project / "pyproject.toml").read_text() + "\n[tool.mutmut]\n"
                                          + "\n".join(lines) + "\n")
 
 
@@ -111,26 +110,33 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("modules", nargs="*", default=list(TESTS), help=f"some of: {', '.join(TESTS)}")
     parser.add_argument("--max-children", type=int, default=2, help="mutants tested at once (default 2)")
-    parser.add_argument("--work", type=Path, default=ROOT / ".mutation", help="work folder (default .mutation/)")
+    parser.add_argument("--project", type=Path, help="the Pulse project (default: the folder with template.yaml "
+                        "from the working directory up)")
+    parser.add_argument("--work", type=Path, help="work folder (default: the project's .mutation/)")
     parser.add_argument("--report-only", action="store_true", help="print the table of the last run, run nothing")
     args = parser.parse_args()
     unknown = [module for module in args.modules if module not in TESTS]
     if unknown:
         parser.error(f"no tests are mapped for {', '.join(unknown)}; choose among {', '.join(TESTS)}")
-    tomllib.loads((ROOT / "pyproject.toml").read_text())  # a broken pyproject fails here, not inside mutmut
+    try:
+        project = (args.project or project_root()).resolve()
+    except ProjectNotFound as error:
+        parser.error(f"{error} (or pass --project)")
+    work = (args.work or project / ".mutation").resolve()
+    tomllib.loads((project / "pyproject.toml").read_text())  # a broken pyproject fails here, not inside mutmut
     mutmut = Path(sys.executable).with_name("mutmut")
     for module in [] if args.report_only else args.modules:
-        stage(args.work / module, module)
-        run = subprocess.run([str(mutmut), "run", "--max-children", str(args.max_children)], cwd=args.work / module)
+        stage(project, work / module, module)
+        run = subprocess.run([str(mutmut), "run", "--max-children", str(args.max_children)], cwd=work / module)
         if run.returncode:
             print(f"mutmut stopped on {module} with exit code {run.returncode}", file=sys.stderr)
             return run.returncode
-    results = {module: outcomes(args.work / module, module) for module in args.modules}
+    results = {module: outcomes(work / module, module) for module in args.modules}
     survivors = [name for _, names in results.values() for name in names]
     for name in survivors:
         print(f"survived: {name}")
     if survivors:
-        print(f"(the diff of one: cd {args.work}/MODULE && {mutmut} show NAME)")
+        print(f"(the diff of one: cd {work}/MODULE && {mutmut} show NAME)")
     print()
     print(table({module: counts for module, (counts, _) in results.items()}))
     return 0
