@@ -99,8 +99,12 @@ class CatalogVersion:
         if len(self.trending) and not (np.isfinite(self.trending).all() and self.trending.min() >= 0
                                        and self.trending.max() <= 1):
             raise ValueError("trending values must be finite numbers in [0, 1]")
+        # Once per version, not per request: the float32 prior the scores are summed with (None: no trend).
+        object.__setattr__(self, "trend32", np.ascontiguousarray(self.trending, dtype=np.float32)
+                           if self.trending.any() else None)
 
     index: dict[str, int] = field(init=False, repr=False)
+    trend32: np.ndarray | None = field(init=False, repr=False)
     category_rows: dict[str, np.ndarray] = field(init=False, repr=False)
 
     @property

@@ -129,8 +129,8 @@ def recommend(catalog: CatalogVersion, user: UserInterest | None, *, k: int, at:
     if strength < max(min_strength, 1e-300) or query.shape != (catalog.dim,):
         return popular(catalog, allowed, k, category)
     scores = catalog.embeddings @ (query / strength).astype(np.float32)
-    if popularity_weight and catalog.trending.any():
-        scores = scores + np.float32(popularity_weight) * catalog.trending.astype(np.float32)
+    if popularity_weight and catalog.trend32 is not None:
+        scores += np.float32(popularity_weight) * catalog.trend32
     scores = np.where(allowed, scores, -np.inf)
     best = top_k(scores, k)
     reasons = _personal_reasons(catalog, user, best)
