@@ -63,7 +63,10 @@ class Stage:
         """(users, items): the trending prior (pulse.space_quality.trending_prior) of the ratings before each
         query moment, as a training at that moment would publish it."""
         if half_life not in self._trending:
-            self._trending[half_life] = _trending_at(self.stream, self.times, index, half_life)
+            self._trending[half_life] = trending_at(
+                np.array([index[rating.item_id] for rating in self.stream], dtype=np.int64),
+                np.array([rating.ts for rating in self.stream], dtype=np.float64), len(index), self.times,
+                half_life=half_life)
         return self._trending[half_life]
 
     def index_histories(self, index: Mapping[str, int]) -> None:
@@ -125,14 +128,6 @@ def _popularity_at(ratings: Sequence[Rating], queries: Sequence[Rating], index: 
             snapshots[position] = counts
         counts[index[rating.item_id]] += 1
     return snapshots
-
-
-def _trending_at(ratings: Sequence[Rating], moments: np.ndarray, index: Mapping[str, int],
-                 half_life: float) -> np.ndarray:
-    """Row q: trending_prior of the ratings strictly before moments[q], decayed to it."""
-    return trending_at(np.array([index[rating.item_id] for rating in ratings], dtype=np.int64),
-                       np.array([rating.ts for rating in ratings], dtype=np.float64), len(index), moments,
-                       half_life=half_life)
 
 
 def rating_weights(scheme: str) -> Callable[[np.ndarray], np.ndarray]:

@@ -154,26 +154,30 @@ class Scorer:
             self._cache[key] = (vectors, vectors @ self.items.T, np.linalg.norm(vectors, axis=1))
         return self._cache[key]
 
-    def scores(self, model: InterestModel) -> np.ndarray:
+    def scores(self, model: InterestModel, prior: np.ndarray | None = None) -> np.ndarray:
         """(Q x N) each user's item scores: without a popularity weight up to a positive factor per user, with
-        one exactly what the API serves (the cosine with the blended interest plus weight x prior)."""
+        one exactly what the API serves (the cosine with the blended interest plus weight x prior). `prior`:
+        another prior than the scorer's (the cached products are the same)."""
+        prior = self.prior if prior is None else prior
+        with_prior = bool(model.popularity_weight) and prior is not None
         scores = np.zeros((len(self.queries), self.items.shape[0]))
-        blended = np.zeros((len(self.queries), self.items.shape[1]))
+        blended = np.zeros((len(self.queries), self.items.shape[1])) if with_prior else None
         for name, half_life in model.half_lives.items():
             vectors, part, norms = self._scale(half_life, model.rating_weighting)
             # blend(): each scale scaled to unit length, capped so a faded scale stays faint
             coefficient = model.blend_weights.get(name, 0.0) * np.minimum(1.0, norms) / np.maximum(norms, 1e-300)
             scores += coefficient[:, None] * part
-            blended += coefficient[:, None] * vectors
-        if model.popularity_weight and self.prior is not None:
+            if blended is not None:
+                blended += coefficient[:, None] * vectors
+        if blended is not None:
             scores /= np.maximum(np.linalg.norm(blended, axis=1), 1e-300)[:, None]
-            scores += model.popularity_weight * self.prior
+            scores += model.popularity_weight * prior
         return scores
 
-    def quality(self, model: InterestModel) -> Quality:
+    def quality(self, model: InterestModel, prior: np.ndarray | None = None) -> Quality:
         if not len(self.queries):
             return Quality(0.0, 0.0, 0, np.zeros(0))
-        return rank_quality(self.scores(model), self.queries.targets, self.blocked)
+        return rank_quality(self.scores(model, prior), self.queries.targets, self.blocked)
 
 
 def rank_quality(scores: np.ndarray, targets: np.ndarray, blocked: np.ndarray) -> Quality:

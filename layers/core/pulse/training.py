@@ -293,8 +293,9 @@ def _choose_and_judge(queries: HeldOut, tuning: HeldOut, base: CatalogVersion, s
         grid, blocks = [serving_model], [pinned_blocks or (base.text_weight, base.collab_weight)
                                           if base.is_hybrid else pinned_blocks or BLOCK_CHOICES[0]]
     best: tuple[float, InterestModel, tuple[float, float]] | None = None
+    scorers = {}
     for weights in blocks:
-        scorer = Scorer(tune, hybrid_vectors(text, collab, *weights), base.available)
+        scorer = scorers[weights] = Scorer(tune, hybrid_vectors(text, collab, *weights), base.available)
         for model in grid:
             ndcg = scorer.quality(replace(model, popularity_weight=0.0))
             if best is None or ndcg.ndcg > best[0]:
@@ -305,16 +306,14 @@ def _choose_and_judge(queries: HeldOut, tuning: HeldOut, base: CatalogVersion, s
     times = np.array([e.ts for e in earlier], dtype=np.float64)
     popularity_weights = [pinned.popularity_weight] if pinned is not None and "popularity_weight" in pinned_names \
         else list(POPULARITY_WEIGHT_CHOICES) if len(tune) else [serving_model.popularity_weight]
-    vectors = hybrid_vectors(text, collab, *weights)
-    tuned = {}
+    scorer, tuned = scorers[weights], {}  # its per-scale products are cached: each prior costs only the ranking
     for half_life in TRENDING_HALF_LIFE_CHOICES:
-        scorer = Scorer(tune, vectors, base.available, trending_at(rows, times, len(base), tune.times,
-                                                                   half_life=half_life))
-        tuned |= {(half_life, weight): scorer.quality(replace(model, popularity_weight=weight)).ndcg
+        prior = trending_at(rows, times, len(base), tune.times, half_life=half_life)
+        tuned |= {(half_life, weight): scorer.quality(replace(model, popularity_weight=weight), prior).ndcg
                   for weight in popularity_weights}
     trend_half_life, popularity_weight = max(tuned, key=lambda key: (tuned[key], -key[1], key[0]))
     model = replace(model, popularity_weight=popularity_weight)
-    candidate = Scorer(judge, vectors, base.available, trending_at(rows, times, len(base), judge.times,
+    candidate = Scorer(judge, scorer.items, base.available, trending_at(rows, times, len(base), judge.times,
                                                                    half_life=trend_half_life)).quality(model)
     serving = Scorer(judge, base.embeddings, base.available, base.trending).quality(serving_model)
     counts = np.bincount(rows, minlength=len(base))
