@@ -8,6 +8,7 @@ mutmut runs for each mutant only the tests that call the mutated function.
 
     python tools/mutation.py                  # every module below, on the project in the working directory
     python tools/mutation.py events dead_letters --max-children 1 --project /path/to/pulse
+    python tools/mutation.py catalog_store --only 'pulse.catalog_store.x_publish*'   # a few functions again
 """
 
 import argparse
@@ -69,7 +70,7 @@ def stage(project: Path, work: Path, module: str) -> None:
     config = {
         "source_paths": ["src/pulse"],
         "only_mutate": [f"src/pulse/{module}.py"],
-        "also_copy": ["events"],
+        "also_copy": ["events", "template.yaml", "functions"],  # tests find them beside tests/
         "pytest_add_cli_args": PYTEST_ARGS,
         "pytest_add_cli_args_test_selection": TESTS[module],
     }
@@ -113,6 +114,9 @@ def main() -> int:
     parser.add_argument("--project", type=Path, help="the Pulse project (default: the folder with template.yaml "
                         "from the working directory up)")
     parser.add_argument("--work", type=Path, help="work folder (default: the project's .mutation/)")
+    parser.add_argument("--only", nargs="+", metavar="PATTERN", default=[],
+                        help="test only the mutants matching these patterns (fnmatch, e.g. "
+                             "'pulse.catalog_store.x_publish*'); the rest keep their last results")
     parser.add_argument("--report-only", action="store_true", help="print the table of the last run, run nothing")
     args = parser.parse_args()
     unknown = [module for module in args.modules if module not in TESTS]
@@ -127,7 +131,8 @@ def main() -> int:
     mutmut = Path(sys.executable).with_name("mutmut")
     for module in [] if args.report_only else args.modules:
         stage(project, work / module, module)
-        run = subprocess.run([str(mutmut), "run", "--max-children", str(args.max_children)], cwd=work / module)
+        run = subprocess.run([str(mutmut), "run", "--max-children", str(args.max_children), *args.only],
+                             cwd=work / module)
         if run.returncode:
             print(f"mutmut stopped on {module} with exit code {run.returncode}", file=sys.stderr)
             return run.returncode
