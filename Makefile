@@ -69,11 +69,13 @@ $(VENV)/.mutation-installed: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[dev,mutation]'
 	touch $@
 
-# MODULES="events dead_letters" and MAX_CHILDREN=1 narrow a run; docs/testing.md has the figures.
+# MODULES="events dead_letters", ONLY='pulse.events.x_parse*' (mutant patterns) and MAX_CHILDREN=1 narrow a run;
+# docs/testing.md has the figures.
 MODULES ?=
+ONLY ?=
 MAX_CHILDREN ?= 2
 mutation: $(VENV)/.mutation-installed encoder
-	nice -n 10 $(PY) tools/mutation.py $(MODULES) --max-children $(MAX_CHILDREN) --project $(CURDIR)
+	nice -n 10 $(PY) tools/mutation.py $(MODULES) --max-children $(MAX_CHILDREN) --project $(CURDIR) $(if $(ONLY),--only $(ONLY))
 
 soak: $(VENV)/.installed encoder
 	$(PY) -m pulse.cli soak
