@@ -7,6 +7,7 @@ write prepared from what was read before it fails its condition and its retry re
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import random
@@ -222,7 +223,7 @@ def dynamodb_item_bytes(serialized: dict[str, Any]) -> int:
         if kind == "S":
             return len(raw.encode("utf-8"))
         if kind == "B":
-            return len(raw) if isinstance(raw, bytes | bytearray) else len(raw) * 3 // 4
+            return len(raw) if isinstance(raw, bytes | bytearray) else len(base64.b64decode(raw))  # base64 in JSON
         if kind == "N":
             return (len(raw.lstrip("-").replace(".", "").strip("0")) + 1) // 2 + 1
         if kind in ("BOOL", "NULL"):
