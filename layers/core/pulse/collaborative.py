@@ -2,7 +2,8 @@
 
 Item vectors come from time-aware co-occurrence (what users consume close together in time), normalized and
 factorized; items nobody has touched yet get their collaborative vector from their text through a ridge map;
-retrains are rotated onto the previous space so stored user interest stays meaningful. Pure NumPy/SciPy.
+retrains are rotated onto the previous space so item neighbourhoods stay stable from one training to the next
+(user state does not depend on the space: it is derived at query time). Pure NumPy/SciPy.
 """
 
 from __future__ import annotations
@@ -152,7 +153,8 @@ def apply_map(text: np.ndarray, W: np.ndarray) -> np.ndarray:
 
 def procrustes(new: np.ndarray, old: np.ndarray, shared_mask: np.ndarray) -> np.ndarray:
     """Orthogonal R minimizing |new R - old| on shared rows; rotating (not refitting) keeps every item's
-    geometry, so old interest vectors score the retrained items as before up to the training noise."""
+    geometry, so a vector built in the old space scores the retrained items as before up to the training noise
+    (the offline protocol measures that overlap)."""
     A, B = np.asarray(new, dtype=np.float64)[shared_mask], np.asarray(old, dtype=np.float64)[shared_mask]
     left, _, right = np.linalg.svd(A.T @ B, full_matrices=False)
     return left @ right
