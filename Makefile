@@ -43,7 +43,7 @@ $(SAM_VENV)/.installed:
 install: $(VENV)/.installed $(SAM_VENV)/.installed
 
 encoder: $(VENV)/.installed
-	$(PY) -m pulse_encoder.build --out layers/encoder/pulse_encoder/model --fp32-out .pulse/build/model.fp32.onnx
+	$(PY) -m pulse_dev.encoder_build --out layers/encoder/pulse_encoder/model --fp32-out .pulse/build/model.fp32.onnx
 
 test: install encoder
 	# Two processes (pytest-xdist), each file's tests in one of them so its local runtime starts once; a new random
@@ -52,18 +52,18 @@ test: install encoder
 
 build: install encoder
 	$(SAM) build --cached --parallel
-	$(PY) -m pulse_encoder.layer_size .aws-sam/build/EncoderLayer .aws-sam/build/CoreLayer .aws-sam/build/IngestFunction
-	$(PY) -m pulse_encoder.layer_size .aws-sam/build/TrainingLayer .aws-sam/build/CoreLayer .aws-sam/build/TrainFunction
+	$(PY) -m pulse_dev.layer_size .aws-sam/build/EncoderLayer .aws-sam/build/CoreLayer .aws-sam/build/IngestFunction
+	$(PY) -m pulse_dev.layer_size .aws-sam/build/TrainingLayer .aws-sam/build/CoreLayer .aws-sam/build/TrainFunction
 
 demo: $(VENV)/.installed encoder
-	$(PY) -m pulse.cli demo
+	$(PY) -m pulse_dev.cli demo
 
 $(VENV)/.bench-installed: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
 bench: $(VENV)/.bench-installed encoder
-	$(PY) -m pulse.cli bench
+	$(PY) -m pulse_dev.cli bench
 
 $(VENV)/.mutation-installed: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[dev,mutation]'
@@ -75,20 +75,20 @@ MODULES ?=
 ONLY ?=
 MAX_CHILDREN ?= 2
 mutation: $(VENV)/.mutation-installed encoder
-	nice -n 10 $(PY) tools/mutation.py $(MODULES) --max-children $(MAX_CHILDREN) --project $(CURDIR) $(if $(ONLY),--only $(ONLY))
+	nice -n 10 $(PY) tools/pulse_dev/mutation.py $(MODULES) --max-children $(MAX_CHILDREN) --project $(CURDIR) $(if $(ONLY),--only $(ONLY))
 
 soak: $(VENV)/.installed encoder
-	$(PY) -m pulse.cli soak
+	$(PY) -m pulse_dev.cli soak
 
 eval: $(VENV)/.installed encoder
-	$(PY) -m pulse.cli eval
+	$(PY) -m pulse_dev.cli eval
 	# A new deployment fed its history: the whole replay with the template's defaults, one scheduled training.
-	$(PY) -m pulse.cli eval --protocol replay-then-train --retrain-days 0 --out-dir .pulse/replay-then-train
+	$(PY) -m pulse_dev.cli eval --protocol replay-then-train --retrain-days 0 --out-dir .pulse/replay-then-train
 	# The standard protocol (item space trained on all but each user's last two), offline, same data.
-	$(PY) -m pulse.offline_eval
+	$(PY) -m pulse_dev.offline_eval
 
 local: $(VENV)/.installed encoder
-	$(PY) -m pulse.cli local up
+	$(PY) -m pulse_dev.cli local up
 
 deploy: build
 	$(SAM) deploy --guided

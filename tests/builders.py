@@ -53,7 +53,7 @@ def sequence_number(sequence: int) -> str:
 
 def http_event(method: str, path: str, query: str = "", body: Any = None, **fixed: Any) -> dict[str, Any]:
     """An API Gateway HTTP API (v2) event, as API Gateway would send it for this request."""
-    from pulse.local.http import api_gateway_event
+    from pulse_dev.local.http import api_gateway_event
 
     if body is not None and not isinstance(body, str | bytes):
         body = json.dumps(body)

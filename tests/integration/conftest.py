@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from pulse.local.functions import LambdaContext, function_environment, load_handler
-from pulse.local.stack import LocalStack
-from pulse.local.template import provision
 from pulse.runtime import reset_caches
+from pulse_dev.local.functions import LambdaContext, function_environment, load_handler
+from pulse_dev.local.stack import LocalStack
+from pulse_dev.local.template import provision
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
@@ -150,7 +150,7 @@ def emitted_metrics(stdout: str) -> dict[str, tuple[list[float], str]]:
 
 def api_caller(handler):
     """call(method, path, query, body) -> (status, json): the API handler called like API Gateway would."""
-    from pulse.local.http import response_body
+    from pulse_dev.local.http import response_body
     from tests.builders import http_event
 
     def call(method, path, query="", body=None):

@@ -13,9 +13,9 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from pulse.local.gateway_auth import LocalIssuer, sign
-from pulse.local.runtime import LocalRuntime
-from pulse.local.stack import LOCAL_CREDENTIALS
+from pulse_dev.local.gateway_auth import LocalIssuer, sign
+from pulse_dev.local.runtime import LocalRuntime
+from pulse_dev.local.stack import LOCAL_CREDENTIALS
 from tests.integration.conftest import http_request
 
 pytestmark = pytest.mark.slow  # two local runtimes of its own

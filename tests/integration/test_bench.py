@@ -6,15 +6,15 @@ import sys
 
 import pytest
 
-from pulse.bench import DIM
 from pulse.store import dynamodb_item_bytes
+from pulse_dev.bench import DIM
 
 pytestmark = pytest.mark.slow  # the pulse CLI in a subprocess
 
 
 def test_bench_quick_run_reports_every_figure(tmp_path):
     out = tmp_path / "bench.json"
-    run = subprocess.run([sys.executable, "-m", "pulse.cli", "bench", "--quick", "--out", str(out)],
+    run = subprocess.run([sys.executable, "-m", "pulse_dev.cli", "bench", "--quick", "--out", str(out)],
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(out.read_text())

@@ -146,7 +146,7 @@ def test_the_built_training_function_runs_with_only_its_layers(built, lambda_run
 
 
 def test_each_function_with_its_layers_fits_lambdas_unzipped_limit(built, stack):
-    from pulse_encoder.layer_size import unzipped_size
+    from pulse_dev.layer_size import unzipped_size
 
     sizes = {}
     for logical_id, spec in stack.template["Resources"].items():
@@ -161,3 +161,18 @@ def test_each_function_with_its_layers_fits_lambdas_unzipped_limit(built, stack)
         assert total < LAMBDA_LIMIT_BYTES, logical_id
     assert (BUILD / "EncoderLayer" / "python" / "pulse_encoder" / "model" / "model.int8.onnx").is_file()
     assert not list((BUILD / "EncoderLayer").rglob("torch")), "torch must not reach the Lambda layer"
+
+
+def test_the_built_layers_hold_no_module_the_handlers_cannot_import(built):
+    from pulse_dev.reachable import reachable_modules, shipped_modules
+
+    layers = {"CoreLayer": "pulse", "EncoderLayer": "pulse_encoder"}
+    roots = [built / layer / "python" for layer in layers]
+    handlers = sorted(built.glob("*Function/app.py"))
+    assert len(handlers) == 4
+    reached = reachable_modules(handlers, roots)
+    for layer, package in layers.items():
+        shipped = shipped_modules(built / layer / "python", [package])
+        assert shipped, f"{layer} ships no {package}"
+        assert shipped - reached == set(), f"{layer} ships modules no handler can import"
+    assert not list(built.rglob("pulse_dev")), "the developer package must not reach a layer or function"

@@ -2,7 +2,7 @@
 
 import json
 
-from pulse.cli import main
+from pulse_dev.cli import main
 from tests.scenarios import catalog_lines
 
 

@@ -5,9 +5,9 @@ import json
 from unittest import mock
 
 from pulse import aws
-from pulse.cli import main
 from pulse.dead_letters import DeadLetter
 from pulse.stream import StreamRecord, lambda_record
+from pulse_dev.cli import main
 from tests.builders import behaviour
 from tests.integration.conftest import dead_letters, table_items
 

@@ -27,7 +27,7 @@ from schemathesis.checks import (
 
 from pulse.catalog_build import publish_catalog
 from pulse.catalog_store import S3CatalogRepository
-from pulse.local.runtime import LocalRuntime
+from pulse_dev.local.runtime import LocalRuntime
 from tests.integration.conftest import http_get as get
 from tests.integration.conftest import http_request, wait_for
 from tests.scenarios import catalog_items, catalog_lines

@@ -13,7 +13,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from pulse.local.stack import LocalStack
+from pulse_dev.local.stack import LocalStack
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.slow  # each test starts a process of its own
@@ -30,7 +30,7 @@ def suite(pytester, monkeypatch):
 
 
 def test_moto_server_binds_port_zero_itself_and_reports_the_bound_port():
-    server = subprocess.Popen([sys.executable, "-m", "pulse.local.moto_process", "127.0.0.1", "0"],
+    server = subprocess.Popen([sys.executable, "-m", "pulse_dev.local.moto_process", "127.0.0.1", "0"],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         ready, _, _ = select.select([server.stdout], [], [], 120)

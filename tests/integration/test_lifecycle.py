@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from pulse.local.runtime import LocalRuntime
-from pulse.movielens import catalog_record, load_movies
+from pulse_dev.local.runtime import LocalRuntime
+from pulse_dev.movielens import catalog_record, load_movies
 from tests.integration.conftest import http_get, wait_for
 
 pytestmark = pytest.mark.slow
@@ -43,7 +43,7 @@ def pulse_train(runtime, folder, *flags):
     """`pulse train` as a developer runs it beside the local stack (it finds it through .pulse/local.json)."""
     runtime.archiver.drain()  # Firehose's buffer, flushed
     env = {key: value for key, value in os.environ.items() if not key.startswith(("PULSE_", "AWS_"))}
-    done = subprocess.run([sys.executable, "-m", "pulse.cli", "train", *flags], cwd=folder, env=env,
+    done = subprocess.run([sys.executable, "-m", "pulse_dev.cli", "train", *flags], cwd=folder, env=env,
                           capture_output=True, text=True, timeout=300)
     return done.returncode, done.stdout + done.stderr
 
@@ -139,7 +139,7 @@ def test_interest_survives_uploads_and_trainings(deployment):
 
 
 def test_the_local_stack_plays_the_training_schedule():
-    from pulse.local.runtime import schedule_seconds
+    from pulse_dev.local.runtime import schedule_seconds
     from tests.scenarios import catalog_lines
 
     assert schedule_seconds({"Daily": {"Type": "Schedule", "Schedule": "rate(1 day)"}}) == 86400

@@ -9,9 +9,9 @@ from pathlib import Path
 import boto3
 import pytest
 
-from pulse.local.evaluate import EvalOptions, Progress, run_evaluation
-from pulse.local.runtime import LocalRuntime
-from pulse.local.template import PLAYED_LOCALLY, PROVISIONED, load_template
+from pulse_dev.local.evaluate import EvalOptions, Progress, run_evaluation
+from pulse_dev.local.runtime import LocalRuntime
+from pulse_dev.local.template import PLAYED_LOCALLY, PROVISIONED, load_template
 from tests.integration.conftest import http_get as get
 from tests.integration.conftest import wait_for
 from tests.scenarios import catalog_lines
@@ -105,7 +105,7 @@ def test_pulse_local_up_writes_its_description_serves_and_stops_on_ctrl_c(tmp_pa
     import sys
 
     # Port 0: the processes that listen pick the ports and the description says which (nothing to race for).
-    process = subprocess.Popen([sys.executable, "-m", "pulse.cli", "local", "up", "--no-catalog",
+    process = subprocess.Popen([sys.executable, "-m", "pulse_dev.cli", "local", "up", "--no-catalog",
                                 "--aws-port", "0", "--api-port", "0", "--project", str(REPO_ROOT)],
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     description = tmp_path / ".pulse" / "local.json"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from pulse.local.poller import MappingSettings, StreamPoller
+from pulse_dev.local.poller import MappingSettings, StreamPoller
 from tests.builders import behaviour
 from tests.integration.conftest import dead_letters, table_items
 
@@ -115,7 +115,7 @@ def scripted_poller(stack, handler, **settings):
 
 
 def stack_context():
-    from pulse.local.functions import LambdaContext
+    from pulse_dev.local.functions import LambdaContext
 
     return LambdaContext("scripted")
 

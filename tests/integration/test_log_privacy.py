@@ -13,9 +13,9 @@ import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from pulse import aws
-from pulse.local.template import provision
 from pulse.privacy import LogKeyUnavailable, user_ref
 from pulse.runtime import ingest_pipeline
+from pulse_dev.local.template import provision
 from tests.builders import behaviour, kinesis_event, kinesis_record
 from tests.integration.conftest import dead_letters, function_handler, upload_catalog
 from tests.scenarios import catalog_items, catalog_lines
@@ -160,8 +160,8 @@ def test_a_configured_but_unreadable_secret_fails_the_first_invocation_clearly(s
     assert f"cannot be read from Secrets Manager (PULSE_LOG_KEY_SECRET={arn})" in str(failure.value)
     assert "ResourceNotFoundException" in str(failure.value)
 
-    from pulse.local.http import response_body
     from pulse.runtime import reset_caches
+    from pulse_dev.local.http import response_body
     from tests.builders import http_event
 
     reset_caches()

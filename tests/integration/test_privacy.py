@@ -17,9 +17,9 @@ import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from pulse.archive import read_archive
-from pulse.cli import main
 from pulse.privacy import user_ref
 from pulse.runtime import ingest_pipeline
+from pulse_dev.cli import main
 from tests.builders import behaviour, kinesis_event
 from tests.integration.conftest import table_items
 

@@ -10,7 +10,8 @@ import pytest
 
 from pulse.dead_letters import DeadLetter
 from pulse.events import InvalidEvent, decode_record_data, parse_event
-from pulse.local.soak import (
+from pulse.stream import StreamRecord
+from pulse_dev.local.soak import (
     POISON_KINDS,
     RawIdScan,
     SoakOptions,
@@ -24,7 +25,6 @@ from pulse.local.soak import (
     match_dead_letters,
     scanning_logs,
 )
-from pulse.stream import StreamRecord
 
 CATALOGUE = {"1": 5.0, "2": 1.0, "3": 1.0}
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pulse_dev import encoder_build as build
+from pulse_dev import layer_size
 from pulse_encoder import (
     DEFAULT_MODEL_DIR,
     EmptyTextError,
     Encoder,
     EncoderNotBuiltError,
-    build,
-    layer_size,
     load_encoder,
 )
 from pulse_encoder.encoder import load_tokenizer
@@ -177,7 +177,7 @@ def test_a_missing_model_says_how_to_build_it(tmp_path):
 
 @pytest.mark.slow
 def test_the_runtime_package_never_imports_torch():
-    script = ("import sys, pulse_encoder, pulse_encoder.build, pulse_encoder.layer_size\n"
+    script = ("import sys, pulse_encoder, pulse_dev.encoder_build, pulse_dev.layer_size\n"
               "pulse_encoder.Encoder().encode(['x'])\n"
               "loaded = [name for name in ('torch', 'transformers', 'onnx') if name in sys.modules]\n"
               "sys.exit(f'imported {loaded}' if loaded else 0)")

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pulse.evaluation import (
+from pulse_dev.evaluation import (
     MethodResult,
     PopularityBaseline,
     coverage,

@@ -5,7 +5,7 @@ from collections import defaultdict
 import pytest
 
 from pulse.events import parse_event
-from pulse.movielens import Movie, catalog_record, leave_last_out, load_movies, load_ratings, rating_event
+from pulse_dev.movielens import Movie, catalog_record, leave_last_out, load_movies, load_ratings, rating_event
 
 
 @pytest.fixture(scope="module")

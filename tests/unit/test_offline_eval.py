@@ -5,8 +5,8 @@ import math
 import numpy as np
 
 from pulse.collaborative import SpaceConfig
-from pulse.movielens import Movie, Rating, load_movies, load_ratings
-from pulse.offline_eval import DAY, DEFAULT_USER_MODEL, evaluate_offline, honest_protocol, load_split
+from pulse_dev.movielens import Movie, Rating, load_movies, load_ratings
+from pulse_dev.offline_eval import DAY, DEFAULT_USER_MODEL, evaluate_offline, honest_protocol, load_split
 
 
 def test_the_honest_protocol_trains_only_on_the_past_and_scores_every_test_user():

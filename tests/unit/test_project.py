@@ -2,7 +2,7 @@
 
 import pytest
 
-from pulse.local.project import ProjectNotFound, project_root
+from pulse_dev.local.project import ProjectNotFound, project_root
 
 
 def test_the_project_is_the_nearest_folder_with_template_yaml_from_the_working_directory_up(tmp_path, monkeypatch):

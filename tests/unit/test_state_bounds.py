@@ -26,9 +26,9 @@ from pulse.interest import (
     history_json,
     recent_items_json,
 )
-from pulse.local.template import load_template
 from pulse.settings import ConfigurationError, Settings
 from pulse.store import _to_item, dynamodb_item_bytes, user_interest_model
+from pulse_dev.local.template import load_template
 
 DYNAMODB_ITEM_LIMIT = 400 * 1024
 ENCODER_DIM = 384  # the bundled encoder's dimension: the residual's size

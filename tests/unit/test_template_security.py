@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pulse.local.template import TemplateResolver, load_template
+from pulse_dev.local.template import TemplateResolver, load_template
 
 TEMPLATE = load_template(Path(__file__).resolve().parents[2] / "template.yaml")
 DATA_SERVICES = ("dynamodb", "s3", "kinesis", "sqs", "firehose", "secretsmanager")

@@ -1,5 +1,5 @@
 """The event archive: every record of the stream as gzip JSON Lines under archive/dt=YYYY-MM-DD/ (written by
-Kinesis Data Firehose on AWS, by pulse.local.archiver locally). Read back for training, de-duplicated."""
+Kinesis Data Firehose on AWS, by pulse_dev.local.archiver locally). Read back for training, de-duplicated."""
 
 from __future__ import annotations
 

@@ -162,7 +162,7 @@ def procrustes(new: np.ndarray, old: np.ndarray, shared_mask: np.ndarray) -> np.
 
 @dataclass(frozen=True)
 class SpaceConfig:
-    """Defaults chosen on MovieLens-100K validation events (pulse.offline_eval): pairs within a day, weighted
+    """Defaults chosen on MovieLens-100K validation events (pulse_dev.offline_eval): pairs within a day, weighted
     with a ten-minute half-life, up to 40 neighbours apart; 128 plain eigenvectors of D^-1/2 C D^-1/2."""
 
     dim: int = 128

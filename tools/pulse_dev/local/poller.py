@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pulse.local.functions import Handler, LambdaContext
 from pulse.stream import lambda_record
+from pulse_dev.local.functions import Handler, LambdaContext
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ each user's second-to-last rating is the validation event, the last one the test
 for the top 10 as of the event's time, from their own earlier ratings (for the test event that includes the
 validation rating), seen items excluded, full ranking. Settings are chosen on validation only.
 
-`python -m pulse.offline_eval [--text /tmp/ml_text.npy]` prints the tables (about 40 s here).
+`python -m pulse_dev.offline_eval [--text /tmp/ml_text.npy]` prints the tables (about 40 s here).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from pulse.collaborative import Interactions, SpaceConfig, TrainedSpace, hybrid_vectors, train
-from pulse.evaluation import K, MethodResult, PopularityShares, results_table, summarize
 from pulse.events import BehaviourEvent
 from pulse.interest import (
     DEFAULT_TYPE_WEIGHTS,
@@ -32,13 +31,14 @@ from pulse.interest import (
     decay_to,
     fold_events,
 )
-from pulse.movielens import Movie, Rating, leave_last_out, load_movies, load_ratings
 from pulse.space_quality import (
     POPULARITY_WEIGHT_CHOICES,
     TRENDING_HALF_LIFE_CHOICES,
     trending_at,
     trending_prior,
 )
+from pulse_dev.evaluation import K, MethodResult, PopularityShares, results_table, summarize
+from pulse_dev.movielens import Movie, Rating, leave_last_out, load_movies, load_ratings
 
 HOUR, DAY = 3600.0, 86400.0
 STAGES = ("valid", "test")

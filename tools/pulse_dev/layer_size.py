@@ -1,6 +1,6 @@
 """Check built Lambda folders against Lambda's unzipped size limit.
 
-    python -m pulse_encoder.layer_size .aws-sam/build/EncoderLayer .aws-sam/build/CoreLayer ...
+    python -m pulse_dev.layer_size .aws-sam/build/EncoderLayer .aws-sam/build/CoreLayer ...
 
 Prints each folder's unzipped size with its biggest packages, and the total against the limit that a
 function and all its layers share; exits 1 if the total is over it.
@@ -68,7 +68,7 @@ def report(build_dirs: list[Path]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pulse_encoder.layer_size",
+        prog="python -m pulse_dev.layer_size",
         description="Check built Lambda folders against Lambda's unzipped size limit.",
     )
     parser.add_argument("build_dirs", nargs="+", type=Path, metavar="DIR", help="built layer or function folder")

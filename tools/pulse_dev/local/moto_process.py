@@ -1,4 +1,4 @@
-"""moto's server for the local stack (`python -m pulse.local.moto_process HOST PORT`). It binds the port itself
+"""moto's server for the local stack (`python -m pulse_dev.local.moto_process HOST PORT`). It binds the port itself
 (PORT 0: any free one) and writes the bound port, or why it could not bind, as the first line on stdout; nothing
 else goes there. Two fixes that a 100,000-record replay needs:
 

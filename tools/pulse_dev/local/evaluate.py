@@ -32,14 +32,14 @@ import numpy as np
 from pulse.catalog import CatalogVersion, unit_rows
 from pulse.catalog_build import publish_catalog
 from pulse.catalog_store import S3CatalogRepository
-from pulse.evaluation import PopularityBaseline, hit_by_activity, plot_report, results_table, summarize
 from pulse.interest import blend
-from pulse.local.runtime import LocalRuntime
-from pulse.movielens import Movie, Rating, catalog_record, leave_last_out, load_movies, load_ratings, rating_event
 from pulse.recommend import recommend, scale_vectors
 from pulse.settings import Settings
 from pulse.store import DynamoInterestStore
 from pulse.training import deployment_options, train_catalog
+from pulse_dev.evaluation import PopularityBaseline, hit_by_activity, plot_report, results_table, summarize
+from pulse_dev.local.runtime import LocalRuntime
+from pulse_dev.movielens import Movie, Rating, catalog_record, leave_last_out, load_movies, load_ratings, rating_event
 
 SHIFT_PAIRS = (("Drama", "Horror"), ("Comedy", "Sci-Fi"), ("Action", "Romance"), ("Romance", "Children's"))
 DAY = 86400.0

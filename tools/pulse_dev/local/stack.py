@@ -15,10 +15,10 @@ from typing import Any
 
 import boto3
 
-from pulse.local.functions import FunctionSpec, LambdaContext, function_spec, load_handler
-from pulse.local.poller import MappingSettings, StreamPoller, sqs_destination
-from pulse.local.project import project_root
-from pulse.local.template import ProvisionedResource, TemplateResolver, load_template, provision
+from pulse_dev.local.functions import FunctionSpec, LambdaContext, function_spec, load_handler
+from pulse_dev.local.poller import MappingSettings, StreamPoller, sqs_destination
+from pulse_dev.local.project import project_root
+from pulse_dev.local.template import ProvisionedResource, TemplateResolver, load_template, provision
 
 log = logging.getLogger(__name__)
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "pulse-local", "AWS_SECRET_ACCESS_KEY": "pulse-local"}
@@ -49,8 +49,8 @@ class LocalStack:
     def start(self) -> LocalStack:
         # moto's server in its own process, as a real endpoint is: it does not compete for our GIL. It binds the
         # port (port 0: a free one) and tells which: no port is probed here and handed over, which races.
-        self._server = subprocess.Popen([sys.executable, "-m", "pulse.local.moto_process", self.host, str(self.port)],
-                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        command = [sys.executable, "-m", "pulse_dev.local.moto_process", self.host, str(self.port)]
+        self._server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.port = _bound_port(self._server, f"{self.host}:{self.port}")
         self.activate()
         self.template = load_template(self.root / "template.yaml")

@@ -7,9 +7,9 @@ import json
 import time
 from typing import Any
 
-from pulse.local.evaluate import EvalOptions, Progress, publish, run_evaluation
-from pulse.local.runtime import LocalRuntime
-from pulse.movielens import Movie, Rating, load_movies, load_ratings
+from pulse_dev.local.evaluate import EvalOptions, Progress, publish, run_evaluation
+from pulse_dev.local.runtime import LocalRuntime
+from pulse_dev.movielens import Movie, Rating, load_movies, load_ratings
 
 DEMO_USERS = ("196", "22", "305")
 
@@ -38,7 +38,7 @@ def run(command: str, args: argparse.Namespace) -> int:
 
 def users_now(runtime: LocalRuntime, movies: dict[str, Movie], ratings: list[Rating]) -> list[dict[str, Any]]:
     """After the whole replay: what a few users did last, and what Pulse recommends them now."""
-    from pulse.local.evaluate import Api
+    from pulse_dev.local.evaluate import Api
 
     api = Api(runtime.api_url)
     people = []

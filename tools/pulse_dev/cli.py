@@ -107,11 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     if argv[:1] == ["bench"]:
-        from pulse.bench import main as bench
+        from pulse_dev.bench import main as bench
 
         return bench(argv[1:])
     if argv[:1] == ["soak"]:
-        from pulse.local.soak import main as soak
+        from pulse_dev.local.soak import main as soak
 
         return soak(argv[1:])
     args = parser.parse_args(argv)
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "local":
         return local_token(args) if args.action == "token" else local_up(args)
     if args.command in ("eval", "demo"):
-        from pulse.local.demo import run
+        from pulse_dev.local.demo import run
 
         return run(args.command, args)
     if args.command == "catalog":
@@ -198,7 +198,7 @@ def local_up(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from pulse.local.runtime import LocalRuntime
+    from pulse_dev.local.runtime import LocalRuntime
 
     logging.getLogger("pulse").setLevel(logging.INFO)
     parameters = dict(pair.split("=", 1) for pair in args.parameter)
@@ -210,7 +210,7 @@ def local_up(args: argparse.Namespace) -> int:
         signal.signal(number, lambda *_: stop.set())
     try:
         if not args.no_catalog:
-            from pulse.local.demo import publish_movielens
+            from pulse_dev.local.demo import publish_movielens
 
             print(f"catalogue {publish_movielens(runtime)} published (MovieLens-100K)")
         runtime.write_description(LOCAL_RUNTIME_FILE)
@@ -229,7 +229,7 @@ def local_up(args: argparse.Namespace) -> int:
 
 
 def local_token(args: argparse.Namespace) -> int:
-    from pulse.local.gateway_auth import LocalIssuer
+    from pulse_dev.local.gateway_auth import LocalIssuer
 
     local = json.loads(LOCAL_RUNTIME_FILE.read_text()) if LOCAL_RUNTIME_FILE.exists() else {}
     if not local.get("jwt_issuer"):

@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from pulse.events import MAX_RECORD_BYTES, MAX_TEXT_LENGTH, decode_record_data, parse_event
-from pulse.local.project import project_root
+from pulse_dev.local.project import project_root
 
 DEFAULT_OUT = Path(".pulse/soak.json")
 BEHAVIOUR_TEXTS = Path("tests") / "fixtures" / "behaviour_texts.txt"  # in the project folder
@@ -525,9 +525,9 @@ def sustained(report: dict[str, Any]) -> dict[str, Any]:
 
 def run_soak(options: SoakOptions) -> dict[str, Any]:
     from pulse.catalog_store import S3CatalogRepository
-    from pulse.local.evaluate import Api, Progress, publish, wait_until_serving
-    from pulse.local.runtime import LocalRuntime
-    from pulse.movielens import load_movies, load_ratings
+    from pulse_dev.local.evaluate import Api, Progress, publish, wait_until_serving
+    from pulse_dev.local.runtime import LocalRuntime
+    from pulse_dev.movielens import load_movies, load_ratings
 
     started = time.perf_counter()
     movies = load_movies()

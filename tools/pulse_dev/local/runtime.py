@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pulse.local.api_server import serve_api
-from pulse.local.archiver import Archiver
-from pulse.local.gateway_auth import ISSUER_PATH, JwtAuthorizer, LocalIssuer, SigV4Authorizer
-from pulse.local.project import project_root
-from pulse.local.stack import LOCAL_CREDENTIALS, LocalStack
-from pulse.local.template import PSEUDO_PARAMETERS, TemplateResolver
+from pulse_dev.local.api_server import serve_api
+from pulse_dev.local.archiver import Archiver
+from pulse_dev.local.gateway_auth import ISSUER_PATH, JwtAuthorizer, LocalIssuer, SigV4Authorizer
+from pulse_dev.local.project import project_root
+from pulse_dev.local.stack import LOCAL_CREDENTIALS, LocalStack
+from pulse_dev.local.template import PSEUDO_PARAMETERS, TemplateResolver
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-from pulse.local.project import project_root  # noqa: E402
+from pulse_dev.local.project import project_root  # noqa: E402
 
 BEHAVIOUR_TEXTS = Path("tests") / "fixtures" / "behaviour_texts.txt"  # in the project folder
 DIM = 384
@@ -115,7 +115,7 @@ def behaviour_texts(count: int) -> list[str]:
 
 
 def bench_encoder(sizes: BenchSizes, batch: int) -> dict[str, Any]:
-    from pulse_encoder.build import DEFAULT_FP32_OUT
+    from pulse_dev.encoder_build import DEFAULT_FP32_OUT
 
     texts = behaviour_texts(sizes.encoder_texts)
     models = {"int8": "model.int8.onnx"}
@@ -152,7 +152,7 @@ def encoder_figures(model_file: str, texts: Sequence[str], batch: int) -> dict[s
 
 def cold_start_encoder(model_file: str) -> dict[str, float]:
     """Session creation + tokenizer load, and resident memory after it, in a fresh process."""
-    code = ("import time, json; from pulse.bench import resident_mb; before = resident_mb()\n"
+    code = ("import time, json; from pulse_dev.bench import resident_mb; before = resident_mb()\n"
             "from pulse_encoder import Encoder; imported = time.perf_counter()\n"
             f"encoder = Encoder(model_file={model_file!r}); loaded = time.perf_counter()\n"
             "encoder.encode(['warm up']); "
@@ -170,7 +170,7 @@ def bench_pytorch(texts: Sequence[str]) -> dict[str, Any]:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        from pulse_encoder.build import source_model_dir
+        from pulse_dev.encoder_build import source_model_dir
 
         source = source_model_dir()
     except Exception as error:  # noqa: BLE001 - the reference is optional
@@ -241,7 +241,7 @@ class MeasuredStore:
 
 def ingest_handler(pipeline: Any) -> Callable[[dict], dict]:
     """The real ingest function's handler, wired to `pipeline` (its DynamoDB store replaced by a fake)."""
-    from pulse.local.functions import import_handler
+    from pulse_dev.local.functions import import_handler
 
     os.environ.update({"POWERTOOLS_SERVICE_NAME": "pulse-ingest", "POWERTOOLS_METRICS_NAMESPACE": "Pulse",
                        "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true",
@@ -266,9 +266,9 @@ def lambda_batches(events: Sequence[dict[str, Any]], batch: int) -> list[dict[st
 def bench_ingest(sizes: BenchSizes, batch: int, catalog, encoder) -> dict[str, Any]:
     from pulse.dead_letters import InMemoryDeadLetters
     from pulse.ingest import IngestPipeline
-    from pulse.local.functions import LambdaContext
-    from pulse.movielens import load_ratings, rating_event
     from pulse.settings import Settings
+    from pulse_dev.local.functions import LambdaContext
+    from pulse_dev.movielens import load_ratings, rating_event
 
     ratings = load_ratings()
     texts = behaviour_texts(sizes.ingest_text_events)
@@ -303,9 +303,9 @@ def writes_per_thousand(ratings, catalog, encoder) -> list[dict[str, Any]]:
     """A realistic stream (MovieLens, time order): one conditional write per user per batch."""
     from pulse.dead_letters import InMemoryDeadLetters
     from pulse.ingest import IngestPipeline
-    from pulse.movielens import rating_event
     from pulse.settings import Settings
     from pulse.stream import StreamRecord
+    from pulse_dev.movielens import rating_event
 
     rows = []
     events = [rating_event(r) for r in ratings]
@@ -410,8 +410,8 @@ def bench_api(sizes: BenchSizes, stack) -> dict[str, Any]:
     from pulse.catalog import CatalogVersion
     from pulse.catalog_store import S3CatalogRepository
     from pulse.interest import ApplyResult, ScaleState, UserInterest
-    from pulse.local.http import api_gateway_event
     from pulse.store import DynamoInterestStore
+    from pulse_dev.local.http import api_gateway_event
 
     bucket = stack.name_of("AWS::S3::Bucket")
     catalog = CatalogVersion(f"api-bench-{sizes.api_items}", [f"item-{n}" for n in range(sizes.api_items)],
@@ -442,14 +442,14 @@ def bench_api(sizes: BenchSizes, stack) -> dict[str, Any]:
 
 def api_cold_start(stack, user: str) -> dict[str, Any]:
     """A new process as a new Lambda container: import the handler, then the first request (catalogue load)."""
-    from pulse.local.functions import function_environment
+    from pulse_dev.local.functions import function_environment
 
     spec = stack.function("ApiFunction")
     handler_file = spec.code_dir / f"{spec.module.replace('.', '/')}.py"
     code = ("import json, sys, time; started = time.perf_counter()\n"
             "from pathlib import Path\n"
-            "from pulse.local.functions import LambdaContext, import_handler\n"
-            "from pulse.local.http import api_gateway_event\n"
+            "from pulse_dev.local.functions import LambdaContext, import_handler\n"
+            "from pulse_dev.local.http import api_gateway_event\n"
             f"handler = import_handler(Path({str(handler_file)!r}), {spec.attribute!r}, 'app')\n"
             "imported = time.perf_counter()\n"
             f"answer = handler(api_gateway_event('GET', '/users/{user}/recommendations', query='k=10'), "
@@ -478,9 +478,9 @@ def run(sizes: BenchSizes, out: Path, progress: Callable[[str], None] = print) -
     import tempfile
 
     from pulse.catalog import in_memory_catalog
-    from pulse.local.stack import LocalStack
-    from pulse.movielens import load_movies
     from pulse.settings import Settings
+    from pulse_dev.local.stack import LocalStack
+    from pulse_dev.movielens import load_movies
     from pulse_encoder import load_encoder
 
     started = time.perf_counter()
@@ -515,7 +515,7 @@ def run(sizes: BenchSizes, out: Path, progress: Callable[[str], None] = print) -
 
 
 def _template_default(name: str) -> str:
-    from pulse.local.template import load_template
+    from pulse_dev.local.template import load_template
 
     return str(load_template(project_root() / "template.yaml")["Parameters"][name]["Default"])
 

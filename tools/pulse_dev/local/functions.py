@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pulse.local.template import TemplateResolver
+from pulse_dev.local.template import TemplateResolver
 
 Handler = Callable[[dict[str, Any], Any], Any]
 

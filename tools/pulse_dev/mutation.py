@@ -6,9 +6,9 @@ resumes and retests only what changed). template.yaml, functions/ and events/ ar
 stack and the tests look for them. Each module is checked by the fast tests named for it below; of those,
 mutmut runs for each mutant only the tests that call the mutated function.
 
-    python tools/mutation.py                  # every module below, on the project in the working directory
-    python tools/mutation.py events dead_letters --max-children 1 --project /path/to/pulse
-    python tools/mutation.py catalog_store --only 'pulse.catalog_store.x_publish*'   # a few functions again
+    python tools/pulse_dev/mutation.py                  # every module below, on the project in the working directory
+    python tools/pulse_dev/mutation.py events dead_letters --max-children 1 --project /path/to/pulse
+    python tools/pulse_dev/mutation.py catalog_store --only 'pulse.catalog_store.x_publish*'   # a few functions again
 """
 
 import argparse
@@ -20,7 +20,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from pulse.local.project import ProjectNotFound, project_root
+from pulse_dev.local.project import ProjectNotFound, project_root
 
 # module -> the fast tests that cover it (none is marked slow; each file takes under 25 s).
 TESTS = {

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from pulse.local.gateway_auth import ISSUER_PATH, PUBLIC_ROUTES, LocalIssuer, Rejected
-from pulse.local.http import api_gateway_event, response_body
+from pulse_dev.local.gateway_auth import ISSUER_PATH, PUBLIC_ROUTES, LocalIssuer, Rejected
+from pulse_dev.local.http import api_gateway_event, response_body
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
