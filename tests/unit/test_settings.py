@@ -77,3 +77,38 @@ def test_the_training_takes_its_window_and_the_pinned_popularity_weight_from_the
                                                     "PULSE_TRAINING_MAX_EVENTS": "5000"}))
     assert (options["days"], options["max_events"]) == (365, 5000)
     assert options["pinned"].popularity_weight == 0.2 and "popularity_weight" in options["pinned_names"]
+
+
+def template_defaults_as_environment() -> dict[str, str]:
+    """Each PULSE_* variable that template.yaml feeds from a parameter, at that parameter's default, as
+    CloudFormation writes it (a string)."""
+    from pathlib import Path
+
+    from pulse_dev.local.template import load_template
+
+    template = load_template(Path(__file__).resolve().parents[2] / "template.yaml")
+    parameters = template["Parameters"]
+    variables = dict(template["Globals"]["Function"]["Environment"]["Variables"])
+    for resource in template["Resources"].values():
+        variables.update(resource.get("Properties", {}).get("Environment", {}).get("Variables", {}))
+    fed = {name: value["Ref"] for name, value in variables.items()
+           if name.startswith("PULSE_") and isinstance(value, dict) and value.get("Ref") in parameters}
+    assert len(fed) >= 20
+    return {name: str(parameters[parameter].get("Default", "")) for name, parameter in fed.items()}
+
+
+def test_every_template_parameter_default_gives_the_settings_the_code_defaults_to():
+    environment = template_defaults_as_environment()
+    assert Settings.from_env(environment) == Settings.from_env({})
+    assert Settings.from_env(environment).pinned == frozenset()  # an empty default leaves a setting learned
+
+
+def test_the_template_default_comparison_notices_a_parameter_default_that_disagrees():
+    environment = template_defaults_as_environment()
+    environment["PULSE_DEDUP_WINDOW"] = str(int(environment["PULSE_DEDUP_WINDOW"]) + 1)
+    assert Settings.from_env(environment) != Settings.from_env({})
+
+
+def test_an_unset_admin_scope_is_the_templates_default_and_an_empty_one_means_none():
+    assert Settings.from_env({}).access.admin_scope == "pulse/admin"
+    assert Settings.from_env({"PULSE_ADMIN_SCOPE": ""}).access.admin_scope == ""

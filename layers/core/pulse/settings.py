@@ -206,11 +206,12 @@ class Settings:
 
 
 def _access_policy(env: Mapping[str, str]) -> AccessPolicy:
-    mode = (env.get("PULSE_API_AUTH") or "none").strip().lower()
+    mode = (env.get("PULSE_API_AUTH") or AccessPolicy.mode).strip().lower()
     if mode not in AUTH_MODES:
         raise ConfigurationError(f"PULSE_API_AUTH={mode!r} must be one of {', '.join(AUTH_MODES)}")
-    claim = (env.get("PULSE_USER_ID_CLAIM") or "sub").strip()
-    return AccessPolicy(mode, claim, (env.get("PULSE_ADMIN_SCOPE") or "").strip())
+    claim = (env.get("PULSE_USER_ID_CLAIM") or AccessPolicy.user_id_claim).strip()
+    # Unset: the template's default scope; set but empty: no scope acts on every user.
+    return AccessPolicy(mode, claim, env.get("PULSE_ADMIN_SCOPE", AccessPolicy.admin_scope).strip())
 
 
 @lru_cache(maxsize=1)
