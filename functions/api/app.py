@@ -6,7 +6,6 @@ import re
 from functools import lru_cache
 from typing import Annotated
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
@@ -26,15 +25,14 @@ from pulse.api_models import (
 )
 from pulse.authorization import Caller, Forbidden, Unauthorized
 from pulse.catalog_store import CatalogUnavailable
+from pulse.observability import observability
 from pulse.privacy import user_ref
 from pulse.recommend import MAX_K
 from pulse.runtime import api_service, event_publisher
 from pulse.service import BadRequest, NotFound, path_identifier
 from pulse.settings import settings
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
+logger, tracer, metrics = observability()
 
 
 class PulseResolver(APIGatewayHttpResolver):

@@ -2,18 +2,16 @@
 
 import json
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from pulse import aws
 from pulse.catalog_build import CatalogInvalid, publish_catalog, uploaded_objects
+from pulse.observability import observability
 from pulse.runtime import catalog_repository, encoder
 from pulse.settings import settings
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
+logger, tracer, metrics = observability()
 
 
 @logger.inject_lambda_context

@@ -2,19 +2,17 @@
 
 import time
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import KinesisStreamRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from pulse.ingest import IngestReport
+from pulse.observability import observability
 from pulse.runtime import ingest_pipeline
 from pulse.stream import StreamRecord
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
+logger, tracer, metrics = observability()
 
 
 class RecordNotApplied(Exception):

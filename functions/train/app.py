@@ -1,17 +1,15 @@
 """Training function (scheduled): the archive's recent events -> a candidate item space -> published only if it
 passes the minimum-data rule and the quality gate; every run writes reports/training/<time>.json."""
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from pulse.observability import observability
 from pulse.runtime import catalog_repository
 from pulse.settings import settings
 from pulse.training import deployment_options, train_catalog
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
+logger, tracer, metrics = observability()
 
 
 @logger.inject_lambda_context
