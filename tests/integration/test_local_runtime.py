@@ -9,7 +9,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from pulse_dev.local.evaluate import EvalOptions, Progress, run_evaluation
+from pulse_dev.local.client import Progress
+from pulse_dev.local.evaluate import EvalOptions, run_evaluation
 from pulse_dev.local.runtime import LocalRuntime
 from pulse_dev.local.template import PLAYED_LOCALLY, PROVISIONED, load_template
 from tests.integration.conftest import http_get as get

@@ -27,6 +27,7 @@ for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 
 from pulse_dev.local.project import project_root  # noqa: E402
+from pulse_dev.stats import percentile  # noqa: E402
 
 BEHAVIOUR_TEXTS = Path("tests") / "fixtures" / "behaviour_texts.txt"  # in the project folder
 DIM = 384
@@ -67,8 +68,7 @@ def timings_ms(call: Callable[[], Any], repeats: int, warmup: int = 2) -> np.nda
 
 
 def summary(samples_ms: np.ndarray) -> dict[str, float]:
-    return {"p50_ms": round(float(np.percentile(samples_ms, 50)), 3),
-            "p99_ms": round(float(np.percentile(samples_ms, 99)), 3), "n": int(len(samples_ms))}
+    return {"p50_ms": percentile(samples_ms, 50), "p99_ms": percentile(samples_ms, 99), "n": int(len(samples_ms))}
 
 
 def resident_mb() -> float:

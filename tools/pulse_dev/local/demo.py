@@ -7,7 +7,8 @@ import json
 import time
 from typing import Any
 
-from pulse_dev.local.evaluate import EvalOptions, Progress, publish, run_evaluation
+from pulse_dev.local.client import Progress, publish
+from pulse_dev.local.evaluate import EvalOptions, run_evaluation
 from pulse_dev.local.runtime import LocalRuntime
 from pulse_dev.movielens import Movie, Rating, load_movies, load_ratings
 
@@ -38,7 +39,7 @@ def run(command: str, args: argparse.Namespace) -> int:
 
 def users_now(runtime: LocalRuntime, movies: dict[str, Movie], ratings: list[Rating]) -> list[dict[str, Any]]:
     """After the whole replay: what a few users did last, and what Pulse recommends them now."""
-    from pulse_dev.local.evaluate import Api
+    from pulse_dev.local.client import Api
 
     api = Api(runtime.api_url)
     people = []

@@ -47,10 +47,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pulse.events import MAX_RECORD_BYTES, MAX_TEXT_LENGTH, decode_record_data, parse_event
 from pulse_dev.local.project import project_root
+from pulse_dev.stats import percentile
 
 DEFAULT_OUT = Path(".pulse/soak.json")
 BEHAVIOUR_TEXTS = Path("tests") / "fixtures" / "behaviour_texts.txt"  # in the project folder
@@ -321,11 +320,8 @@ def api_summary(calls: Sequence[ApiCall], seconds: float, target_rps: float) -> 
 
 
 def latency_summary(milliseconds: Sequence[float]) -> dict[str, float | None]:
-    if not milliseconds:
-        return {"p50_ms": None, "p90_ms": None, "p99_ms": None, "max_ms": None}
-    p50, p90, p99 = np.percentile(milliseconds, (50, 90, 99))
-    return {"p50_ms": round(float(p50), 1), "p90_ms": round(float(p90), 1), "p99_ms": round(float(p99), 1),
-            "max_ms": round(max(milliseconds), 1)}
+    return {**{f"p{q}_ms": percentile(milliseconds, q, digits=1) for q in (50, 90, 99)},
+            "max_ms": round(max(milliseconds), 1) if milliseconds else None}
 
 
 # --- Reconciliation (pure) ---------------------------------------------------------------------------------------
@@ -525,7 +521,7 @@ def sustained(report: dict[str, Any]) -> dict[str, Any]:
 
 def run_soak(options: SoakOptions) -> dict[str, Any]:
     from pulse.catalog_store import S3CatalogRepository
-    from pulse_dev.local.evaluate import Api, Progress, publish, wait_until_serving
+    from pulse_dev.local.client import Api, Progress, publish, wait_until_serving
     from pulse_dev.local.runtime import LocalRuntime
     from pulse_dev.movielens import load_movies, load_ratings
 
