@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from pulse import aws
 from pulse.catalog import CatalogVersion
@@ -145,7 +146,7 @@ def _latest(residual_t: float | None, history: Sequence[Any], now: float) -> flo
     return max(times) if times else None
 
 
-def _closest(catalog: CatalogVersion | None, vector: np.ndarray, strength: float, count: int = 5) -> dict[str, Any]:
+def _closest(catalog: CatalogVersion | None, vector: NDArray[Any], strength: float, count: int = 5) -> dict[str, Any]:
     if catalog is None or strength == 0.0 or vector.shape != (catalog.dim,):
         return {"closest_items": [], "top_categories": []}
     scores = catalog.embeddings @ (vector / strength).astype(np.float32)
