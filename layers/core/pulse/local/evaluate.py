@@ -22,7 +22,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,14 @@ import numpy as np
 from pulse.catalog import CatalogVersion, unit_rows
 from pulse.catalog_build import publish_catalog
 from pulse.catalog_store import S3CatalogRepository
-from pulse.evaluation import PopularityBaseline, hit_by_activity, plot_report, results_table, summarize
+from pulse.evaluation import (
+    MethodResult,
+    PopularityBaseline,
+    hit_by_activity,
+    plot_report,
+    results_table,
+    summarize,
+)
 from pulse.interest import blend
 from pulse.local.runtime import LocalRuntime
 from pulse.movielens import Movie, Rating, catalog_record, leave_last_out, load_movies, load_ratings, rating_event
@@ -128,7 +135,8 @@ class Api:
     def get(self, path: str, **query: Any) -> dict[str, Any]:
         url = f"{self.base_url}{urllib.parse.quote(path)}?{urllib.parse.urlencode(query)}"
         with urllib.request.urlopen(url, timeout=30) as response:
-            return json.loads(response.read())
+            answer: dict[str, Any] = json.loads(response.read())
+            return answer
 
 
 def run_evaluation(options: EvalOptions, progress: Progress | None = None,
@@ -173,7 +181,8 @@ def run_evaluation(options: EvalOptions, progress: Progress | None = None,
         runtime.stop()
 
 
-def publish(runtime: LocalRuntime, movies: dict[str, Movie], train: Sequence[Rating], progress: Progress) -> dict:
+def publish(runtime: LocalRuntime, movies: dict[str, Movie], train: Sequence[Rating], progress: Progress
+            ) -> dict[str, Any]:
     from pulse_encoder import load_encoder
 
     counts: dict[str, int] = defaultdict(int)
@@ -193,7 +202,7 @@ def publish(runtime: LocalRuntime, movies: dict[str, Movie], train: Sequence[Rat
 class Query:
     rating: Rating
     popular: list[str]  # the popularity baseline's top 10 at that moment
-    shares: dict[str, float]
+    shares: Mapping[str, float]
     seen: int
 
 
@@ -215,7 +224,7 @@ class Timeline:
         self._seen_items: dict[str, set[str]] = defaultdict(set)
         self._replayed, self._replay_seconds = 0, 0.0
 
-    def run(self, ratings: Sequence[Rating]) -> tuple[list, dict[str, Any]]:
+    def run(self, ratings: Sequence[Rating]) -> tuple[list[MethodResult], dict[str, Any]]:
         once = self.options.protocol == "replay-then-train"
         period = self.options.retrain_days * DAY if self.options.retrain_days > 0 and not once else math.inf
         start = ratings[0].ts
@@ -285,6 +294,7 @@ class Timeline:
                                **options)
         if result.published:
             published = time.monotonic()
+            assert result.version is not None  # a published training names its version
             wait_until_serving(self.api, result.version)
             check = float(self.runtime.stack.parameters.get("CatalogCheckSeconds", 2))
             time.sleep(max(0.0, published + check + 0.1 - time.monotonic()))
@@ -332,7 +342,8 @@ class Timeline:
         return self._versions[version]
 
 
-def hit_by_activity_table(results, per_user) -> list[dict[str, Any]]:
+def hit_by_activity_table(results: Sequence[MethodResult], per_user: Mapping[str, Any]
+                          ) -> list[dict[str, Any]]:
     rows = []
     for result in results:
         for label, hit, users in hit_by_activity(result.per_user_hits, per_user["activity"]):
