@@ -51,12 +51,12 @@ class CatalogVersion:
 
     version: str
     item_ids: list[str]
-    embeddings: NDArray[Any]  # (n, dim) float32, C-contiguous, rows of unit length
+    embeddings: NDArray[np.float32]  # (n, dim) float32, C-contiguous, rows of unit length
     encoder_fingerprint: str
     titles: list[str | None] = field(default_factory=list)
     categories: list[list[str]] = field(default_factory=list)
-    available: NDArray[Any] = field(default_factory=lambda: np.zeros(0, dtype=bool))
-    popularity: NDArray[Any] = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+    available: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    popularity: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
     created_at: float = 0.0
     # A hybrid version (pulse train): rows are [text block, collaborative block]; texts reach the same space
     # through text_to_collab (ridge map learned on the warm items).
@@ -72,7 +72,7 @@ class CatalogVersion:
     trained_until: float | None = None
     # What users did lately, per item, in [0, 1] (pulse.space_quality.trending_prior, computed by the training):
     # added to personal scores with the learned popularity_weight. Zero until a training publishes.
-    trending: NDArray[Any] = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+    trending: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
 
     def __post_init__(self) -> None:
         count = len(self.item_ids)
@@ -105,7 +105,7 @@ class CatalogVersion:
                            if self.trending.any() else None)
 
     index: dict[str, int] = field(init=False, repr=False)
-    trend32: NDArray[Any] | None = field(init=False, repr=False)
+    trend32: NDArray[np.float32] | None = field(init=False, repr=False)
     category_rows: dict[str, NDArray[Any]] = field(init=False, repr=False)
 
     @property
@@ -115,7 +115,7 @@ class CatalogVersion:
     def __len__(self) -> int:
         return len(self.item_ids)
 
-    def embeddings_for(self, item_ids: Iterable[str]) -> dict[str, NDArray[Any]]:
+    def embeddings_for(self, item_ids: Iterable[str]) -> dict[str, NDArray[np.float32]]:
         return {item_id: self.embeddings[self.index[item_id]] for item_id in item_ids if item_id in self.index}
 
     @property
@@ -136,14 +136,14 @@ class CatalogVersion:
     def text_share(self) -> float:
         return 1.0 if self.text_to_collab is None else self.text_weight / (self.text_weight + self.collab_weight)
 
-    def text_block(self, rows: NDArray[Any] | slice | int = slice(None)) -> NDArray[Any]:
+    def text_block(self, rows: NDArray[Any] | slice | int = slice(None)) -> NDArray[np.float32]:
         """The encoder's (unit) vectors of these rows' texts: the hybrid rows' text block, rescaled."""
         return self.embeddings[rows, : self.text_dim] / np.float32(math.sqrt(self.text_share))
 
-    def text_vectors_for(self, item_ids: Iterable[str]) -> dict[str, NDArray[Any]]:
+    def text_vectors_for(self, item_ids: Iterable[str]) -> dict[str, NDArray[np.float32]]:
         return {item_id: self.text_block(self.index[item_id]) for item_id in item_ids if item_id in self.index}
 
-    def embed_residual(self, residual: NDArray[Any]) -> NDArray[Any]:
+    def embed_residual(self, residual: NDArray[Any]) -> NDArray[np.float64]:
         """A text-space interest vector -> this space, its length kept (blend reads strength from lengths)."""
         strength = float(np.linalg.norm(residual))
         if strength == 0.0:
@@ -157,13 +157,14 @@ class CatalogVersion:
         return self.settings
 
 
-def unit_rows(matrix: NDArray[Any]) -> NDArray[Any]:
+def unit_rows(matrix: NDArray[Any]) -> NDArray[np.float64]:
     matrix = np.asarray(matrix, dtype=np.float64)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
 
 
-def hybrid_vectors(text: NDArray[Any], collab: NDArray[Any], text_weight: float, collab_weight: float) -> NDArray[Any]:
+def hybrid_vectors(text: NDArray[Any], collab: NDArray[Any], text_weight: float, collab_weight: float
+                   ) -> NDArray[np.float32]:
     """Row i = [sqrt(a) * t_i/|t_i|, sqrt(b) * c_i/|c_i|] with a = text_weight/(text_weight + collab_weight),
     b = 1 - a (a zero block stays zero).
 

@@ -128,7 +128,7 @@ class IngestPipeline:
         except Exception:  # noqa: BLE001 - the catalogue store is down: retry these records later
             log.exception("catalogue lookup failed; item events of this batch will be retried")
             known = None
-        vectors: dict[int, NDArray[Any] | None] = {}
+        vectors: dict[int, NDArray[np.float64] | None] = {}
         needs_text: dict[int, str] = {}  # valid's index -> the text to embed
         letters: list[DeadLetter] = []
         for index, pending in enumerate(valid):

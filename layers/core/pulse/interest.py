@@ -42,7 +42,7 @@ RECENT_ITEMS_MAX_BYTES = 144 * 1024  # likewise the recent items; the oldest are
 class ScaleState:
     """One time scale: v (float64 while computing) decayed to time t; t is None while empty."""
 
-    vector: NDArray[Any]
+    vector: NDArray[np.float64]
     t: float | None = None
 
     @classmethod
@@ -50,7 +50,8 @@ class ScaleState:
         return cls(np.zeros(dim, dtype=np.float64), None)
 
 
-def decay_factor(elapsed_seconds: float | NDArray[Any], half_life_seconds: float) -> float | NDArray[Any]:
+def decay_factor(elapsed_seconds: float | NDArray[np.float64], half_life_seconds: float
+                 ) -> float | NDArray[np.float64]:
     factor: float | NDArray[np.float64] = np.exp2(-np.asarray(elapsed_seconds, dtype=np.float64) / half_life_seconds)
     return factor
 
@@ -71,7 +72,7 @@ def fold_events(state: ScaleState, times: NDArray[Any], weights: NDArray[Any], e
     return ScaleState(vector, horizon)
 
 
-def decay_to(state: ScaleState, at: float, half_life_seconds: float) -> NDArray[Any]:
+def decay_to(state: ScaleState, at: float, half_life_seconds: float) -> NDArray[np.float64]:
     """The scale's vector as of `at`. Asking before T gives the state at T (events are never un-applied)."""
     if state.t is None or at <= state.t:
         return state.vector.copy()
@@ -155,7 +156,7 @@ class EmbeddedEvent:
     event: BehaviourEvent
     position: StreamPosition | None
     weight: float
-    embedding: NDArray[Any] | None
+    embedding: NDArray[np.float64] | None
 
 
 @dataclass(frozen=True, slots=True, order=True)

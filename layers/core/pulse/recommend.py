@@ -67,7 +67,7 @@ def interest_vector(user: UserInterest, catalog: CatalogVersion, at: float, half
     return blend(scale_vectors(user, catalog, at, half_lives, type_weights), blend_weights)
 
 
-def top_k(scores: NDArray[Any], k: int) -> NDArray[Any]:
+def top_k(scores: NDArray[Any], k: int) -> NDArray[np.int64]:
     """Indices of the k highest finite scores, best first (ties: lower index first). O(n + k log k).
 
     On large arrays, a cheap pass first: the k-th largest of the per-block maxima is a lower bound of the
@@ -87,7 +87,7 @@ def top_k(scores: NDArray[Any], k: int) -> NDArray[Any]:
     return _exact_top_k(scores, k)
 
 
-def _exact_top_k(scores: NDArray[Any], k: int) -> NDArray[Any]:
+def _exact_top_k(scores: NDArray[Any], k: int) -> NDArray[np.int64]:
     finite = int(np.isfinite(scores).sum())
     k = min(k, finite)
     if k <= 0:
@@ -102,7 +102,7 @@ def _exact_top_k(scores: NDArray[Any], k: int) -> NDArray[Any]:
 
 
 def allowed_mask(catalog: CatalogVersion, *, exclude: set[str] | frozenset[str] = frozenset(),
-                 category: str | None = None) -> NDArray[Any]:
+                 category: str | None = None) -> NDArray[np.bool_]:
     """Rows that may be recommended: available, in the category (if any), not excluded."""
     allowed = catalog.available.copy()
     if category is not None:
@@ -142,7 +142,8 @@ def recommend(catalog: CatalogVersion, user: UserInterest | None, *, k: int, at:
                                         for row, reason in zip(best, reasons, strict=True)])
 
 
-def popular(catalog: CatalogVersion, allowed: NDArray[Any], k: int, category: str | None = None) -> Recommendations:
+def popular(catalog: CatalogVersion, allowed: NDArray[np.bool_], k: int, category: str | None = None
+            ) -> Recommendations:
     """Most popular allowed items; score = popularity relative to the most popular item (0..1): the catalogue's
     own `popularity` when the upload gave one, else what users did lately (the version's trending prior)."""
     measure = catalog.popularity if catalog.popularity.any() else catalog.trending
