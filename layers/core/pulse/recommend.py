@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,7 +28,7 @@ class ScoredItem:
 
 @dataclass(frozen=True, slots=True)
 class Recommendations:
-    strategy: str  # "personal" | "popular"
+    strategy: Literal["personal", "popular"]
     items: list[ScoredItem] = field(default_factory=list)
 
 
