@@ -9,7 +9,7 @@ SAM := $(SAM_VENV)/bin/sam
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: demo test encoder build lint deploy local eval bench soak clean help install mutation
+.PHONY: demo test check encoder build lint deploy local eval bench soak clean help install mutation
 
 help:
 	@echo "make demo     install, build the encoder, replay MovieLens-100K through the local stack, show results"
@@ -22,6 +22,7 @@ help:
 	@echo "make build    sam build (+ layer size check)"
 	@echo "make deploy   sam build && sam deploy --guided"
 	@echo "make lint     ruff"
+	@echo "make check    ruff and mypy --strict (what CI runs beside make test)"
 	@echo "make mutation mutmut over the core modules with their fast tests; killed/survived per module (long, not in CI)"
 
 $(VENV)/.installed: pyproject.toml layers/core/requirements.txt layers/encoder/requirements.txt
@@ -94,7 +95,11 @@ deploy: build
 	$(SAM) deploy --guided
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check layers functions tests
+	$(VENV)/bin/ruff check layers functions tests tools
+
+# Static checks CI runs beside the tests: ruff, and mypy --strict on the deployed and developer packages.
+check: lint
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf .aws-sam .pulse .mutation layers/encoder/pulse_encoder/model

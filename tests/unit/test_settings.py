@@ -112,3 +112,7 @@ def test_the_template_default_comparison_notices_a_parameter_default_that_disagr
 def test_an_unset_admin_scope_is_the_templates_default_and_an_empty_one_means_none():
     assert Settings.from_env({}).access.admin_scope == "pulse/admin"
     assert Settings.from_env({"PULSE_ADMIN_SCOPE": ""}).access.admin_scope == ""
+
+
+def test_without_pulse_table_the_table_name_is_the_default_name():
+    assert Settings.from_env({}).table_name == "pulse-interest"

@@ -17,17 +17,28 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # BLAS reads its thread count when NumPy loads: before any import of NumPy.
 for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 
 import numpy as np  # noqa: E402
+from numpy.typing import NDArray  # noqa: E402
 
 from pulse_dev.local.project import project_root  # noqa: E402
 from pulse_dev.stats import percentile  # noqa: E402
+
+if TYPE_CHECKING:
+    from pulse.catalog import CatalogReader
+    from pulse.ingest import Embedder
+    from pulse.interest import UserInterest
+    from pulse.store import Result
+    from pulse_dev.local.functions import Handler
+    from pulse_dev.local.stack import LocalStack
+    from pulse_dev.movielens import Rating
 
 BEHAVIOUR_TEXTS = Path("tests") / "fixtures" / "behaviour_texts.txt"  # in the project folder
 DIM = 384
@@ -56,7 +67,7 @@ QUICK = BenchSizes(catalog_items=(2_000, 20_000), s3_load_max_items=20_000, enco
 # --- measuring ----------------------------------------------------------------------------------
 
 
-def timings_ms(call: Callable[[], Any], repeats: int, warmup: int = 2) -> np.ndarray:
+def timings_ms(call: Callable[[], Any], repeats: int, warmup: int = 2) -> NDArray[Any]:
     for _ in range(warmup):
         call()
     samples = np.empty(repeats)
@@ -67,8 +78,10 @@ def timings_ms(call: Callable[[], Any], repeats: int, warmup: int = 2) -> np.nda
     return samples
 
 
-def summary(samples_ms: np.ndarray) -> dict[str, float]:
-    return {"p50_ms": percentile(samples_ms, 50), "p99_ms": percentile(samples_ms, 99), "n": int(len(samples_ms))}
+def summary(samples_ms: NDArray[Any]) -> dict[str, float]:
+    p50, p99 = percentile(samples_ms, 50), percentile(samples_ms, 99)
+    assert p50 is not None and p99 is not None, "timing needs at least one sample"
+    return {"p50_ms": p50, "p99_ms": p99, "n": int(len(samples_ms))}
 
 
 def resident_mb() -> float:
@@ -95,7 +108,7 @@ def read_bandwidth_gb_s(size_bytes: int) -> float:
     return buffer.nbytes / best / 1e9
 
 
-def unit_catalog_matrix(items: int, seed: int = 0) -> np.ndarray:
+def unit_catalog_matrix(items: int, seed: int = 0) -> NDArray[Any]:
     rng = np.random.default_rng(seed)
     matrix = np.empty((items, DIM), dtype=np.float32)
     for start in range(0, items, 100_000):  # in slices: no float64 copy of a 1.5 GB matrix
@@ -143,7 +156,7 @@ def encoder_figures(model_file: str, texts: Sequence[str], batch: int) -> dict[s
     cold = cold_start_encoder(model_file)
     single, batched = Encoder(model_file=model_file), Encoder(model_file=model_file, batch_size=batch)
     single.encode(["warm up"])
-    latencies = np.array([timings_ms(lambda text=text: single.encode([text]), 1, warmup=0)[0] for text in texts])
+    latencies = np.array([timings_ms(partial(single.encode, [text]), 1, warmup=0)[0] for text in texts])
     seconds = min(_seconds(lambda: batched.encode(texts)) for _ in range(2))
     return {"batch1_texts_per_s": round(1000 / float(np.mean(latencies)), 1),
             f"batch{batch}_texts_per_s": round(len(texts) / seconds, 1),
@@ -159,7 +172,8 @@ def cold_start_encoder(model_file: str) -> dict[str, float]:
             "print(json.dumps({'cold_start_ms': round((loaded - imported) * 1000, 1), "
             "'rss_after_load_mb': round(resident_mb(), 1), 'rss_python_mb': round(before, 1)}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    figures: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return figures
 
 
 def bench_pytorch(texts: Sequence[str]) -> dict[str, Any]:
@@ -186,7 +200,7 @@ def bench_pytorch(texts: Sequence[str]) -> dict[str, Any]:
             mask = tokens["attention_mask"].unsqueeze(-1)
             torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1)
 
-    latencies = np.array([timings_ms(lambda text=text: encode(text), 1, warmup=0)[0] for text in texts])
+    latencies = np.array([timings_ms(partial(encode, text), 1, warmup=0)[0] for text in texts])
     return {"batch1_texts_per_s": round(1000 / float(np.mean(latencies)), 1),
             **{f"batch1_{key}": value for key, value in summary(latencies).items()}}
 
@@ -211,26 +225,26 @@ class MeasuredStore:
         self.write_units = 0
         self.item_bytes: list[int] = []
 
-    def get(self, user_id):
+    def get(self, user_id: str) -> UserInterest | None:
         return self.inner.get(user_id)
 
-    def delete(self, user_id):
+    def delete(self, user_id: str) -> bool:
         return self.inner.delete(user_id)
 
     @property
     def writes(self) -> int:
         return self.inner.writes
 
-    def get_many(self, user_ids):
+    def get_many(self, user_ids: Sequence[str]) -> dict[str, UserInterest]:
         return self.inner.get_many(user_ids)
 
-    def update(self, user_id, mutate, **options):
+    def update(self, user_id: str, mutate: Callable[[UserInterest], Result], *args: Any, **options: Any) -> Result:
         from datetime import timedelta
 
         from pulse.store import _to_item, dynamodb_item_bytes
 
         before = self.inner.writes
-        result = self.inner.update(user_id, mutate, **options)
+        result = self.inner.update(user_id, mutate, *args, **options)
         if self.inner.writes > before:
             size = dynamodb_item_bytes(_to_item(self.model, self.inner.items[user_id], time.time(),
                                                 timedelta(days=180)).serialize())
@@ -239,7 +253,7 @@ class MeasuredStore:
         return result
 
 
-def ingest_handler(pipeline: Any) -> Callable[[dict], dict]:
+def ingest_handler(pipeline: Any) -> Handler:
     """The real ingest function's handler, wired to `pipeline` (its DynamoDB store replaced by a fake)."""
     from pulse_dev.local.functions import import_handler
 
@@ -247,7 +261,8 @@ def ingest_handler(pipeline: Any) -> Callable[[dict], dict]:
                        "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true",
                        "POWERTOOLS_LOG_LEVEL": "WARNING"})
     handler = import_handler(project_root() / "functions" / "ingest" / "app.py", "lambda_handler", "pulse_bench_ingest")
-    sys.modules["pulse_bench_ingest"].ingest_pipeline = lambda: pipeline
+    module: Any = sys.modules["pulse_bench_ingest"]
+    module.ingest_pipeline = lambda: pipeline
     return handler
 
 
@@ -263,7 +278,7 @@ def lambda_batches(events: Sequence[dict[str, Any]], batch: int) -> list[dict[st
     return [{"Records": records[start:start + batch]} for start in range(0, len(records), batch)]
 
 
-def bench_ingest(sizes: BenchSizes, batch: int, catalog, encoder) -> dict[str, Any]:
+def bench_ingest(sizes: BenchSizes, batch: int, catalog: CatalogReader, encoder: Embedder) -> dict[str, Any]:
     from pulse.dead_letters import InMemoryDeadLetters
     from pulse.ingest import IngestPipeline
     from pulse.settings import Settings
@@ -299,7 +314,8 @@ def bench_ingest(sizes: BenchSizes, batch: int, catalog, encoder) -> dict[str, A
     return result
 
 
-def writes_per_thousand(ratings, catalog, encoder) -> list[dict[str, Any]]:
+def writes_per_thousand(ratings: Sequence[Rating], catalog: CatalogReader, encoder: Embedder
+                        ) -> list[dict[str, Any]]:
     """A realistic stream (MovieLens, time order): one conditional write per user per batch."""
     from pulse.dead_letters import InMemoryDeadLetters
     from pulse.ingest import IngestPipeline
@@ -378,7 +394,7 @@ def patient_s3() -> Iterator[None]:
         aws.reset_clients()
 
 
-def bench_catalog_load(sizes: BenchSizes, stack, tmp: Path) -> list[dict[str, Any]]:
+def bench_catalog_load(sizes: BenchSizes, stack: LocalStack, tmp: Path) -> list[dict[str, Any]]:
     """Loading a published version: from S3 (moto over HTTP, local) and from a local .npy."""
     from pulse.catalog import CatalogVersion
     from pulse.catalog_store import S3CatalogRepository
@@ -389,12 +405,12 @@ def bench_catalog_load(sizes: BenchSizes, stack, tmp: Path) -> list[dict[str, An
         matrix = unit_catalog_matrix(items, seed=2)
         path = tmp / f"catalog-{items}.npy"
         np.save(path, matrix)
-        local = min(_seconds(lambda path=path: np.load(path)) for _ in range(3))
+        local = min(_seconds(partial(np.load, path)) for _ in range(3))
         row = {"items": items, "local_npy_ms": round(local * 1000, 1)}
         if items <= sizes.s3_load_max_items:
             version = CatalogVersion(f"bench-{items}", [str(n) for n in range(items)], matrix, "bench")
             repository.publish(version)
-            row["s3_ms"] = round(min(_seconds(lambda v=version.version: repository.load(v, None))
+            row["s3_ms"] = round(min(_seconds(partial(repository.load, version.version, None))
                                      for _ in range(2)) * 1000, 1)
         rows.append(row)
         path.unlink()
@@ -405,11 +421,11 @@ def bench_catalog_load(sizes: BenchSizes, stack, tmp: Path) -> list[dict[str, An
 # --- 4. API end to end --------------------------------------------------------------------------
 
 
-def bench_api(sizes: BenchSizes, stack) -> dict[str, Any]:
+def bench_api(sizes: BenchSizes, stack: LocalStack) -> dict[str, Any]:
     """GET /users/{id}/recommendations through the real handler (warm), and its cold start in a new process."""
     from pulse.catalog import CatalogVersion
     from pulse.catalog_store import S3CatalogRepository
-    from pulse.interest import ApplyResult, ScaleState, UserInterest
+    from pulse.interest import ApplyResult, ScaleState
     from pulse.store import DynamoInterestStore
     from pulse_dev.local.http import api_gateway_event
 
@@ -440,7 +456,7 @@ def bench_api(sizes: BenchSizes, stack) -> dict[str, Any]:
     return {"items": sizes.api_items, **summary(samples), "cold_start": api_cold_start(stack, users[0])}
 
 
-def api_cold_start(stack, user: str) -> dict[str, Any]:
+def api_cold_start(stack: LocalStack, user: str) -> dict[str, Any]:
     """A new process as a new Lambda container: import the handler, then the first request (catalogue load)."""
     from pulse_dev.local.functions import function_environment
 
@@ -460,7 +476,7 @@ def api_cold_start(stack, user: str) -> dict[str, Any]:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
     if out.returncode != 0:
         raise RuntimeError(f"API cold start failed: {out.stderr[-2000:]}")
-    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    figures: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     figures["total_ms"] = round(figures["import_ms"] + figures["first_request_ms"], 1)
     return figures
 

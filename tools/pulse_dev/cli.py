@@ -258,7 +258,8 @@ def local_target(explicit: str | None, variable: str, key: str, option: str) -> 
         os.environ.setdefault("AWS_DEFAULT_REGION", local["region"])
         for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             os.environ.setdefault(name, "pulse-local")
-        return local[key]
+        target: str = local[key]
+        return target
     raise SystemExit(f"no {key}: pass {option}, set {variable}, or start the local stack (make local)")
 
 

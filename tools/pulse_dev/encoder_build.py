@@ -275,7 +275,7 @@ def quantize(fp32_path: Path, int8_path: Path) -> None:
     if not hasattr(onnx, "mapping"):
         # onnxruntime 1.16's quantizer (pinned for Lambda, see requirements.txt) reads this table, which
         # onnx 1.17+ (needed by the torch exporter) removed; it is the same dtype table under another name.
-        onnx.mapping = types.SimpleNamespace(TENSOR_TYPE_TO_NP_TYPE={
+        onnx.mapping = types.SimpleNamespace(TENSOR_TYPE_TO_NP_TYPE={  # type: ignore[attr-defined]
             tensor_type: info.np_dtype for tensor_type, info in onnx._mapping.TENSOR_TYPE_MAP.items()})
 
     # No quant_pre_process: measured on the fixture texts, it changed neither fidelity (mean cosine to fp32

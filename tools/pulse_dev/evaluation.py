@@ -6,9 +6,13 @@ import math
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 K = 10
 
@@ -73,7 +77,7 @@ class PopularityShares(Mapping[str, float]):
     """A snapshot of each item's share of the interactions counted so far. A never-seen item gets
     1/(total + 1), as if it were about to get its first interaction: positive, and below any seen item."""
 
-    def __init__(self, index: Mapping[str, int], counts: np.ndarray):
+    def __init__(self, index: Mapping[str, int], counts: NDArray[Any]):
         self._index, self._counts, self.total = index, counts, int(counts.sum())
 
     def __getitem__(self, item_id: str) -> float:
@@ -202,7 +206,7 @@ def plot_report(path: Path, results: Sequence[MethodResult], activity: Sequence[
     figure.savefig(path, dpi=120)
 
 
-def _plot_activity(axis, results: Sequence[MethodResult], activity: Sequence[int]) -> None:
+def _plot_activity(axis: Axes, results: Sequence[MethodResult], activity: Sequence[int]) -> None:
     summaries = [hit_by_activity(result.per_user_hits, activity) for result in results]
     labels = [f"{label}\n({users} users)" for label, _, users in summaries[0]] if summaries else []
     width = 0.8 / max(len(results), 1)
@@ -217,7 +221,7 @@ def _plot_activity(axis, results: Sequence[MethodResult], activity: Sequence[int
         axis.legend()
 
 
-def _plot_timeline(axis, results: Sequence[MethodResult], timeline: Mapping[str, Any]) -> None:
+def _plot_timeline(axis: Axes, results: Sequence[MethodResult], timeline: Mapping[str, Any]) -> None:
     """Hit@10 of the questions asked in each simulated week; trainings as ticks: published (green), refused (red)."""
     days = (np.asarray(timeline["times"], dtype=np.float64) - timeline["start"]) / 86400.0
     if not len(days):
@@ -243,7 +247,7 @@ def _plot_timeline(axis, results: Sequence[MethodResult], timeline: Mapping[str,
     axis.legend(fontsize=7)
 
 
-def _plot_shift(axis, shift_curve: Mapping[str, Sequence[float]]) -> None:
+def _plot_shift(axis: Axes, shift_curve: Mapping[str, Sequence[float]]) -> None:
     for setting, shares in shift_curve.items():
         axis.plot(np.arange(1, len(shares) + 1), shares, marker=".", label=setting)
     axis.axhline(0.5, linestyle="--", color="grey")
@@ -255,7 +259,7 @@ def _plot_shift(axis, shift_curve: Mapping[str, Sequence[float]]) -> None:
         axis.legend(title="half-life")
 
 
-def _plot_freshness(axis, freshness_seconds: Sequence[float]) -> None:
+def _plot_freshness(axis: Axes, freshness_seconds: Sequence[float]) -> None:
     seconds = np.asarray(freshness_seconds, dtype=float)
     axis.hist(seconds, bins=30, color="tab:blue", alpha=0.7)
     if seconds.size:
@@ -268,11 +272,11 @@ def _plot_freshness(axis, freshness_seconds: Sequence[float]) -> None:
     axis.set_ylabel("events")
 
 
-def _mean(values: Sequence[float] | np.ndarray) -> float:
+def _mean(values: Sequence[float] | NDArray[Any]) -> float:
     return float(np.mean(values)) if len(values) else math.nan
 
 
-def _same_length(**sequences: Sequence) -> None:
+def _same_length(**sequences: Sequence[Any]) -> None:
     if len({len(values) for values in sequences.values()}) > 1:
         sizes = ", ".join(f"{name}={len(values)}" for name, values in sequences.items())
         raise ValueError(f"lengths differ: {sizes}")

@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 INSTALL_HINT = "pip install --no-deps recbole==1.2.1"
 # Values the data uses for a missing year or genre; item 267 spells it "unkonwn" in the file itself.
@@ -38,7 +39,8 @@ class Rating:
 def data_dir() -> Path:
     """The ml-100k folder inside the installed recbole package (found without importing it: it imports torch)."""
     spec = importlib.util.find_spec("recbole")
-    folder = Path(spec.submodule_search_locations[0]) / "dataset_example" / "ml-100k" if spec else None
+    locations = spec.submodule_search_locations if spec else None
+    folder = Path(locations[0]) / "dataset_example" / "ml-100k" if locations else None
     if folder is None or not folder.is_dir():
         raise FileNotFoundError(f"MovieLens 100K not found: install it with `{INSTALL_HINT}`")
     return folder
@@ -48,6 +50,7 @@ def load_movies(path: Path | None = None) -> list[Movie]:
     """The movies in file order. A year that is not four digits is recovered from a trailing '(1995)' in the
     title (item 1412 has year 'V'), else None; the 'unknown' genre means no genre."""
     movies = []
+    year: str | None
     for row in _read_table(path or data_dir() / "ml-100k.item"):
         title, year = row["movie_title"].strip(), row.get("release_year", "").strip()
         if not _is_year(year):
@@ -66,16 +69,16 @@ def load_ratings(path: Path | None = None) -> list[Rating]:
     return sorted(ratings, key=_time_order)
 
 
-def catalog_record(movie: Movie, popularity: int = 0) -> dict:
+def catalog_record(movie: Movie, popularity: int = 0) -> dict[str, Any]:
     """One catalogue JSONL line; the year goes into the item's metadata (omitted when unknown)."""
-    record = {"item_id": movie.item_id, "title": movie.display_title, "categories": list(movie.genres),
+    record: dict[str, Any] = {"item_id": movie.item_id, "title": movie.display_title, "categories": list(movie.genres),
               "popularity": popularity}
     if movie.year:
         record["year"] = movie.year
     return record
 
 
-def rating_event(rating: Rating) -> dict:
+def rating_event(rating: Rating) -> dict[str, Any]:
     """The behaviour event for a rating; the event id is stable, so replays are deduplicated."""
     return {"event_id": f"ml-{rating.user_id}-{rating.item_id}-{int(rating.ts)}", "user_id": rating.user_id,
             "type": "rate", "item_id": rating.item_id, "value": rating.rating, "ts": rating.ts}

@@ -37,7 +37,7 @@ TESTS = {
               "tests/unit/test_state_bounds.py", "tests/unit/test_interest.py", "tests/unit/test_ingest_pipeline.py",
               "tests/integration/test_ingest_handler.py", "tests/integration/test_faults.py",
               "tests/integration/test_privacy.py"],
-    "ingest": ["tests/unit/test_ingest_pipeline.py", "tests/unit/test_event_fuzz.py",
+    "ingest": ["tests/unit/test_ingest_pipeline.py", "tests/unit/test_ingest_edges.py", "tests/unit/test_event_fuzz.py",
                "tests/integration/test_ingest_handler.py", "tests/integration/test_faults.py"],
     "catalog_store": ["tests/unit/test_catalog.py", "tests/integration/test_catalog_faults.py",
                       "tests/integration/test_training.py", "tests/integration/test_faults.py"],

@@ -17,10 +17,13 @@ import tracemalloc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
-from pulse.collaborative import Interactions, SpaceConfig, TrainedSpace, hybrid_vectors, train
+from pulse.catalog import hybrid_vectors
+from pulse.collaborative import Interactions, SpaceConfig, TrainedSpace, train
 from pulse.events import BehaviourEvent
 from pulse.interest import (
     DEFAULT_TYPE_WEIGHTS,
@@ -51,15 +54,15 @@ class Stage:
     users: list[str]
     histories: list[list[Rating]]
     targets: list[str]
-    times: np.ndarray
-    popularity_counts: np.ndarray  # (users, items): ratings of each item before the query moment
-    rows: list[np.ndarray] = field(default_factory=list)  # per user: catalogue rows of the history
-    stamps: list[np.ndarray] = field(default_factory=list)  # per user: their times
-    ratings: list[np.ndarray] = field(default_factory=list)  # per user: their star values
+    times: NDArray[Any]
+    popularity_counts: NDArray[Any]  # (users, items): ratings of each item before the query moment
+    rows: list[NDArray[Any]] = field(default_factory=list)  # per user: catalogue rows of the history
+    stamps: list[NDArray[Any]] = field(default_factory=list)  # per user: their times
+    ratings: list[NDArray[Any]] = field(default_factory=list)  # per user: their star values
     stream: Sequence[Rating] = ()  # every rating in time order: what the trending prior is computed from
-    _trending: dict[float, np.ndarray] = field(default_factory=dict, repr=False)
+    _trending: dict[float, NDArray[Any]] = field(default_factory=dict, repr=False)
 
-    def trending(self, index: Mapping[str, int], half_life: float) -> np.ndarray:
+    def trending(self, index: Mapping[str, int], half_life: float) -> NDArray[Any]:
         """(users, items): the trending prior (pulse.space_quality.trending_prior) of the ratings before each
         query moment, as a training at that moment would publish it."""
         if half_life not in self._trending:
@@ -117,7 +120,7 @@ def load_split(movies: Sequence[Movie] | None = None, ratings: Sequence[Rating] 
     return Split(movies, index, train_ratings, stages)
 
 
-def _popularity_at(ratings: Sequence[Rating], queries: Sequence[Rating], index: Mapping[str, int]) -> np.ndarray:
+def _popularity_at(ratings: Sequence[Rating], queries: Sequence[Rating], index: Mapping[str, int]) -> NDArray[Any]:
     """Counts of the ratings that come before each query rating in the stream's time order (as `pulse eval`)."""
     wanted = {id(rating): position for position, rating in enumerate(queries)}
     counts = np.zeros(len(index), dtype=np.int64)
@@ -130,14 +133,14 @@ def _popularity_at(ratings: Sequence[Rating], queries: Sequence[Rating], index: 
     return snapshots
 
 
-def rating_weights(scheme: str) -> Callable[[np.ndarray], np.ndarray]:
+def rating_weights(scheme: str) -> Callable[[NDArray[Any]], NDArray[Any]]:
     """Star values -> event weights, as the ingest's TypeWeights give them for `rate` events with
     PULSE_RATING_WEIGHTING=scheme: 'stars' (5 -> 2, 4 -> 1.2, 3 -> 0.4, 2 -> -0.4, 1 -> -1.2) or 'flat' (each 2)."""
     weights = TypeWeights(DEFAULT_TYPE_WEIGHTS, rating_weighting=scheme)
     if scheme not in RATING_WEIGHTINGS:
         raise ValueError(f"unknown rating weighting {scheme!r}; expected one of {RATING_WEIGHTINGS}")
 
-    def weigh(stars: np.ndarray) -> np.ndarray:
+    def weigh(stars: NDArray[Any]) -> NDArray[Any]:
         values, positions = np.unique(stars, return_inverse=True)
         each = [weights.weight(BehaviourEvent("e", "u", "rate", 0.0, item_id="i", value=float(v))) for v in values]
         return np.asarray(each, dtype=np.float64)[positions]
@@ -173,7 +176,7 @@ def single(half_life: float, scheme: str = "flat") -> UserModel:
 DEFAULT_USER_MODEL = UserModel({"short": 60.0, "long": DAY}, {"short": 1.0, "long": 0.2}, "flat")
 
 
-def user_queries(stage: Stage, item_vectors: np.ndarray, model: UserModel) -> np.ndarray:
+def user_queries(stage: Stage, item_vectors: NDArray[Any], model: UserModel) -> NDArray[Any]:
     """(users, dim): each user's interest as of the query time, through pulse.interest (fold, decay, blend)."""
     weigh = rating_weights(model.weights_scheme)
     queries = np.zeros((len(stage.users), item_vectors.shape[1]))
@@ -189,8 +192,8 @@ def user_queries(stage: Stage, item_vectors: np.ndarray, model: UserModel) -> np
     return queries
 
 
-def rank(stage: Stage, split: Split, item_vectors: np.ndarray | None, queries: np.ndarray | None,
-         min_strength: float = 1e-3, prior: np.ndarray | None = None, popularity_weight: float = 0.0
+def rank(stage: Stage, split: Split, item_vectors: NDArray[Any] | None, queries: NDArray[Any] | None,
+         min_strength: float = 1e-3, prior: NDArray[Any] | None = None, popularity_weight: float = 0.0
          ) -> tuple[list[list[str]], int]:
     """Top 10 per user, seen items excluded, full ranking; score = cosine + popularity_weight x prior (users x
     items), as pulse.recommend. As in the API, a user whose interest is weaker than min_strength gets the popular
@@ -217,7 +220,7 @@ def rank(stage: Stage, split: Split, item_vectors: np.ndarray | None, queries: n
     return lists, fallbacks
 
 
-def evaluate_offline(name: str, split: Split, stage_name: str, item_vectors: np.ndarray | None,
+def evaluate_offline(name: str, split: Split, stage_name: str, item_vectors: NDArray[Any] | None,
                      model: UserModel | None = None, *, min_strength: float = 1e-3) -> MethodResult:
     """Hit/NDCG/MRR@10, coverage, novelty of one item space under one user model (item_vectors None:
     the popularity baseline) on the 'valid' or 'test' events."""
@@ -231,13 +234,13 @@ def evaluate_offline(name: str, split: Split, stage_name: str, item_vectors: np.
     return summarize(name, lists, stage.targets, len(split.movies), shares)
 
 
-def _prior(stage: Stage, split: Split, model: UserModel) -> tuple[np.ndarray | None, float]:
+def _prior(stage: Stage, split: Split, model: UserModel) -> tuple[NDArray[Any] | None, float]:
     if not model.popularity_weight:
         return None, 0.0
     return stage.trending(split.index, model.trending_half_life), model.popularity_weight
 
 
-def top10_overlap(split: Split, stage_name: str, old_vectors: np.ndarray, new_vectors: np.ndarray,
+def top10_overlap(split: Split, stage_name: str, old_vectors: NDArray[Any], new_vectors: NDArray[Any],
                   model: UserModel) -> float:
     """Mean |top 10 from the old space ∩ top 10 when the interest built in the old space scores the new one|."""
     stage = split.stages[stage_name]
@@ -247,10 +250,18 @@ def top10_overlap(split: Split, stage_name: str, old_vectors: np.ndarray, new_ve
     return float(np.mean([len(set(a) & set(b)) for a, b in zip(before, after, strict=True)]))
 
 
-def text_matrix(split: Split, path: Path) -> np.ndarray:
+def _every_user(lists: Sequence[list[str] | None]) -> list[list[str]]:
+    """The per-user lists once every group has filled its users' positions."""
+    complete = [items for items in lists if items is not None]
+    if len(complete) != len(lists):
+        raise RuntimeError(f"{len(lists) - len(complete)} users were left without a ranking")
+    return complete
+
+
+def text_matrix(split: Split, path: Path) -> NDArray[Any]:
     """The movies' MiniLM vectors of 'Title (Year) Genre…', cached at `path` (encoding takes ~5 s)."""
     if path.exists():
-        cached = np.load(path)
+        cached: NDArray[Any] = np.load(path)
         if cached.shape[0] == len(split.movies):
             return cached
     from pulse_encoder import load_encoder
@@ -261,7 +272,7 @@ def text_matrix(split: Split, path: Path) -> np.ndarray:
     return matrix
 
 
-def train_measured(split: Split, text: np.ndarray, config: SpaceConfig, seed: int = 0,
+def train_measured(split: Split, text: NDArray[Any], config: SpaceConfig, seed: int = 0,
                    previous: TrainedSpace | None = None) -> tuple[TrainedSpace, int]:
     """-> (space, peak bytes allocated while training, as tracemalloc sees NumPy's buffers)."""
     events = split.interactions()
@@ -283,7 +294,7 @@ def _substage(stage: Stage, positions: Sequence[int]) -> Stage:
     return picked
 
 
-def honest_protocol(split: Split, ratings: Sequence[Rating], text: np.ndarray, config: SpaceConfig,
+def honest_protocol(split: Split, ratings: Sequence[Rating], text: NDArray[Any], config: SpaceConfig,
                     settings: Mapping[str, tuple[tuple[float, float], UserModel]], *, period: float = 7 * DAY,
                     seed: int = 0) -> tuple[list[MethodResult], int]:
     """As production would run: the item space is retrained every `period` on the events before that moment
@@ -326,7 +337,7 @@ def honest_protocol(split: Split, ratings: Sequence[Rating], text: np.ndarray, c
     shares = [PopularityShares(split.index, counts) for counts in stage.popularity_counts]
     popularity_lists, _ = rank(stage, split, None, None)
     results = [summarize("popularity", popularity_lists, stage.targets, len(split.movies), shares)]
-    results += [summarize(f"{family} (retrained every {_duration(period)})", lists[family], stage.targets,
+    results += [summarize(f"{family} (retrained every {_duration(period)})", _every_user(lists[family]), stage.targets,
                           len(split.movies), shares) for family in settings]
     return results, trainings
 

@@ -128,7 +128,7 @@ def _without_users(lines: list[bytes], matcher: _UserMatcher) -> list[bytes]:
     return kept
 
 
-def _decoded(lines: list[bytes]) -> Iterator[dict | InvalidEvent]:
+def _decoded(lines: list[bytes]) -> Iterator[object]:
     """Each record of an archive object as decode_record_data gives it (or why it cannot): one per line, except
     a record pretty-printed over several lines, joined first. A line is parsed once (this is training's read)."""
     start = 0

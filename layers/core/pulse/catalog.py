@@ -8,18 +8,19 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 
 
 class CatalogReader(Protocol):
-    def embeddings_for(self, item_ids: Iterable[str]) -> dict[str, np.ndarray]:
+    def embeddings_for(self, item_ids: Iterable[str]) -> dict[str, NDArray[Any]]:
         """Embeddings of the items the catalogue knows; unknown ids are simply absent."""
         ...
 
-    def embed_texts(self, text_vectors: np.ndarray) -> np.ndarray:
+    def embed_texts(self, text_vectors: NDArray[Any]) -> NDArray[Any]:
         """Encoder vectors of behaviour texts -> the catalogue's item space."""
         ...
 
-    def text_vectors_for(self, item_ids: Iterable[str]) -> dict[str, np.ndarray]:
+    def text_vectors_for(self, item_ids: Iterable[str]) -> dict[str, NDArray[Any]]:
         """The encoder's vectors of the items' texts (what a user's text-space residual is made of)."""
         ...
 
@@ -31,13 +32,13 @@ class CatalogReader(Protocol):
 class EmptyCatalog:
     """No catalogue published yet: every item is unknown, texts stay in the encoder's space."""
 
-    def embeddings_for(self, item_ids: Iterable[str]) -> dict[str, np.ndarray]:
+    def embeddings_for(self, item_ids: Iterable[str]) -> dict[str, NDArray[Any]]:
         return {}
 
-    def embed_texts(self, text_vectors: np.ndarray) -> np.ndarray:
+    def embed_texts(self, text_vectors: NDArray[Any]) -> NDArray[Any]:
         return text_vectors
 
-    def text_vectors_for(self, item_ids: Iterable[str]) -> dict[str, np.ndarray]:
+    def text_vectors_for(self, item_ids: Iterable[str]) -> dict[str, NDArray[Any]]:
         return {}
 
     def learned_settings(self) -> dict[str, Any] | None:
@@ -50,16 +51,16 @@ class CatalogVersion:
 
     version: str
     item_ids: list[str]
-    embeddings: np.ndarray  # (n, dim) float32, C-contiguous, rows of unit length
+    embeddings: NDArray[np.float32]  # (n, dim) float32, C-contiguous, rows of unit length
     encoder_fingerprint: str
     titles: list[str | None] = field(default_factory=list)
     categories: list[list[str]] = field(default_factory=list)
-    available: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
-    popularity: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+    available: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    popularity: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
     created_at: float = 0.0
     # A hybrid version (pulse train): rows are [text block, collaborative block]; texts reach the same space
     # through text_to_collab (ridge map learned on the warm items).
-    text_to_collab: np.ndarray | None = None
+    text_to_collab: NDArray[Any] | None = None
     text_weight: float = 1.0
     collab_weight: float = 0.0
     # Interest settings chosen by the training that made this version (half_lives, blend_weights,
@@ -71,7 +72,7 @@ class CatalogVersion:
     trained_until: float | None = None
     # What users did lately, per item, in [0, 1] (pulse.space_quality.trending_prior, computed by the training):
     # added to personal scores with the learned popularity_weight. Zero until a training publishes.
-    trending: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+    trending: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
 
     def __post_init__(self) -> None:
         count = len(self.item_ids)
@@ -104,8 +105,8 @@ class CatalogVersion:
                            if self.trending.any() else None)
 
     index: dict[str, int] = field(init=False, repr=False)
-    trend32: np.ndarray | None = field(init=False, repr=False)
-    category_rows: dict[str, np.ndarray] = field(init=False, repr=False)
+    trend32: NDArray[np.float32] | None = field(init=False, repr=False)
+    category_rows: dict[str, NDArray[Any]] = field(init=False, repr=False)
 
     @property
     def dim(self) -> int:
@@ -114,14 +115,14 @@ class CatalogVersion:
     def __len__(self) -> int:
         return len(self.item_ids)
 
-    def embeddings_for(self, item_ids: Iterable[str]) -> dict[str, np.ndarray]:
+    def embeddings_for(self, item_ids: Iterable[str]) -> dict[str, NDArray[np.float32]]:
         return {item_id: self.embeddings[self.index[item_id]] for item_id in item_ids if item_id in self.index}
 
     @property
     def is_hybrid(self) -> bool:
         return self.text_to_collab is not None
 
-    def embed_texts(self, text_vectors: np.ndarray) -> np.ndarray:
+    def embed_texts(self, text_vectors: NDArray[Any]) -> NDArray[Any]:
         """Encoder vectors -> this version's item space (a search moves the whole interest, not only text)."""
         if self.text_to_collab is None:
             return text_vectors
@@ -135,33 +136,35 @@ class CatalogVersion:
     def text_share(self) -> float:
         return 1.0 if self.text_to_collab is None else self.text_weight / (self.text_weight + self.collab_weight)
 
-    def text_block(self, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+    def text_block(self, rows: NDArray[Any] | slice | int = slice(None)) -> NDArray[np.float32]:
         """The encoder's (unit) vectors of these rows' texts: the hybrid rows' text block, rescaled."""
         return self.embeddings[rows, : self.text_dim] / np.float32(math.sqrt(self.text_share))
 
-    def text_vectors_for(self, item_ids: Iterable[str]) -> dict[str, np.ndarray]:
+    def text_vectors_for(self, item_ids: Iterable[str]) -> dict[str, NDArray[np.float32]]:
         return {item_id: self.text_block(self.index[item_id]) for item_id in item_ids if item_id in self.index}
 
-    def embed_residual(self, residual: np.ndarray) -> np.ndarray:
+    def embed_residual(self, residual: NDArray[Any]) -> NDArray[np.float64]:
         """A text-space interest vector -> this space, its length kept (blend reads strength from lengths)."""
         strength = float(np.linalg.norm(residual))
         if strength == 0.0:
             return np.zeros(self.dim)
         if self.text_to_collab is None:
             return np.asarray(residual, dtype=np.float64)
-        return strength * self.embed_texts((residual / strength)[None, :]).astype(np.float64)[0]
+        vector: NDArray[np.float64] = strength * self.embed_texts((residual / strength)[None, :]).astype(np.float64)[0]
+        return vector
 
     def learned_settings(self) -> dict[str, Any] | None:
         return self.settings
 
 
-def unit_rows(matrix: np.ndarray) -> np.ndarray:
+def unit_rows(matrix: NDArray[Any]) -> NDArray[np.float64]:
     matrix = np.asarray(matrix, dtype=np.float64)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
 
 
-def hybrid_vectors(text: np.ndarray, collab: np.ndarray, text_weight: float, collab_weight: float) -> np.ndarray:
+def hybrid_vectors(text: NDArray[Any], collab: NDArray[Any], text_weight: float, collab_weight: float
+                   ) -> NDArray[np.float32]:
     """Row i = [sqrt(a) * t_i/|t_i|, sqrt(b) * c_i/|c_i|] with a = text_weight/(text_weight + collab_weight),
     b = 1 - a (a zero block stays zero).
 
@@ -176,8 +179,8 @@ def hybrid_vectors(text: np.ndarray, collab: np.ndarray, text_weight: float, col
     return np.ascontiguousarray(np.hstack(blocks), dtype=np.float32)
 
 
-def in_memory_catalog(item_ids: Sequence[str], embeddings: np.ndarray, *, fingerprint: str = "test",
-                      **columns) -> CatalogVersion:
+def in_memory_catalog(item_ids: Sequence[str], embeddings: NDArray[Any], *, fingerprint: str = "test",
+                      **columns: Any) -> CatalogVersion:
     return CatalogVersion(version="in-memory", item_ids=list(item_ids),
                           embeddings=np.ascontiguousarray(embeddings, dtype=np.float32),
                           encoder_fingerprint=fingerprint, **columns)

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 import numpy as np
+from numpy.typing import NDArray
 
 from pulse.catalog import CatalogVersion, hybrid_vectors
 from pulse.catalog_store import CatalogRefused
@@ -139,7 +140,7 @@ def content_version(items: Sequence[CatalogItem], encoder_fingerprint: str) -> s
     return f"v-{digest.hexdigest()[:20]}"
 
 
-def build_catalog(items: Sequence[CatalogItem], encode: Callable[[Sequence[str]], np.ndarray],
+def build_catalog(items: Sequence[CatalogItem], encode: Callable[[Sequence[str]], NDArray[Any]],
                   encoder_fingerprint: str, *, batch_size: int = 256,
                   progress: Callable[[int], None] | None = None) -> CatalogVersion:
     if not items:
@@ -200,8 +201,8 @@ class PublishResult:
     basis: str | None = None
 
 
-def extend_space(serving: CatalogVersion, state: dict[str, np.ndarray], uploaded: CatalogVersion
-                 ) -> tuple[CatalogVersion, dict[str, np.ndarray]]:
+def extend_space(serving: CatalogVersion, state: dict[str, NDArray[Any]], uploaded: CatalogVersion
+                 ) -> tuple[CatalogVersion, dict[str, NDArray[Any]]]:
     """The uploaded items in the serving version's learned space (its dimensionality and basis kept).
 
     Text blocks come from the upload (a changed text updates its block). An item the training saw in use keeps
@@ -249,7 +250,7 @@ def publish_catalog(lines: Iterable[str | bytes], encoder: Any, repository: Any,
     return PublishResult(catalog.version, len(catalog), new_files, problems, catalog.basis)
 
 
-def _serving_space(repository: Any, fingerprint: str) -> tuple[CatalogVersion | None, dict[str, np.ndarray] | None]:
+def _serving_space(repository: Any, fingerprint: str) -> tuple[CatalogVersion | None, dict[str, NDArray[Any]] | None]:
     """The serving version and its training state, when it is a trained space of this encoder."""
     version = repository.current_version()
     if version is None:

@@ -15,11 +15,12 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
+from numpy.typing import NDArray
 
 from pulse import aws
 from pulse.catalog import CatalogVersion
@@ -123,7 +124,7 @@ class S3CatalogRepository:
             settings=learned, basis=manifest.get("basis") or f"text-{manifest['encoder_fingerprint'][:12]}",
             trained_until=manifest.get("trained_until"))
 
-    def load_training_state(self, version: str) -> dict[str, np.ndarray] | None:
+    def load_training_state(self, version: str) -> dict[str, NDArray[Any]] | None:
         """A hybrid version's text block, collaborative block and warm rows (what the next training aligns to)."""
         body = self._get(f"{self.prefix}versions/{version}/training.npz")
         if body is None:
@@ -131,7 +132,7 @@ class S3CatalogRepository:
         with np.load(io.BytesIO(body), allow_pickle=False) as arrays:
             return {name: arrays[name] for name in arrays.files}
 
-    def publish(self, catalog: CatalogVersion, training_state: dict[str, np.ndarray] | None = None,
+    def publish(self, catalog: CatalogVersion, training_state: dict[str, NDArray[Any]] | None = None,
                 space: dict[str, Any] | None = None) -> bool:
         """Write the version (unless it is already complete) and point CURRENT at it. True if new files."""
         base = f"{self.prefix}versions/{catalog.version}/"
@@ -157,7 +158,7 @@ class S3CatalogRepository:
                         "encoder_fingerprint": catalog.encoder_fingerprint, "created_at": catalog.created_at,
                         "basis": catalog.basis, "settings": catalog.settings, "trained_until": catalog.trained_until,
                         "sha256": {name: hashlib.sha256(body).hexdigest() for name, body in files.items()}}
-            if catalog.is_hybrid:
+            if catalog.text_to_collab is not None:  # catalog.is_hybrid
                 manifest["space"] = {"kind": "hybrid", "text_weight": catalog.text_weight,
                                      "collab_weight": catalog.collab_weight,
                                      "text_dim": catalog.dim - catalog.text_to_collab.shape[1],
@@ -171,7 +172,8 @@ class S3CatalogRepository:
     def _get(self, key: str) -> bytes | None:
         s3 = aws.client("s3")
         try:
-            return s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            body: bytes = s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            return body
         except s3.exceptions.NoSuchKey:
             return None
         except ClientError as error:
@@ -208,7 +210,7 @@ def _check_learned(version: str, learned: Any) -> None:
         raise CatalogRefused(f"version {version}: its learned settings are malformed: {learned!r:.200}")
 
 
-def _npy(matrix: np.ndarray) -> bytes:
+def _npy(matrix: NDArray[Any]) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(matrix, dtype=np.float32), allow_pickle=False)
     return buffer.getvalue()
@@ -311,20 +313,20 @@ class LiveCatalog:
         log.error("catalogue version refused: %s", reason)
         self.on_refused(reason)
 
-    def embeddings_for(self, item_ids):
+    def embeddings_for(self, item_ids: Iterable[str]) -> dict[str, NDArray[Any]]:
         """CatalogReader for the ingest function: no catalogue yet -> every item is unknown."""
         catalog = self._current_for_ingest()
         return catalog.embeddings_for(item_ids) if catalog is not None else {}
 
-    def embed_texts(self, text_vectors):
+    def embed_texts(self, text_vectors: NDArray[Any]) -> NDArray[Any]:
         catalog = self._current_for_ingest()
         return catalog.embed_texts(text_vectors) if catalog is not None else text_vectors
 
-    def text_vectors_for(self, item_ids):
+    def text_vectors_for(self, item_ids: Iterable[str]) -> dict[str, NDArray[Any]]:
         catalog = self._current_for_ingest()
         return catalog.text_vectors_for(item_ids) if catalog is not None else {}
 
-    def learned_settings(self):
+    def learned_settings(self) -> dict[str, Any] | None:
         catalog = self._current_for_ingest()
         return catalog.learned_settings() if catalog is not None else None
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import NDArray
 
 from pulse.catalog import hybrid_vectors
 
@@ -24,9 +26,9 @@ _PAIR_CHUNK = 2_000_000
 class Interactions:
     """Events as parallel arrays: user (any integer id), item row in the catalogue, epoch seconds."""
 
-    user_ids: np.ndarray
-    item_rows: np.ndarray
-    times: np.ndarray
+    user_ids: NDArray[Any]
+    item_rows: NDArray[Any]
+    times: NDArray[Any]
 
     def __post_init__(self) -> None:
         sizes = {len(self.user_ids), len(self.item_rows), len(self.times)}
@@ -37,7 +39,7 @@ class Interactions:
         return len(self.item_rows)
 
 
-def cooccurrence(user_ids: np.ndarray, item_rows: np.ndarray, times: np.ndarray, n_items: int, *,
+def cooccurrence(user_ids: NDArray[Any], item_rows: NDArray[Any], times: NDArray[Any], n_items: int, *,
                  window_seconds: float, half_life_seconds: float, max_neighbours: int = 40) -> sp.csr_matrix:
     """Symmetric item x item matrix, zero diagonal: sum over users of 2^(-|dt|/half_life) per pair of events.
 
@@ -54,7 +56,7 @@ def cooccurrence(user_ids: np.ndarray, item_rows: np.ndarray, times: np.ndarray,
     order = np.lexsort((items, stamps, users))
     users, items, stamps = users[order], items[order], stamps[order]
     total = sp.csr_matrix((n_items, n_items), dtype=np.float64)
-    buffered: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    buffered: list[tuple[NDArray[Any], NDArray[Any], NDArray[Any]]] = []
     pending = 0
     for offset in range(1, max(0, min(max_neighbours, len(items) - 1)) + 1):
         elapsed = stamps[offset:] - stamps[:-offset]
@@ -78,7 +80,7 @@ def cooccurrence(user_ids: np.ndarray, item_rows: np.ndarray, times: np.ndarray,
     return symmetric
 
 
-def _pairs_to_csr(chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n_items: int) -> sp.csr_matrix:
+def _pairs_to_csr(chunks: list[tuple[NDArray[Any], NDArray[Any], NDArray[Any]]], n_items: int) -> sp.csr_matrix:
     rows = np.concatenate([chunk[0] for chunk in chunks])
     cols = np.concatenate([chunk[1] for chunk in chunks])
     values = np.concatenate([chunk[2] for chunk in chunks])
@@ -102,8 +104,8 @@ def normalize(C: sp.spmatrix, method: str = "sym") -> sp.csr_matrix:
     raise ValueError(f"unknown normalization {method!r}; expected 'sym' or 'ppmi'")
 
 
-def top_eigenpairs(M: sp.spmatrix | np.ndarray, dim: int, *, seed: int, oversample: int = 64,
-                   power_iterations: int = 8) -> tuple[np.ndarray, np.ndarray]:
+def top_eigenpairs(M: sp.spmatrix | NDArray[Any], dim: int, *, seed: int, oversample: int = 64,
+                   power_iterations: int = 8) -> tuple[NDArray[Any], NDArray[Any]]:
     """Largest-algebraic eigenpairs of a symmetric matrix by randomized subspace iteration (Halko et al.).
 
     Seeded and deterministic; costs a few sparse mat-mats, so it scales to catalogues where a dense eigh would
@@ -124,7 +126,7 @@ def top_eigenpairs(M: sp.spmatrix | np.ndarray, dim: int, *, seed: int, oversamp
 
 
 def item_factors(C: sp.spmatrix, dim: int, *, seed: int, method: str = "sym", exponent: float = 0.0,
-                 oversample: int = 64, power_iterations: int = 8) -> np.ndarray:
+                 oversample: int = 64, power_iterations: int = 8) -> NDArray[Any]:
     """(n_items, dim) vectors V * lambda^exponent of the normalized co-occurrence; untouched rows are 0.
 
     Only positive eigenvalues are kept (negative ones encode 'never together', not similarity). Exponent 0
@@ -140,24 +142,27 @@ def item_factors(C: sp.spmatrix, dim: int, *, seed: int, method: str = "sym", ex
     return factors
 
 
-def ridge_map(text: np.ndarray, collab: np.ndarray, warm_mask: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+def ridge_map(text: NDArray[Any], collab: NDArray[Any], warm_mask: NDArray[Any], alpha: float = 1.0) -> NDArray[Any]:
     """W minimizing |text W - collab|^2 + alpha |W|^2 on warm rows: a cold item's best guess from its text."""
     X, Y = np.asarray(text, dtype=np.float64)[warm_mask], np.asarray(collab, dtype=np.float64)[warm_mask]
     gram = X.T @ X + alpha * np.eye(X.shape[1])
-    return np.linalg.solve(gram, X.T @ Y)
+    solution: NDArray[np.float64] = np.linalg.solve(gram, X.T @ Y)
+    return solution
 
 
-def apply_map(text: np.ndarray, W: np.ndarray) -> np.ndarray:
-    return np.asarray(text, dtype=np.float64) @ W
+def apply_map(text: NDArray[Any], W: NDArray[Any]) -> NDArray[Any]:
+    mapped: NDArray[np.float64] = np.asarray(text, dtype=np.float64) @ W
+    return mapped
 
 
-def procrustes(new: np.ndarray, old: np.ndarray, shared_mask: np.ndarray) -> np.ndarray:
+def procrustes(new: NDArray[Any], old: NDArray[Any], shared_mask: NDArray[Any]) -> NDArray[Any]:
     """Orthogonal R minimizing |new R - old| on shared rows; rotating (not refitting) keeps every item's
     geometry, so a vector built in the old space scores the retrained items as before up to the training noise
     (the offline protocol measures that overlap)."""
     A, B = np.asarray(new, dtype=np.float64)[shared_mask], np.asarray(old, dtype=np.float64)[shared_mask]
     left, _, right = np.linalg.svd(A.T @ B, full_matrices=False)
-    return left @ right
+    rotation: NDArray[np.float64] = left @ right
+    return rotation
 
 
 @dataclass(frozen=True)
@@ -182,18 +187,18 @@ class SpaceConfig:
 class TrainedSpace:
     """A trained item space. `collab` is aligned to the previous space (if any); `vectors` is what to score."""
 
-    vectors: np.ndarray  # (n_items, text dim + config.dim) float32
-    collab: np.ndarray  # (n_items, config.dim) float64, cold rows filled from text
-    warm_mask: np.ndarray  # rows with at least one co-occurrence
-    text_map: np.ndarray  # W: text @ W ~ collab
-    rotation: np.ndarray | None  # applied to align onto `previous`, None without one
+    vectors: NDArray[Any]  # (n_items, text dim + config.dim) float32
+    collab: NDArray[Any]  # (n_items, config.dim) float64, cold rows filled from text
+    warm_mask: NDArray[Any]  # rows with at least one co-occurrence
+    text_map: NDArray[Any]  # W: text @ W ~ collab
+    rotation: NDArray[Any] | None  # applied to align onto `previous`, None without one
     config: SpaceConfig
     seed: int
     seconds: dict[str, float] = field(default_factory=dict)
     peak_bytes_estimate: int = 0
 
 
-def train(events: Interactions, n_items: int, item_text: np.ndarray, config: SpaceConfig | None = None,
+def train(events: Interactions, n_items: int, item_text: NDArray[Any], config: SpaceConfig | None = None,
           seed: int = 0, previous: TrainedSpace | None = None) -> TrainedSpace:
     """co-occurrence -> factors -> rotation onto `previous` -> ridge map fills cold rows -> hybrid matrix."""
     config = config or SpaceConfig()

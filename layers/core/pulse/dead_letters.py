@@ -250,7 +250,8 @@ def _parked_bytes(body: dict[str, Any]) -> bytes:
     if body.get("payload_location"):
         bucket, _, key = body["payload_location"].removeprefix("s3://").partition("/")
         try:
-            return aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+            data: bytes = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+            return data
         except Exception as error:  # noqa: BLE001 - e.g. expired with the bucket's lifecycle
             raise ReplayRefused(f"its payload {body['payload_location']} cannot be read ({type(error).__name__})"
                                 ) from None

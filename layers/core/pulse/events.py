@@ -7,7 +7,7 @@ import math
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, overload
 
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "like", "dislike", "skip", "rate", "search")
 TYPES_NEEDING_VALUE = frozenset({"rate"})
@@ -55,8 +55,9 @@ class BehaviourEvent:
     value: float | None = None
 
 
-def decode_record_data(data: bytes) -> dict[str, Any]:
-    """Kinesis record bytes (already base64-decoded) -> JSON object (standard JSON: no NaN or Infinity)."""
+def decode_record_data(data: bytes) -> object:
+    """Kinesis record bytes (already base64-decoded) -> the JSON value (standard JSON: no NaN or Infinity); any
+    value, not only an object: parse_event says when it is not one."""
     if len(data) > MAX_RECORD_BYTES:
         raise InvalidEvent(f"record is {len(data)} bytes; the limit is {MAX_RECORD_BYTES} bytes")
     try:
@@ -143,6 +144,14 @@ def parse_timestamp(raw: Any) -> float:
     return seconds
 
 
+@overload
+def identifier(payload: dict[str, Any], field: str, *, required: Literal[True]) -> str: ...
+
+
+@overload
+def identifier(payload: dict[str, Any], field: str, *, required: bool) -> str | None: ...
+
+
 def identifier(payload: dict[str, Any], field: str, *, required: bool) -> str | None:
     raw = payload.get(field)
     if raw is None:
@@ -181,7 +190,7 @@ _CATEGORY_NAMES = {"Cc": "control", "Cf": "format (invisible or bidi control)", 
 def _event_type(raw: Any) -> str:
     if raw is None:
         raise InvalidEvent("type is required")
-    if raw not in EVENT_TYPES:
+    if not isinstance(raw, str) or raw not in EVENT_TYPES:
         shown = f"'{_clip(raw)}'" if isinstance(raw, str) else _json_type(raw)
         raise InvalidEvent(f"unknown type {shown}; expected one of {', '.join(EVENT_TYPES)}")
     return raw

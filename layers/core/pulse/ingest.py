@@ -14,9 +14,10 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 
 from pulse.catalog import CatalogReader
 from pulse.dead_letters import DeadLetter, DeadLetterSink
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 class Embedder(Protocol):
-    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+    def encode(self, texts: Sequence[str]) -> NDArray[Any]: ...
 
 
 @dataclass(slots=True)
@@ -127,8 +128,8 @@ class IngestPipeline:
         except Exception:  # noqa: BLE001 - the catalogue store is down: retry these records later
             log.exception("catalogue lookup failed; item events of this batch will be retried")
             known = None
-        vectors: dict[int, np.ndarray | None] = {}
-        needs_text: list[int] = []
+        vectors: dict[int, NDArray[np.float64] | None] = {}
+        needs_text: dict[int, str] = {}  # valid's index -> the text to embed
         letters: list[DeadLetter] = []
         for index, pending in enumerate(valid):
             event = pending.event
@@ -137,13 +138,13 @@ class IngestPipeline:
             elif event.item_id is not None and known is None:
                 not_embedded.append(pending)  # the lookup failed: retried, its text must not stand in for it
             elif event.text is not None:
-                needs_text.append(index)
+                needs_text[index] = event.text
             else:
                 letters.append(DeadLetter(f"item_id '{event.item_id}' is not in the catalogue and the event "
                                           "has no text to embed", pending.record))
         if needs_text:
             try:
-                encoded = self.embedder.encode([valid[index].event.text for index in needs_text])
+                encoded = self.embedder.encode(list(needs_text.values()))
                 vectors.update(zip(needs_text, np.asarray(encoded, dtype=np.float64), strict=True))
                 report.texts_embedded += len(needs_text)
             except Exception:  # noqa: BLE001 - the encoder failed: retry these records later

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from pulse.events import BehaviourEvent
 
@@ -41,7 +42,7 @@ RECENT_ITEMS_MAX_BYTES = 144 * 1024  # likewise the recent items; the oldest are
 class ScaleState:
     """One time scale: v (float64 while computing) decayed to time t; t is None while empty."""
 
-    vector: np.ndarray
+    vector: NDArray[np.float64]
     t: float | None = None
 
     @classmethod
@@ -49,11 +50,13 @@ class ScaleState:
         return cls(np.zeros(dim, dtype=np.float64), None)
 
 
-def decay_factor(elapsed_seconds: float | np.ndarray, half_life_seconds: float) -> float | np.ndarray:
-    return np.exp2(-np.asarray(elapsed_seconds, dtype=np.float64) / half_life_seconds)
+def decay_factor(elapsed_seconds: float | NDArray[np.float64], half_life_seconds: float
+                 ) -> float | NDArray[np.float64]:
+    factor: float | NDArray[np.float64] = np.exp2(-np.asarray(elapsed_seconds, dtype=np.float64) / half_life_seconds)
+    return factor
 
 
-def fold_events(state: ScaleState, times: np.ndarray, weights: np.ndarray, embeddings: np.ndarray,
+def fold_events(state: ScaleState, times: NDArray[Any], weights: NDArray[Any], embeddings: NDArray[Any],
                 half_life_seconds: float) -> ScaleState:
     """Apply many events at once; equal (up to rounding) to applying them one by one in any order."""
     if len(times) == 0:
@@ -69,14 +72,14 @@ def fold_events(state: ScaleState, times: np.ndarray, weights: np.ndarray, embed
     return ScaleState(vector, horizon)
 
 
-def decay_to(state: ScaleState, at: float, half_life_seconds: float) -> np.ndarray:
+def decay_to(state: ScaleState, at: float, half_life_seconds: float) -> NDArray[np.float64]:
     """The scale's vector as of `at`. Asking before T gives the state at T (events are never un-applied)."""
     if state.t is None or at <= state.t:
         return state.vector.copy()
     return state.vector * decay_factor(at - state.t, half_life_seconds)
 
 
-def blend(vectors: Mapping[str, np.ndarray], blend_weights: Mapping[str, float]) -> np.ndarray:
+def blend(vectors: Mapping[str, NDArray[Any]], blend_weights: Mapping[str, float]) -> NDArray[Any]:
     """Weighted sum of the per-scale vectors, each first scaled to unit length so scales compare.
 
     A scale's length still matters through a soft cap: a scale whose interest has decayed far below one
@@ -153,7 +156,7 @@ class EmbeddedEvent:
     event: BehaviourEvent
     position: StreamPosition | None
     weight: float
-    embedding: np.ndarray | None
+    embedding: NDArray[np.float64] | None
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -236,7 +239,7 @@ def forget_user(user: UserInterest, at: float) -> ForgetResult:
     return result
 
 
-TextVectors = Callable[[Iterable[str]], Mapping[str, np.ndarray]]
+TextVectors = Callable[[Iterable[str]], Mapping[str, NDArray[Any]]]
 
 
 def apply_user_events(user: UserInterest, batch: Sequence[EmbeddedEvent], settings: InterestSettings,
@@ -287,15 +290,18 @@ def _fold_into_scales(user: UserInterest, fresh: Sequence[EmbeddedEvent], settin
     if fresh:
         _fold(user, np.array([item.event.ts for item in fresh], dtype=np.float64),
               np.array([item.weight for item in fresh], dtype=np.float64),
-              np.stack([item.embedding for item in fresh]), settings)
+              np.stack([item.embedding for item in fresh if item.embedding is not None]), settings)
 
 
 def _extend_history(user: UserInterest, items: Sequence[EmbeddedEvent], settings: InterestSettings,
                     text_vectors: TextVectors | None) -> None:
     if not items:
         return
-    user.history = sorted(user.history + [Engagement(item.event.ts, item.event.item_id, item.event.type,
-                                                     item.event.value) for item in items])
+    engagements = []
+    for item in items:  # events without an embedding: catalogue item events, so each has an item_id
+        assert item.event.item_id is not None
+        engagements.append(Engagement(item.event.ts, item.event.item_id, item.event.type, item.event.value))
+    user.history = sorted(user.history + engagements)
     overflow = len(user.history) - settings.history_limit
     # One encoding tells whether the budget holds (the rows' sizes sum to the whole's bytes - 1); row by row
     # only when it does not.
@@ -313,7 +319,7 @@ def _extend_history(user: UserInterest, items: Sequence[EmbeddedEvent], settings
               np.stack([np.asarray(vectors[entry.item_id], dtype=np.float64) for entry in kept]), settings)
 
 
-def _fold(user: UserInterest, times: np.ndarray, weights: np.ndarray, embeddings: np.ndarray,
+def _fold(user: UserInterest, times: NDArray[Any], weights: NDArray[Any], embeddings: NDArray[Any],
           settings: InterestSettings) -> None:
     for name, half_life in settings.half_lives.items():
         state = user.scales.get(name)
@@ -353,7 +359,7 @@ def recent_items_json(recent_items: Mapping[str, float]) -> str:
     return json.dumps(recent_items, separators=(",", ":"), ensure_ascii=False)
 
 
-def _history_row(entry: Engagement) -> list:
+def _history_row(entry: Engagement) -> list[Any]:
     return [entry.ts, entry.item_id, entry.type, entry.value]
 
 

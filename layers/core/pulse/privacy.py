@@ -36,6 +36,7 @@ def log_key() -> bytes:
 
 @lru_cache(maxsize=4)
 def _key(secret_id: str | None, explicit: str | None) -> bytes:
+    value: str
     if secret_id is not None:
         try:
             value = aws.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
 from pulse.catalog import CatalogVersion
 from pulse.interest import DEFAULT_TYPE_WEIGHTS, TypeWeights, UserInterest, blend, decay_to
@@ -26,7 +28,7 @@ class ScoredItem:
 
 @dataclass(frozen=True, slots=True)
 class Recommendations:
-    strategy: str  # "personal" | "popular"
+    strategy: Literal["personal", "popular"]
     items: list[ScoredItem] = field(default_factory=list)
 
 
@@ -34,7 +36,7 @@ DEFAULT_WEIGHTS = TypeWeights(DEFAULT_TYPE_WEIGHTS)
 
 
 def scale_vectors(user: UserInterest, catalog: CatalogVersion, at: float, half_lives: Mapping[str, float],
-                  type_weights: TypeWeights = DEFAULT_WEIGHTS) -> dict[str, np.ndarray]:
+                  type_weights: TypeWeights = DEFAULT_WEIGHTS) -> dict[str, NDArray[Any]]:
     """The user's interest per time scale as of `at`, in this catalogue's item space: the history's item events
     weighed and decayed now (events after `at` count undecayed: nothing is un-applied), plus the text-space
     residual mapped into the space. Items the catalogue no longer holds count nothing."""
@@ -60,12 +62,12 @@ def scale_vectors(user: UserInterest, catalog: CatalogVersion, at: float, half_l
 
 
 def interest_vector(user: UserInterest, catalog: CatalogVersion, at: float, half_lives: Mapping[str, float],
-                    blend_weights: Mapping[str, float], type_weights: TypeWeights = DEFAULT_WEIGHTS) -> np.ndarray:
+                    blend_weights: Mapping[str, float], type_weights: TypeWeights = DEFAULT_WEIGHTS) -> NDArray[Any]:
     """The user's interest as of `at`: each scale decayed, then blended."""
     return blend(scale_vectors(user, catalog, at, half_lives, type_weights), blend_weights)
 
 
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+def top_k(scores: NDArray[Any], k: int) -> NDArray[np.int64]:
     """Indices of the k highest finite scores, best first (ties: lower index first). O(n + k log k).
 
     On large arrays, a cheap pass first: the k-th largest of the per-block maxima is a lower bound of the
@@ -80,11 +82,12 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
         threshold = np.partition(block_max, len(block_max) - k)[len(block_max) - k]
         if np.isfinite(threshold):
             rows = np.flatnonzero(scores >= threshold)  # ascending: ties keep their index order
-            return rows[_exact_top_k(scores[rows], k)]
+            best: NDArray[np.int64] = rows[_exact_top_k(scores[rows], k)]
+            return best
     return _exact_top_k(scores, k)
 
 
-def _exact_top_k(scores: np.ndarray, k: int) -> np.ndarray:
+def _exact_top_k(scores: NDArray[Any], k: int) -> NDArray[np.int64]:
     finite = int(np.isfinite(scores).sum())
     k = min(k, finite)
     if k <= 0:
@@ -94,11 +97,12 @@ def _exact_top_k(scores: np.ndarray, k: int) -> np.ndarray:
     above = np.flatnonzero(scores > kth)
     ties = np.flatnonzero(scores == kth)[: k - len(above)]
     candidates = np.concatenate([above, ties])
-    return candidates[np.lexsort((candidates, -scores[candidates]))]
+    ranked: NDArray[np.int64] = candidates[np.lexsort((candidates, -scores[candidates]))]
+    return ranked
 
 
 def allowed_mask(catalog: CatalogVersion, *, exclude: set[str] | frozenset[str] = frozenset(),
-                 category: str | None = None) -> np.ndarray:
+                 category: str | None = None) -> NDArray[np.bool_]:
     """Rows that may be recommended: available, in the category (if any), not excluded."""
     allowed = catalog.available.copy()
     if category is not None:
@@ -115,7 +119,7 @@ def allowed_mask(catalog: CatalogVersion, *, exclude: set[str] | frozenset[str] 
 def recommend(catalog: CatalogVersion, user: UserInterest | None, *, k: int, at: float,
               half_lives: Mapping[str, float], blend_weights: Mapping[str, float], exclude_seen: bool = True,
               category: str | None = None, min_strength: float = 1e-3,
-              type_weights: TypeWeights = DEFAULT_WEIGHTS, query: np.ndarray | None = None,
+              type_weights: TypeWeights = DEFAULT_WEIGHTS, query: NDArray[Any] | None = None,
               popularity_weight: float = 0.0) -> Recommendations:
     """Score = cosine with the user's interest + popularity_weight x the version's trending prior.
     `query`: the user's interest vector when the caller computed it already (else from `user`)."""
@@ -128,7 +132,7 @@ def recommend(catalog: CatalogVersion, user: UserInterest | None, *, k: int, at:
     # A zero interest has no direction to score with, whatever min_strength (0 is allowed): as offline_eval.rank.
     if strength < max(min_strength, 1e-300) or query.shape != (catalog.dim,):
         return popular(catalog, allowed, k, category)
-    scores = catalog.embeddings @ (query / strength).astype(np.float32)
+    scores: NDArray[Any] = catalog.embeddings @ (query / strength).astype(np.float32)
     if popularity_weight and catalog.trend32 is not None:
         scores += np.float32(popularity_weight) * catalog.trend32
     scores = np.where(allowed, scores, -np.inf)
@@ -138,7 +142,8 @@ def recommend(catalog: CatalogVersion, user: UserInterest | None, *, k: int, at:
                                         for row, reason in zip(best, reasons, strict=True)])
 
 
-def popular(catalog: CatalogVersion, allowed: np.ndarray, k: int, category: str | None = None) -> Recommendations:
+def popular(catalog: CatalogVersion, allowed: NDArray[np.bool_], k: int, category: str | None = None
+            ) -> Recommendations:
     """Most popular allowed items; score = popularity relative to the most popular item (0..1): the catalogue's
     own `popularity` when the upload gave one, else what users did lately (the version's trending prior)."""
     measure = catalog.popularity if catalog.popularity.any() else catalog.trending
@@ -161,7 +166,7 @@ def similar_items(catalog: CatalogVersion, item_id: str, k: int) -> list[ScoredI
             for other in top_k(scores, k)]
 
 
-def _personal_reasons(catalog: CatalogVersion, user: UserInterest | None, rows: np.ndarray) -> list[str]:
+def _personal_reasons(catalog: CatalogVersion, user: UserInterest | None, rows: NDArray[Any]) -> list[str]:
     """'because you liked <recent item most similar to it>', or the interest itself when nothing is known."""
     recent = [catalog.index[item_id] for item_id in (user.recent_items if user else {}) if item_id in catalog.index]
     if not recent or len(rows) == 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from pulse.catalog import CatalogReader, EmptyCatalog
 from pulse.catalog_store import LiveCatalog, S3CatalogRepository
@@ -13,6 +14,9 @@ from pulse.privacy import log_key
 from pulse.service import EventPublisher, RecommendationService
 from pulse.settings import settings
 from pulse.store import DynamoInterestStore
+
+if TYPE_CHECKING:
+    from pulse_encoder import Encoder
 
 
 @lru_cache(maxsize=1)
@@ -38,7 +42,7 @@ def catalog_repository() -> S3CatalogRepository:
     return S3CatalogRepository(config.require("bucket", "PULSE_BUCKET"), config.catalog_prefix)
 
 
-def encoder():
+def encoder() -> Encoder:
     from pulse_encoder import load_encoder
 
     return load_encoder(intra_op_threads=settings().encoder_threads)
@@ -74,7 +78,9 @@ def api_service() -> RecommendationService:
     config = settings()
     log_key()
     config.require("bucket", "PULSE_BUCKET")
-    return RecommendationService(store=interest_store(), catalog=live_catalog(), settings=config,
+    catalog = live_catalog()
+    assert catalog is not None  # PULSE_BUCKET is set (required above)
+    return RecommendationService(store=interest_store(), catalog=catalog, settings=config,
                                  encoder_fingerprint=encoder_fingerprint())
 
 

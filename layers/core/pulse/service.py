@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 import numpy as np
+from numpy.typing import NDArray
 
 from pulse import aws
 from pulse.catalog import CatalogVersion
@@ -43,7 +44,74 @@ def path_identifier(raw: str, name: str) -> str:
         raise NotFound(f"no {name.removesuffix('_id')} can have this id: {error}") from None
 
 
-def items_json(items: Sequence[ScoredItem]) -> list[dict[str, Any]]:
+# The answers as JSON-ready dicts, field for field the models of pulse.api_models that the API validates
+# them against.
+
+
+class ScoredItemJson(TypedDict):
+    item_id: str
+    score: float
+    reason: str
+
+
+class RecommendationsAnswer(TypedDict):
+    user_id: str
+    strategy: Literal["personal", "popular"]
+    catalog_version: str
+    items: list[ScoredItemJson]
+
+
+class SimilarAnswer(TypedDict):
+    item_id: str
+    catalog_version: str
+    items: list[ScoredItemJson]
+
+
+class ClosestItemJson(TypedDict):
+    item_id: str
+    title: str | None
+    score: float
+
+
+class ClosestJson(TypedDict):
+    closest_items: list[ClosestItemJson]
+    top_categories: list[str]
+
+
+class ScaleProfileJson(ClosestJson):
+    half_life_seconds: float
+    strength: float
+    decayed_from: float | None
+
+
+class ProfileAnswer(TypedDict):
+    user_id: str
+    event_count: int
+    first_event_ts: float | None
+    last_event_ts: float | None
+    as_of: float
+    strength: float
+    recent_items: list[str]
+    scales: dict[str, ScaleProfileJson]
+    catalog_version: str | None
+
+
+class ForgetAnswer(TypedDict):
+    user_id: str
+    forgotten: bool
+
+
+class HealthAnswer(TypedDict):
+    status: Literal["ok", "degraded"]
+    catalog_version: str | None
+    item_count: int
+    encoder_fingerprint: str | None
+    space: dict[str, Any] | None
+    refused: Any
+    deferred: Any
+
+
+def items_json(items: Sequence[ScoredItem]) -> list[ScoredItemJson]:
     return [{"item_id": item.item_id, "score": item.score, "reason": item.reason} for item in items]
 
 
@@ -56,7 +124,7 @@ class RecommendationService:
     clock: Callable[[], float] = time.time
 
     def recommendations(self, user_id: str, *, k: int, exclude_seen: bool, category: str | None,
-                        at: float | None) -> dict[str, Any]:
+                        at: float | None) -> RecommendationsAnswer:
         user_id = path_identifier(user_id, "user_id")
         catalog = self.catalog.current()
         user = self._user(user_id)
@@ -68,7 +136,7 @@ class RecommendationService:
         return {"user_id": user_id, "strategy": result.strategy, "catalog_version": catalog.version,
                 "items": items_json(result.items)}
 
-    def similar(self, item_id: str, *, k: int) -> dict[str, Any]:
+    def similar(self, item_id: str, *, k: int) -> SimilarAnswer:
         item_id = path_identifier(item_id, "item_id")
         catalog = self.catalog.current()
         if item_id not in catalog.index:
@@ -76,7 +144,7 @@ class RecommendationService:
         return {"item_id": item_id, "catalog_version": catalog.version,
                 "items": items_json(similar_items(catalog, item_id, k))}
 
-    def profile(self, user_id: str, *, at: float | None = None) -> dict[str, Any]:
+    def profile(self, user_id: str, *, at: float | None = None) -> ProfileAnswer:
         user_id = path_identifier(user_id, "user_id")
         user = self._user(user_id)
         if user is None:
@@ -89,7 +157,7 @@ class RecommendationService:
         else:  # no catalogue to embed the history in: the text-space residual alone
             vectors = {name: decay_to(state, now, config.half_lives[name]) for name, state in user.scales.items()
                        if name in config.half_lives}
-        scales = {}
+        scales: dict[str, ScaleProfileJson] = {}
         for name, vector in vectors.items():
             strength = float(np.linalg.norm(vector))
             state = user.scales.get(name)
@@ -103,7 +171,7 @@ class RecommendationService:
                 "recent_items": [item for item, _ in sorted(user.recent_items.items(), key=lambda p: -p[1])][:20],
                 "scales": scales, "catalog_version": catalog.version if catalog else None}
 
-    def forget(self, user_id: str) -> dict[str, Any]:
+    def forget(self, user_id: str) -> ForgetAnswer:
         """A tombstone is written even when nothing is known yet (events in flight stay out); `forgotten` says
         whether there was state to forget."""
         user_id = path_identifier(user_id, "user_id")
@@ -114,7 +182,7 @@ class RecommendationService:
         user = self.store.get(user_id)
         return user if user is not None and user.has_state else None
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> HealthAnswer:
         catalog = self._catalog_or_none()
         space = None
         if catalog is not None:
@@ -145,7 +213,7 @@ def _latest(residual_t: float | None, history: Sequence[Any], now: float) -> flo
     return max(times) if times else None
 
 
-def _closest(catalog: CatalogVersion | None, vector: np.ndarray, strength: float, count: int = 5) -> dict[str, Any]:
+def _closest(catalog: CatalogVersion | None, vector: NDArray[Any], strength: float, count: int = 5) -> ClosestJson:
     if catalog is None or strength == 0.0 or vector.shape != (catalog.dim,):
         return {"closest_items": [], "top_categories": []}
     scores = catalog.embeddings @ (vector / strength).astype(np.float32)

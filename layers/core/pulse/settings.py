@@ -24,6 +24,7 @@ from pulse.interest import (
     TypeWeights,
 )
 
+DEFAULT_TABLE_NAME = "pulse-interest"
 DEFAULT_HALF_LIVES = {"short": 1800.0, "long": 30 * 86400.0}
 DEFAULT_BLEND = {"short": 0.5, "long": 0.5}
 MAX_CLOCK_SKEW_SECONDS = 86400.0  # the template's MaxValue: a day ahead is already a broken clock
@@ -58,7 +59,7 @@ class ConfigurationError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    table_name: str = "pulse-interest"
+    table_name: str = DEFAULT_TABLE_NAME
     dead_letter_queue_url: str | None = None
     half_lives: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_HALF_LIVES))
     blend_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_BLEND))
@@ -154,7 +155,7 @@ class Settings:
             raise ConfigurationError(f"PULSE_RATING_WEIGHTING={rating_weighting!r} must be one of "
                                      f"{', '.join(RATING_WEIGHTINGS)}")
         return cls(
-            table_name=env.get("PULSE_TABLE", cls.table_name),
+            table_name=env.get("PULSE_TABLE", DEFAULT_TABLE_NAME),
             dead_letter_queue_url=env.get("PULSE_DLQ_URL") or None,
             half_lives=half_lives,
             blend_weights=blend,
@@ -199,7 +200,7 @@ class Settings:
         )
 
     def require(self, name: str, variable: str) -> str:
-        value = getattr(self, name)
+        value: str | None = getattr(self, name)
         if not value:
             raise ConfigurationError(f"{variable} is required by this function")
         return value
@@ -270,8 +271,8 @@ def _named_numbers(env: Mapping[str, str], name: str, default: Mapping[str, floa
                                  ) from None
     if not parsed:
         raise ConfigurationError(f"{name} is empty")
-    for key, value in parsed.items():
-        if value != value or value in (float("inf"), float("-inf")) or (positive and value <= 0):
-            raise ConfigurationError(f"{name}: {key}={value} must be a {'positive ' if positive else ''}"
+    for key, number in parsed.items():
+        if number != number or number in (float("inf"), float("-inf")) or (positive and number <= 0):
+            raise ConfigurationError(f"{name}: {key}={number} must be a {'positive ' if positive else ''}"
                                      "finite number")
     return parsed

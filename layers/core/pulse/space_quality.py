@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import NDArray
 
 from pulse.interest import DEFAULT_TYPE_WEIGHTS, RATING_WEIGHTINGS, TypeWeights
 
@@ -41,8 +42,8 @@ class HeldOut:
     """Queries: per user the history rows/times/types/values, the target row and the moment asked."""
 
     users: list[str]
-    targets: np.ndarray  # (Q,) rows
-    times: np.ndarray  # (Q,) epoch seconds
+    targets: NDArray[Any]  # (Q,) rows
+    times: NDArray[Any]  # (Q,) epoch seconds
     history: list[list[Interaction]]
     n_items: int
     seen: sp.csr_matrix = field(init=False)
@@ -53,7 +54,7 @@ class HeldOut:
         self._rows = np.array([event.row for _, event in flat], dtype=np.int64)
         self._ages = np.maximum(0.0, self.times[self._query] - np.array([event.ts for _, event in flat]))
         self._kinds = [(event.type, event.value) for _, event in flat]
-        self._weights: dict[str, np.ndarray] = {}
+        self._weights: dict[str, NDArray[Any]] = {}
         self.seen = sp.csr_matrix((np.ones(len(flat), dtype=bool), (self._query, self._rows)),
                                   shape=(len(self.users), self.n_items))
 
@@ -123,7 +124,7 @@ class Quality:
     hit: float
     ndcg: float
     users: int
-    per_user_ndcg: np.ndarray = field(repr=False, compare=False)
+    per_user_ndcg: NDArray[Any] = field(repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {"hit_at_10": round(self.hit, 4), "ndcg_at_10": round(self.ndcg, 4), "users": self.users}
@@ -135,17 +136,17 @@ class Scorer:
     `prior`: the trending prior (pulse.recommend adds popularity_weight x prior to the cosine): one per item (a
     version's), or one row per query (trending_at: each as of its question's moment)."""
 
-    def __init__(self, queries: HeldOut, item_vectors: np.ndarray, available: np.ndarray | None = None,
-                 prior: np.ndarray | None = None):
+    def __init__(self, queries: HeldOut, item_vectors: NDArray[Any], available: NDArray[Any] | None = None,
+                 prior: NDArray[Any] | None = None):
         self.queries = queries
         self.items = np.asarray(item_vectors, dtype=np.float64)
         self.prior = None if prior is None else np.asarray(prior, dtype=np.float64)
         self.blocked = queries.seen.toarray()
         if available is not None:
             self.blocked |= ~np.asarray(available, dtype=bool)[None, :]
-        self._cache: dict[tuple[float, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._cache: dict[tuple[float, str], tuple[NDArray[Any], NDArray[Any], NDArray[Any]]] = {}
 
-    def _scale(self, half_life: float, weighting: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _scale(self, half_life: float, weighting: str) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
         """(the unnormalised scale vectors Q x D, their scores Q x N, their lengths)."""
         key = (half_life, weighting)
         if key not in self._cache:
@@ -154,7 +155,7 @@ class Scorer:
             self._cache[key] = (vectors, vectors @ self.items.T, np.linalg.norm(vectors, axis=1))
         return self._cache[key]
 
-    def scores(self, model: InterestModel, prior: np.ndarray | None = None) -> np.ndarray:
+    def scores(self, model: InterestModel, prior: NDArray[Any] | None = None) -> NDArray[Any]:
         """(Q x N) each user's item scores: without a popularity weight up to a positive factor per user, with
         one exactly what the API serves (the cosine with the blended interest plus weight x prior). `prior`:
         another prior than the scorer's (the cached products are the same)."""
@@ -169,18 +170,18 @@ class Scorer:
             scores += coefficient[:, None] * part
             if blended is not None:
                 blended += coefficient[:, None] * vectors
-        if blended is not None:
+        if blended is not None and prior is not None:  # blended is only built with a prior
             scores /= np.maximum(np.linalg.norm(blended, axis=1), 1e-300)[:, None]
             scores += model.popularity_weight * prior
         return scores
 
-    def quality(self, model: InterestModel, prior: np.ndarray | None = None) -> Quality:
+    def quality(self, model: InterestModel, prior: NDArray[Any] | None = None) -> Quality:
         if not len(self.queries):
             return Quality(0.0, 0.0, 0, np.zeros(0))
         return rank_quality(self.scores(model, prior), self.queries.targets, self.blocked)
 
 
-def rank_quality(scores: np.ndarray, targets: np.ndarray, blocked: np.ndarray) -> Quality:
+def rank_quality(scores: NDArray[Any], targets: NDArray[Any], blocked: NDArray[Any]) -> Quality:
     """Hit@10 and NDCG@10 of the targets under full ranking; ties count against the target."""
     if not len(targets):
         return Quality(0.0, 0.0, 0, np.zeros(0))
@@ -193,7 +194,7 @@ def rank_quality(scores: np.ndarray, targets: np.ndarray, blocked: np.ndarray) -
     return Quality(float(hit.mean()), float(ndcg.mean()), len(targets), ndcg)
 
 
-def popularity_quality(queries: HeldOut, counts: np.ndarray, available: np.ndarray | None = None) -> Quality:
+def popularity_quality(queries: HeldOut, counts: NDArray[Any], available: NDArray[Any] | None = None) -> Quality:
     """The popular items (event counts before the slice) for everyone: the floor every space must beat."""
     blocked = queries.seen.toarray()
     if available is not None:
@@ -209,7 +210,8 @@ TRENDING_HALF_LIFE_CHOICES = (3 * DAY, 7 * DAY, 30 * DAY)
 POPULARITY_WEIGHT_CHOICES = (0.0, 0.1, 0.2, 0.3, 0.5)
 
 
-def trending_prior(rows: np.ndarray, times: np.ndarray, n_items: int, *, at: float, half_life: float) -> np.ndarray:
+def trending_prior(rows: NDArray[Any], times: NDArray[Any], n_items: int, *, at: float,
+                   half_life: float) -> NDArray[Any]:
     """Per item, what users did lately: log(1 + event count decayed to `at` with `half_life`), relative to the
     top item, so [0, 1]. The log keeps the few blockbusters from flattening the rest; events after `at` count
     undecayed."""
@@ -218,8 +220,8 @@ def trending_prior(rows: np.ndarray, times: np.ndarray, n_items: int, *, at: flo
     return relative_log_counts(np.bincount(rows, weights=np.exp2(-ages / half_life), minlength=n_items))
 
 
-def trending_at(rows: np.ndarray, times: np.ndarray, n_items: int, moments: np.ndarray, *,
-                half_life: float) -> np.ndarray:
+def trending_at(rows: NDArray[Any], times: NDArray[Any], n_items: int, moments: NDArray[Any], *,
+                half_life: float) -> NDArray[Any]:
     """(len(moments) x n_items): row q is trending_prior of the events strictly before moments[q], decayed to
     it: what a prior computed at that moment would say, with nothing from after it. One pass over the events in
     time order, a running decayed sum (no overflow however long the span)."""
@@ -242,7 +244,7 @@ def trending_at(rows: np.ndarray, times: np.ndarray, n_items: int, moments: np.n
     return out
 
 
-def relative_log_counts(counts: np.ndarray) -> np.ndarray:
+def relative_log_counts(counts: NDArray[Any]) -> NDArray[Any]:
     """log(1 + count) relative to the largest: [0, 1], zeros when nothing counted."""
     logs = np.log1p(np.asarray(counts, dtype=np.float64))
     peak = float(logs.max()) if len(logs) else 0.0
@@ -256,7 +258,7 @@ def interest_grid(pinned: InterestModel | None = None, pinned_names: frozenset[s
         {"short": short, "long": long} for short, long in itertools.product(*HALF_LIFE_CHOICES.values())]
     weightings = [pinned.rating_weighting] if pinned is not None and "rating_weighting" in pinned_names \
         else list(RATING_WEIGHTINGS)
-    grid = []
+    grid: list[InterestModel] = []
     for lives, weighting in itertools.product(half_lives, weightings):
         blends = [pinned.blend_weights] if pinned is not None and "blend_weights" in pinned_names else [
             blend for blend in BLEND_CHOICES if set(blend) == set(lives)] or [{name: 1.0 for name in lives}]

@@ -75,7 +75,7 @@ class InterestStore(Protocol):
 # --- DynamoDB -------------------------------------------------------------------------------------
 
 
-class ScaleAttribute(MapAttribute):
+class ScaleAttribute(MapAttribute[str, Any]):
     name = UnicodeAttribute()
     vector = BinaryAttribute(legacy_encoding=False)  # float32 little-endian
     t = NumberAttribute(null=True)
@@ -93,7 +93,8 @@ class UserInterestItem(Model):
     recent_items = UnicodeAttribute(null=True)  # compact JSON {item_id: event time}: hundreds of entries
     history = UnicodeAttribute(null=True)  # compact JSON [[event time, item_id, type, value], ...], oldest first
     recent_event_ids = BinaryAttribute(legacy_encoding=False, null=True)  # 8-byte digests, oldest first
-    applied_sequence = MapAttribute(default=dict)  # shard_id -> sequence number (string)
+    # shard_id -> sequence number (string); pynamodb leaves MapAttribute's __init__ unannotated
+    applied_sequence: MapAttribute[str, str] = MapAttribute(default=dict)  # type: ignore[no-untyped-call]
     event_count = NumberAttribute(default=0)
     first_event_ts = NumberAttribute(null=True)
     last_event_ts = NumberAttribute(null=True)
@@ -162,7 +163,7 @@ def _optimistic_update(user_id: str, mutate: Callable[[UserInterest], Result],
     """Read (the first time: `known` when given), mutate, write if changed; `write` answers False when the
     stored version moved on, and the next attempt reads again."""
     for attempt in range(attempts):
-        user = read(user_id) if attempt > 0 or known is UNKNOWN else known
+        user = read(user_id) if attempt > 0 or isinstance(known, _Unknown) else known
         user = user or UserInterest(user_id=user_id, scales={})
         result = mutate(user)
         if not result.changed or write(user, attempt):
@@ -183,7 +184,7 @@ def _to_domain(item: UserInterestItem) -> UserInterest:
         recent_items=json.loads(item.recent_items) if item.recent_items else {},
         history=[Engagement(*entry) for entry in json.loads(item.history)] if item.history else [],
         recent_event_ids=[digests[i:i + DIGEST_BYTES] for i in range(0, len(digests), DIGEST_BYTES)],
-        applied_sequence={str(shard): str(seq) for shard, seq in item.applied_sequence.as_dict().items()},
+        applied_sequence={str(shard): str(seq) for shard, seq in item.applied_sequence.as_dict().items()},  # type: ignore[no-untyped-call]  # pynamodb: as_dict is unannotated
         event_count=int(item.event_count),
         first_event_ts=item.first_event_ts,
         last_event_ts=item.last_event_ts,
@@ -194,14 +195,15 @@ def _to_domain(item: UserInterestItem) -> UserInterest:
 
 def _to_item(model: type[UserInterestItem], user: UserInterest, now: float, ttl: timedelta,
              tombstone_ttl: timedelta | None = None) -> UserInterestItem:
+    # The type: ignores below: pynamodb leaves MapAttribute.__init__ unannotated.
     item = model(
         user.user_id,
-        scales=[ScaleAttribute(name=name, vector=state.vector.astype("<f4").tobytes(), t=state.t)
+        scales=[ScaleAttribute(name=name, vector=state.vector.astype("<f4").tobytes(), t=state.t)  # type: ignore[no-untyped-call]
                 for name, state in user.scales.items()],
         recent_items=recent_items_json(user.recent_items) if user.recent_items else None,
         history=history_json(user.history) if user.history else None,
         recent_event_ids=b"".join(user.recent_event_ids) or None,
-        applied_sequence=MapAttribute(**user.applied_sequence),
+        applied_sequence=MapAttribute(**user.applied_sequence),  # type: ignore[no-untyped-call]
         event_count=user.event_count,
         first_event_ts=user.first_event_ts,
         last_event_ts=user.last_event_ts,

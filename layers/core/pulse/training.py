@@ -23,11 +23,12 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from pulse import aws
 from pulse.archive import ArchiveReadStats, read_archive
@@ -89,7 +90,8 @@ def train_catalog(repository: S3CatalogRepository, archive_bucket: str, *, days:
                   config: SpaceConfig | None = None,
                   seed: int = 0, policy: TrainingPolicy | None = None, serving_settings: Any = None,
                   pinned: InterestModel | None = None, pinned_names: frozenset[str] = frozenset(),
-                  pinned_blocks: tuple[float, float] | None = None, clock=time.time) -> TrainingResult:
+                  pinned_blocks: tuple[float, float] | None = None,
+                  clock: Callable[[], float] = time.time) -> TrainingResult:
     """`before`/`since`: only events that happened in [since, before) (replays and backfills, whose arrival day
     says nothing of when the events happened).
     `serving_settings`: the pulse.settings.Settings the deployment runs (what the serving version is judged
@@ -104,7 +106,7 @@ def train_catalog(repository: S3CatalogRepository, archive_bucket: str, *, days:
     state = repository.load_training_state(base_version) if base.is_hybrid else None
     text = state["text"] if state is not None else base.text_block().astype(np.float64)
     previous = None
-    if state is not None and state["collab"].shape[1] == config.dim:
+    if state is not None and base.text_to_collab is not None and state["collab"].shape[1] == config.dim:
         previous = TrainedSpace(vectors=base.embeddings, collab=state["collab"], warm_mask=state["warm"],
                                 text_map=base.text_to_collab, rotation=None, config=config, seed=-1)
 
@@ -270,7 +272,7 @@ def _held_out(events: list[Interaction], n_items: int, max_users: int, trained_u
 
 
 def _choose_and_judge(queries: HeldOut, tuning: HeldOut, base: CatalogVersion, serving_model: InterestModel,
-                      text: np.ndarray, collab: np.ndarray, pinned: InterestModel | None,
+                      text: NDArray[Any], collab: NDArray[Any], pinned: InterestModel | None,
                       pinned_names: frozenset[str], pinned_blocks: tuple[float, float] | None,
                       earlier: list[Interaction]
                       ) -> tuple[tuple[InterestModel, tuple[float, float], float], dict[str, Any]]:
@@ -306,7 +308,8 @@ def _choose_and_judge(queries: HeldOut, tuning: HeldOut, base: CatalogVersion, s
     times = np.array([e.ts for e in earlier], dtype=np.float64)
     popularity_weights = [pinned.popularity_weight] if pinned is not None and "popularity_weight" in pinned_names \
         else list(POPULARITY_WEIGHT_CHOICES) if len(tune) else [serving_model.popularity_weight]
-    scorer, tuned = scorers[weights], {}  # its per-scale products are cached: each prior costs only the ranking
+    scorer = scorers[weights]  # its per-scale products are cached: each prior costs only the ranking
+    tuned: dict[tuple[float, float], float] = {}
     for half_life in TRENDING_HALF_LIFE_CHOICES:
         prior = trending_at(rows, times, len(base), tune.times, half_life=half_life)
         tuned |= {(half_life, weight): scorer.quality(replace(model, popularity_weight=weight), prior).ndcg

@@ -6,7 +6,7 @@ import json
 import logging
 import threading
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -77,7 +77,7 @@ def serve_api(handler: Callable[[dict[str, Any]], dict[str, Any]], host: str, po
             self._reply(status, {"content-type": "application/json"}, json.dumps(payload).encode())
             return True
 
-        def _reply(self, status: int, headers: dict[str, str], payload: bytes, cookies: list[str] = ()) -> None:
+        def _reply(self, status: int, headers: dict[str, str], payload: bytes, cookies: Sequence[str] = ()) -> None:
             self.send_response(status)
             headers.setdefault("content-type", "application/json")
             headers["content-length"] = str(len(payload))

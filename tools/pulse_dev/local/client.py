@@ -64,10 +64,12 @@ class Api:
     def get(self, path: str, **query: Any) -> dict[str, Any]:
         url = f"{self.base_url}{urllib.parse.quote(path)}?{urllib.parse.urlencode(query)}"
         with urllib.request.urlopen(url, timeout=30) as response:
-            return json.loads(response.read())
+            answer: dict[str, Any] = json.loads(response.read())
+            return answer
 
 
-def publish(runtime: LocalRuntime, movies: dict[str, Movie], train: Sequence[Rating], progress: Progress) -> dict:
+def publish(runtime: LocalRuntime, movies: dict[str, Movie], train: Sequence[Rating], progress: Progress
+            ) -> dict[str, Any]:
     from pulse_encoder import load_encoder
 
     counts: dict[str, int] = defaultdict(int)

@@ -17,7 +17,8 @@ DEMO_USERS = ("196", "22", "305")
 
 def publish_movielens(runtime: LocalRuntime) -> str:
     movies = {movie.item_id: movie for movie in load_movies()}
-    return publish(runtime, movies, load_ratings(), Progress())["version"]
+    version: str = publish(runtime, movies, load_ratings(), Progress())["version"]
+    return version
 
 
 def run(command: str, args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ import datetime as dt
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,14 @@ from pulse.recommend import recommend, scale_vectors
 from pulse.settings import Settings
 from pulse.store import DynamoInterestStore
 from pulse.training import deployment_options, train_catalog
-from pulse_dev.evaluation import PopularityBaseline, hit_by_activity, plot_report, results_table, summarize
+from pulse_dev.evaluation import (
+    MethodResult,
+    PopularityBaseline,
+    hit_by_activity,
+    plot_report,
+    results_table,
+    summarize,
+)
 from pulse_dev.local.client import Api, Progress, publish, wait_reflected, wait_until_serving
 from pulse_dev.local.runtime import LocalRuntime
 from pulse_dev.movielens import Movie, Rating, leave_last_out, load_movies, load_ratings, rating_event
@@ -126,7 +133,7 @@ def run_evaluation(options: EvalOptions, progress: Progress | None = None,
 class Query:
     rating: Rating
     popular: list[str]  # the popularity baseline's top 10 at that moment
-    shares: dict[str, float]
+    shares: Mapping[str, float]
     seen: int
 
 
@@ -148,7 +155,7 @@ class Timeline:
         self._seen_items: dict[str, set[str]] = defaultdict(set)
         self._replayed, self._replay_seconds = 0, 0.0
 
-    def run(self, ratings: Sequence[Rating]) -> tuple[list, dict[str, Any]]:
+    def run(self, ratings: Sequence[Rating]) -> tuple[list[MethodResult], dict[str, Any]]:
         once = self.options.protocol == "replay-then-train"
         period = self.options.retrain_days * DAY if self.options.retrain_days > 0 and not once else math.inf
         start = ratings[0].ts
@@ -218,6 +225,7 @@ class Timeline:
                                **options)
         if result.published:
             published = time.monotonic()
+            assert result.version is not None  # a published training names its version
             wait_until_serving(self.api, result.version)
             check = float(self.runtime.stack.parameters.get("CatalogCheckSeconds", 2))
             time.sleep(max(0.0, published + check + 0.1 - time.monotonic()))
@@ -265,7 +273,8 @@ class Timeline:
         return self._versions[version]
 
 
-def hit_by_activity_table(results, per_user) -> list[dict[str, Any]]:
+def hit_by_activity_table(results: Sequence[MethodResult], per_user: Mapping[str, Any]
+                          ) -> list[dict[str, Any]]:
     rows = []
     for result in results:
         for label, hit, users in hit_by_activity(result.per_user_hits, per_user["activity"]):

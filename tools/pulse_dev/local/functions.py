@@ -99,4 +99,5 @@ def import_handler(path: Path, attribute: str, name: str) -> Handler:
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module
     module_spec.loader.exec_module(module)
-    return getattr(module, attribute)
+    handler: Handler = getattr(module, attribute)
+    return handler

@@ -60,7 +60,10 @@ class LocalIssuer:
 
     def __post_init__(self) -> None:
         if self.key_path.exists():
-            self._key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
+            loaded = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
+            if not isinstance(loaded, rsa.RSAPrivateKey):  # the issuer signs RS256: only an RSA key will do
+                raise ValueError(f"{self.key_path} holds a {type(loaded).__name__}, not an RSA private key")
+            self._key: rsa.RSAPrivateKey = loaded
         else:
             self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
             self.key_path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +103,8 @@ def fetch_jwks(issuer: str) -> dict[str, Any]:
     with urllib.request.urlopen(f"{issuer.rstrip('/')}/.well-known/openid-configuration", timeout=10) as answer:
         jwks_uri = json.loads(answer.read())["jwks_uri"]
     with urllib.request.urlopen(jwks_uri, timeout=10) as answer:
-        return json.loads(answer.read())
+        jwks: dict[str, Any] = json.loads(answer.read())
+        return jwks
 
 
 @dataclass
@@ -208,4 +212,5 @@ class SigV4Authorizer:
         request.context["timestamp"] = stamp
         signer = SigV4Auth(Credentials(self.access_key, self.secret_key), match["service"], match["region"])
         canonical = signer.canonical_request(request)
-        return signer.signature(signer.string_to_sign(request, canonical), request)
+        signature: str = signer.signature(signer.string_to_sign(request, canonical), request)
+        return signature

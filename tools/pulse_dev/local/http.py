@@ -19,7 +19,7 @@ def api_gateway_event(method: str, raw_path: str, *, query: str = "", headers: d
     for key, value in parse_qsl(query, keep_blank_values=True):
         parameters[key] = f"{parameters[key]},{value}" if key in parameters else value  # API Gateway joins repeats
     is_text = body is None or isinstance(body, str)
-    encoded = body if is_text else base64.b64encode(body).decode("ascii")
+    encoded = body if body is None or isinstance(body, str) else base64.b64encode(body).decode("ascii")
     now = time.time() if now is None else now
     event: dict[str, Any] = {
         "version": "2.0",

@@ -17,22 +17,22 @@ import os
 import socket
 import sys
 
-from moto.server import DomainDispatcherApplication, create_backend_app
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
 
 
 def _patch_kinesis_shard() -> None:
-    from moto.kinesis.models import Shard
+    from moto.kinesis.models import Record, Shard
 
-    def get_min_sequence_number(self) -> int:
+    def get_min_sequence_number(self: Shard) -> int:
         return next(iter(self.records)) if self.records else 0
 
-    def get_max_sequence_number(self) -> int:
+    def get_max_sequence_number(self: Shard) -> int:
         return next(reversed(self.records)) if self.records else 0
 
-    def get_records(self, last_sequence_id: str, limit: int | None):
+    def get_records(self: Shard, last_sequence_id: str, limit: int | None) -> tuple[list[Record], int, int]:
         last = int(last_sequence_id)
-        results = []
+        results: list[Record] = []
         if self.records:
             newest = next(reversed(self.records))
             key = max(last + 1, next(iter(self.records)))
@@ -47,9 +47,10 @@ def _patch_kinesis_shard() -> None:
                 return results, last, int(behind * 1000)
         return results, last, 0
 
-    Shard.get_min_sequence_number = get_min_sequence_number
-    Shard.get_max_sequence_number = get_max_sequence_number
-    Shard.get_records = get_records
+    # Replacing moto's methods is the point here (see the module doc).
+    Shard.get_min_sequence_number = get_min_sequence_number  # type: ignore[method-assign]
+    Shard.get_max_sequence_number = get_max_sequence_number  # type: ignore[method-assign]
+    Shard.get_records = get_records  # type: ignore[method-assign]
 
 
 def main() -> None:

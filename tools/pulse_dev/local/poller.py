@@ -144,7 +144,7 @@ class StreamPoller:
                 self._deliver(shard_id, records[:middle], attempt + 1)
                 self._deliver(shard_id, records[middle:], attempt + 1)
                 return
-            if failed_from != "error":
+            if isinstance(failed_from, int):  # not "error": the index to retry from
                 records = records[failed_from:]
             if 0 <= self.settings.max_retries <= attempt:
                 self._send_to_failure_destination(shard_id, records, attempt)

@@ -90,8 +90,10 @@ class LocalRuntime:
         parameters = TemplateResolver(self.stack.template, self.stack.parameters).parameters
         if self.api_auth == "jwt":
             audiences = [part.strip() for part in parameters["JwtAudience"].split(",") if part.strip()]
-            keys = (lambda issuer: self.issuer.jwks()) if self.issuer else None
-            return JwtAuthorizer(parameters["JwtIssuer"], audiences, **({"keys": keys} if keys else {}))
+            if self.issuer is None:
+                return JwtAuthorizer(parameters["JwtIssuer"], audiences)
+            local_issuer = self.issuer
+            return JwtAuthorizer(parameters["JwtIssuer"], audiences, keys=lambda issuer: local_issuer.jwks())
         if self.api_auth == "iam":
             return SigV4Authorizer(LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"], LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
         return None
@@ -160,7 +162,8 @@ class LocalRuntime:
         self.archiver.drain()
         event = {"version": "0", "detail-type": "Scheduled Event", "source": "aws.events",
                  "region": PSEUDO_PARAMETERS["AWS::Region"], "detail": {}}
-        return self.stack.invoke("TrainFunction", event)
+        answer: dict[str, Any] = self.stack.invoke("TrainFunction", event)
+        return answer
 
     def _train_on_schedule(self) -> None:
         while not self._stop.wait(self.train_every_seconds):

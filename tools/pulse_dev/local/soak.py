@@ -472,12 +472,15 @@ class _ScannedRecords(logging.Handler):
 def scanning_logs(scan: RawIdScan) -> Callable[[], None]:
     """Route every log line of this process at INFO and above through `scan`; returns the undo."""
     original = sys.stdout
-    handlers = [handler for name in ("pulse", None) for handler in logging.getLogger(name).handlers
-                if isinstance(handler, logging.StreamHandler) and handler.stream is original]
+    handlers: list[logging.StreamHandler[Any]] = [
+        handler for name in ("pulse", None) for handler in logging.getLogger(name).handlers
+        if isinstance(handler, logging.StreamHandler) and handler.stream is original]
     previous = [handler.setStream(scan) for handler in handlers]  # Powertools' JSON handlers made earlier
     records = _ScannedRecords(scan)
     logging.getLogger().addHandler(records)
     sys.stdout = scan  # handlers made from now on write here
+
+    scan_stream: object = scan  # a text stream, though not a typing.TextIO
 
     def undo() -> None:
         sys.stdout = original
@@ -485,9 +488,9 @@ def scanning_logs(scan: RawIdScan) -> Callable[[], None]:
         for handler, stream in zip(handlers, previous, strict=True):
             handler.setStream(stream)
         for name in ("pulse", None):
-            for handler in logging.getLogger(name).handlers:
-                if isinstance(handler, logging.StreamHandler) and handler.stream is scan:
-                    handler.setStream(original)
+            for other in logging.getLogger(name).handlers:
+                if isinstance(other, logging.StreamHandler) and other.stream is scan_stream:
+                    other.setStream(original)
     return undo
 
 

@@ -215,11 +215,13 @@ def _restore(previous: dict[str, str | None]) -> None:
     reset_caches()
 
 
-def _bound_port(process: subprocess.Popen, address: str, timeout: float = 60.0) -> int:
+def _bound_port(process: subprocess.Popen[str], address: str, timeout: float = 60.0) -> int:
     """The port moto's server reports on its first line of output, once it listens."""
-    ready, _, _ = select.select([process.stdout], [], [], timeout)
-    line = process.stdout.readline().strip() if ready else ""
-    process.stdout.close()
+    output = process.stdout
+    assert output is not None  # started with stdout=subprocess.PIPE
+    ready, _, _ = select.select([output], [], [], timeout)
+    line = output.readline().strip() if ready else ""
+    output.close()
     if line.isdigit():
         return int(line)
     process.kill()

@@ -27,7 +27,7 @@ PSEUDO_PARAMETERS = {"AWS::Region": "us-east-1", "AWS::AccountId": "123456789012
                      "AWS::StackName": "pulse", "AWS::URLSuffix": "amazonaws.com"}
 
 
-class _CloudFormationLoader(yaml.SafeLoader):
+class _CloudFormationLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no types: SafeLoader is Any
     """YAML loader that understands the short intrinsic-function tags (!Ref, !GetAtt, !Sub ...)."""
 
 
@@ -48,7 +48,8 @@ _CloudFormationLoader.add_multi_constructor("!", _intrinsic)
 
 
 def load_template(path: Path) -> dict[str, Any]:
-    return yaml.load(path.read_text(), Loader=_CloudFormationLoader)
+    template: dict[str, Any] = yaml.load(path.read_text(), Loader=_CloudFormationLoader)
+    return template
 
 
 def resource_name(logical_id: str, prefix: str = "pulse") -> str:
