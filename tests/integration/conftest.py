@@ -198,3 +198,21 @@ def upload_catalog(stack, catalog_function, lines, key="incoming/catalog.jsonl")
     event = {"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
                           "s3": {"bucket": {"name": bucket}, "object": {"key": key}}}]}
     return catalog_function(event)
+
+
+@pytest.fixture
+def dynamodb_requests():
+    """The DynamoDB requests PynamoDB sends while the test runs: [(operation, parameters)]."""
+    from unittest import mock
+
+    from pynamodb.connection.base import Connection
+
+    sent: list[tuple[str, dict]] = []
+    real = Connection.dispatch
+
+    def record(connection, operation, parameters):
+        sent.append((operation, parameters))
+        return real(connection, operation, parameters)
+
+    with mock.patch.object(Connection, "dispatch", record):
+        yield sent

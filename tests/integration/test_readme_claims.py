@@ -125,20 +125,12 @@ def test_exclude_seen_false_lets_the_items_a_user_engaged_with_back_in(stack, in
     assert {item["item_id"] for item in seen_in} == set(SCI_FI)  # closest to the interest they make up
 
 
-def test_a_batch_reads_its_users_with_one_consistent_batch_get_and_writes_each_once(stack, ingest):
-    from pynamodb.connection.base import Connection
-
+def test_a_batch_reads_its_users_with_one_consistent_batch_get_and_writes_each_once(stack, ingest,
+                                                                                   dynamodb_requests):
     from tests.integration.conftest import sample_event
 
-    calls = []
-    real_dispatch = Connection.dispatch
-
-    def recording(connection, operation, arguments):
-        calls.append((operation, arguments))
-        return real_dispatch(connection, operation, arguments)
-
-    with mock.patch.object(Connection, "dispatch", recording):
-        assert ingest(sample_event("ingest-many-users")) == {"batchItemFailures": []}  # 50 users
+    calls = dynamodb_requests
+    assert ingest(sample_event("ingest-many-users")) == {"batchItemFailures": []}  # 50 users
     reads = [arguments for operation, arguments in calls if operation == "BatchGetItem"]
     assert [operation for operation, _ in calls if operation not in ("BatchGetItem", "PutItem")] == []
     assert len(reads) == 1 and all(table["ConsistentRead"] for table in reads[0]["RequestItems"].values())

@@ -5,7 +5,6 @@ the documented number of times."""
 from unittest import mock
 
 import pytest
-from pynamodb.connection.base import Connection
 
 from pulse.store import DynamoInterestStore, WriteConflictError
 from tests.unit.test_store import Changed, add_engagement
@@ -17,17 +16,8 @@ def dynamo(stack):
 
 
 @pytest.fixture
-def requests():
-    """The DynamoDB requests PynamoDB sends: [(operation, parameters)]."""
-    sent = []
-    real = Connection._make_api_call
-
-    def record(connection, operation, parameters):
-        sent.append((operation, parameters))
-        return real(connection, operation, parameters)
-
-    with mock.patch.object(Connection, "_make_api_call", record):
-        yield sent
+def requests(dynamodb_requests):
+    return dynamodb_requests
 
 
 def test_get_and_get_many_ask_for_strongly_consistent_reads(dynamo, requests):
