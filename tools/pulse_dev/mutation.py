@@ -40,6 +40,7 @@ TESTS = {
     "ingest": ["tests/unit/test_ingest_pipeline.py", "tests/unit/test_ingest_edges.py", "tests/unit/test_event_fuzz.py",
                "tests/integration/test_ingest_handler.py", "tests/integration/test_faults.py"],
     "catalog_store": ["tests/unit/test_catalog.py", "tests/integration/test_catalog_faults.py",
+                      "tests/integration/test_catalog_store_edges.py",
                       "tests/integration/test_training.py", "tests/integration/test_faults.py"],
     "recommend": ["tests/unit/test_recommend.py", "tests/unit/test_ingest_pipeline.py",
                   "tests/integration/test_api.py"],
