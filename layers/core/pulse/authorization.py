@@ -16,16 +16,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pulse.errors import PulseError
 from pulse.privacy import user_ref
 
 AUTH_MODES = ("jwt", "iam", "none")
 
 
-class Unauthorized(PermissionError):
+class Unauthorized(PulseError, PermissionError):
     """No verified identity where the deployment requires one (401)."""
 
 
-class Forbidden(PermissionError):
+class Forbidden(PulseError, PermissionError):
     """A verified caller asked to act on a user it may not act on (403)."""
 
 

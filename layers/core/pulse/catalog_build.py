@@ -17,13 +17,14 @@ from numpy.typing import NDArray
 
 from pulse.catalog import CatalogVersion, hybrid_vectors
 from pulse.catalog_store import CatalogRefused
+from pulse.errors import PulseError
 from pulse.events import InvalidEvent, identifier
 
 MAX_CATEGORIES = 64
 MAX_ITEM_TEXT = 4000
 
 
-class CatalogInvalid(ValueError):
+class CatalogInvalid(PulseError, ValueError):
     """Some lines are invalid; `problems` lists (line number, message)."""
 
     def __init__(self, problems: Sequence[tuple[int, str]]):

@@ -24,16 +24,17 @@ from numpy.typing import NDArray
 
 from pulse import aws
 from pulse.catalog import CatalogVersion
+from pulse.errors import PulseError
 from pulse.interest import MAX_POPULARITY_WEIGHT
 
 log = logging.getLogger(__name__)
 
 
-class CatalogRefused(ValueError):
+class CatalogRefused(PulseError, ValueError):
     """A version that must not be served (missing files, shapes that disagree, another encoder)."""
 
 
-class CatalogUnavailable(RuntimeError):
+class CatalogUnavailable(PulseError, RuntimeError):
     """No catalogue can be served. `retryable`: one exists but cannot be loaded right now (store unreachable, or
     the current version refused with none loaded before it), so work that needs it must be retried; otherwise
     none has been published yet. The message is safe to show any caller: the details go to the log."""
@@ -43,7 +44,7 @@ class CatalogUnavailable(RuntimeError):
         self.retryable = retryable
 
 
-class CatalogStoreError(RuntimeError):
+class CatalogStoreError(PulseError, RuntimeError):
     """S3 failed while reading the catalogue (a passing failure: retried later, never a refusal)."""
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pulse import aws
+from pulse.errors import PulseError
 from pulse.events import InvalidEvent, TimeLimits, encode_event, parse_event
 from pulse.stream import StreamRecord
 
@@ -207,7 +208,7 @@ def replay_dead_letters(queue_url: str, stream_name: str, *, limits: TimeLimits 
     return report
 
 
-class ReplayRefused(ValueError):
+class ReplayRefused(PulseError, ValueError):
     """A message whose records cannot be put back (yet); the message says why."""
 
 

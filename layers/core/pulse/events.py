@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, overload
 
+from pulse.errors import PulseError
+
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "like", "dislike", "skip", "rate", "search")
 TYPES_NEEDING_VALUE = frozenset({"rate"})
 TYPES_NEEDING_TEXT = frozenset({"search"})
@@ -21,7 +23,7 @@ MAX_EPOCH_SECONDS = 1e11
 DEFAULT_MAX_CLOCK_SKEW_SECONDS = 300.0
 
 
-class InvalidEvent(ValueError):
+class InvalidEvent(PulseError, ValueError):
     """A record that can never be applied; the message says what was wrong."""
 
 

@@ -15,13 +15,14 @@ import os
 from functools import lru_cache
 
 from pulse import aws
+from pulse.errors import PulseError
 
 SECRET_VARIABLE = "PULSE_LOG_KEY_SECRET"
 KEY_VARIABLE = "PULSE_LOG_HASH_KEY"
 MIN_KEY_BYTES = 16
 
 
-class LogKeyUnavailable(RuntimeError):
+class LogKeyUnavailable(PulseError, RuntimeError):
     """The log-reference key is not configured or cannot be read."""
 
 

@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 from pulse import aws
 from pulse.catalog import CatalogVersion
 from pulse.catalog_store import LiveCatalog
+from pulse.errors import PulseError
 from pulse.events import InvalidEvent, encode_event, normalise_identifier, parse_event
 from pulse.interest import UserInterest, blend, decay_to
 from pulse.recommend import ScoredItem, recommend, scale_vectors, similar_items, top_k
@@ -22,11 +23,11 @@ from pulse.store import InterestStore
 MAX_EVENTS_PER_REQUEST = 500
 
 
-class NotFound(LookupError):
+class NotFound(PulseError, LookupError):
     """The thing asked about does not exist (answered with 404)."""
 
 
-class BadRequest(ValueError):
+class BadRequest(PulseError, ValueError):
     """The request is well-formed HTTP but asks for something invalid (answered with 400)."""
 
     def __init__(self, message: str, detail: Any = None):

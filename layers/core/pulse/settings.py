@@ -10,6 +10,7 @@ from functools import lru_cache
 from typing import Any
 
 from pulse.authorization import AUTH_MODES, AccessPolicy
+from pulse.errors import PulseError
 from pulse.events import DEFAULT_MAX_CLOCK_SKEW_SECONDS, EVENT_TYPES, TimeLimits
 from pulse.interest import (
     DEFAULT_TYPE_WEIGHTS,
@@ -53,7 +54,7 @@ class TrainingPolicy:
     max_held_out_users: int = 2000
 
 
-class ConfigurationError(ValueError):
+class ConfigurationError(PulseError, ValueError):
     """A setting is missing or malformed; the message names the environment variable."""
 
 

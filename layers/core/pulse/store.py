@@ -31,6 +31,7 @@ from pynamodb.attributes import (
 from pynamodb.exceptions import DoesNotExist, PutError
 from pynamodb.models import Model
 
+from pulse.errors import PulseError
 from pulse.interest import Engagement, ScaleState, UserInterest, forget_user, history_json, recent_items_json
 
 
@@ -43,7 +44,7 @@ Result = TypeVar("Result", bound=Outcome)
 DIGEST_BYTES = 8
 
 
-class WriteConflictError(RuntimeError):
+class WriteConflictError(PulseError, RuntimeError):
     """The user's item kept changing under us (or kept being throttled) through every attempt."""
 
 

@@ -35,6 +35,7 @@ from pulse.archive import ArchiveReadStats, read_archive
 from pulse.catalog import CatalogVersion, hybrid_vectors
 from pulse.catalog_store import S3CatalogRepository
 from pulse.collaborative import Interactions, SpaceConfig, TrainedSpace, train
+from pulse.errors import PulseError
 from pulse.events import BehaviourEvent
 from pulse.settings import Settings, TrainingPolicy
 from pulse.space_quality import (
@@ -59,7 +60,7 @@ MAX_SCORED_CELLS = 10_000_000  # held-out users x items per cached product (80 M
 MAX_TUNING_USERS = 500  # enough to choose settings clear of noise; the grid's cost grows with it
 
 
-class TrainingError(RuntimeError):
+class TrainingError(PulseError, RuntimeError):
     """Training cannot even start (no catalogue published yet)."""
 
 
