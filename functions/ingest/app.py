@@ -1,13 +1,14 @@
 """Ingest function: Kinesis behaviour events -> decayed interest in DynamoDB (the Lambda face only)."""
 
 import time
+from collections.abc import Callable
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import KinesisStreamRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from pulse.ingest import IngestReport
+from pulse.ingest import IngestPipeline, IngestReport
 from pulse.observability import observability
 from pulse.runtime import ingest_pipeline
 from pulse.stream import StreamRecord
@@ -19,22 +20,31 @@ class RecordNotApplied(Exception):
     """Reported to Lambda as a batch item failure: it retries from the lowest such record."""
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics
-def lambda_handler(event: dict, context: LambdaContext) -> dict:
-    started = time.perf_counter()
-    report = ingest_pipeline().process([StreamRecord.from_lambda(record) for record in event["Records"]])
-    publish(report, elapsed_ms=(time.perf_counter() - started) * 1000)
-    failed = set(report.failed_sequence_numbers)
+def make_handler(pipeline: Callable[[], IngestPipeline] = ingest_pipeline) -> Callable[[dict, LambdaContext], dict]:
+    """The handler, with the pipeline it applies batches through (by default the container's, built on first use
+    from the environment; the bench and tests pass their own)."""
 
-    def check_applied(record: KinesisStreamRecord) -> None:
-        if record.kinesis.sequence_number in failed:
-            raise RecordNotApplied(record.kinesis.sequence_number)
+    @logger.inject_lambda_context
+    @tracer.capture_lambda_handler
+    @metrics.log_metrics
+    def lambda_handler(event: dict, context: LambdaContext) -> dict:
+        started = time.perf_counter()
+        report = pipeline().process([StreamRecord.from_lambda(record) for record in event["Records"]])
+        publish(report, elapsed_ms=(time.perf_counter() - started) * 1000)
+        failed = set(report.failed_sequence_numbers)
 
-    processor = BatchProcessor(event_type=EventType.KinesisDataStreams)
-    return process_partial_response(event=event, record_handler=check_applied, processor=processor,
-                                    context=context)
+        def check_applied(record: KinesisStreamRecord) -> None:
+            if record.kinesis.sequence_number in failed:
+                raise RecordNotApplied(record.kinesis.sequence_number)
+
+        processor = BatchProcessor(event_type=EventType.KinesisDataStreams)
+        return process_partial_response(event=event, record_handler=check_applied, processor=processor,
+                                        context=context)
+
+    return lambda_handler
+
+
+lambda_handler = make_handler()
 
 
 def publish(report: IngestReport, elapsed_ms: float) -> None:

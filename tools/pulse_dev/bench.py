@@ -260,9 +260,9 @@ def ingest_handler(pipeline: Any) -> Handler:
     os.environ.update({"POWERTOOLS_SERVICE_NAME": "pulse-ingest", "POWERTOOLS_METRICS_NAMESPACE": "Pulse",
                        "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true",
                        "POWERTOOLS_LOG_LEVEL": "WARNING"})
-    handler = import_handler(project_root() / "functions" / "ingest" / "app.py", "lambda_handler", "pulse_bench_ingest")
-    module: Any = sys.modules["pulse_bench_ingest"]
-    module.ingest_pipeline = lambda: pipeline
+    make_handler: Any = import_handler(project_root() / "functions" / "ingest" / "app.py", "make_handler",
+                                       "pulse_bench_ingest")
+    handler: Handler = make_handler(lambda: pipeline)
     return handler
 
 
