@@ -11,20 +11,17 @@ import pytest
 from pulse.dead_letters import DeadLetter
 from pulse.events import InvalidEvent, decode_record_data, parse_event
 from pulse.stream import StreamRecord
-from pulse_dev.local.soak import (
-    POISON_KINDS,
+from pulse_dev.local.reconcile import (
     RawIdScan,
-    SoakOptions,
-    Traffic,
     archive_coverage,
     compare_counts,
     deletion_summary,
     event_ts,
     expected_event_counts,
-    main,
     match_dead_letters,
     scanning_logs,
 )
+from pulse_dev.local.soak import POISON_KINDS, SoakOptions, Traffic, main
 
 CATALOGUE = {"1": 5.0, "2": 1.0, "3": 1.0}
 
