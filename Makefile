@@ -70,7 +70,7 @@ $(VENV)/.mutation-installed: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[dev,mutation]'
 	touch $@
 
-# MODULES="events dead_letters", ONLY='pulse.events.x_parse*' (mutant patterns) and MAX_CHILDREN=1 narrow a run;
+# MODULES="events.behaviour events.dead_letters", ONLY='pulse.events.behaviour.x_parse*' (mutant patterns) and MAX_CHILDREN=1 narrow a run;
 # docs/testing.md has the figures.
 MODULES ?=
 ONLY ?=

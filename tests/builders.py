@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pulse.stream import lambda_record
+from pulse.events.stream import lambda_record
 
 STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/pulse-event-stream"
 SHARD = "shardId-000000000000"

@@ -49,7 +49,7 @@ def environment_left_as_found(request):
     for snapshot in (before, after):
         snapshot.pop("PYTEST_CURRENT_TEST", None)  # pytest's own, set per test phase
     if after != before:
-        from pulse.runtime import reset_caches
+        from pulse.wiring import reset_caches
 
         for name in after.keys() - before.keys():
             del os.environ[name]

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from tests.builders import behaviour, http_event, kinesis_event, s3_put_event
+from tests.paths import REPO_ROOT
 
-EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
+EVENTS_DIR = REPO_ROOT / "events"
 DAY = 86400
 T0 = 881_250_949  # 1997-12-04, MovieLens time
 

@@ -1,4 +1,4 @@
-"""API function: the HTTP API (README, "The HTTP API") — the Lambda face only; the work is in pulse.service."""
+"""API function: the HTTP API (README, "The HTTP API") — the Lambda face only; the work is in pulse.serving.service."""
 
 import base64
 import json
@@ -13,7 +13,11 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from pulse.api_models import (
+from pulse.authorization import Caller, Forbidden, Unauthorized
+from pulse.catalog.store import CatalogUnavailable
+from pulse.observability import observability
+from pulse.privacy import user_ref
+from pulse.serving.api_models import (
     ErrorResponse,
     EventsRequest,
     EventsResponse,
@@ -23,14 +27,10 @@ from pulse.api_models import (
     RecommendationsResponse,
     SimilarResponse,
 )
-from pulse.authorization import Caller, Forbidden, Unauthorized
-from pulse.catalog_store import CatalogUnavailable
-from pulse.observability import observability
-from pulse.privacy import user_ref
-from pulse.recommend import MAX_K
-from pulse.runtime import api_service, event_publisher
-from pulse.service import BadRequest, NotFound, path_identifier
+from pulse.serving.recommend import MAX_K
+from pulse.serving.service import BadRequest, NotFound, path_identifier
 from pulse.settings import settings
+from pulse.wiring import api_service, event_publisher
 
 logger, tracer, metrics = observability()
 

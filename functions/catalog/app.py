@@ -6,10 +6,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from pulse import aws
-from pulse.catalog_build import CatalogInvalid, publish_catalog, uploaded_objects
+from pulse.catalog.build import CatalogInvalid, publish_catalog, uploaded_objects
 from pulse.observability import observability
-from pulse.runtime import catalog_repository, encoder
 from pulse.settings import settings
+from pulse.wiring import catalog_repository, encoder
 
 logger, tracer, metrics = observability()
 

@@ -8,10 +8,10 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import KinesisStreamRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from pulse.ingest import IngestPipeline, IngestReport
+from pulse.events.stream import StreamRecord
+from pulse.ingest.pipeline import IngestPipeline, IngestReport
 from pulse.observability import observability
-from pulse.runtime import ingest_pipeline
-from pulse.stream import StreamRecord
+from pulse.wiring import ingest_pipeline
 
 logger, tracer, metrics = observability()
 

@@ -5,9 +5,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from pulse.observability import observability
-from pulse.runtime import catalog_repository
 from pulse.settings import settings
-from pulse.training import deployment_options, train_catalog
+from pulse.training.job import deployment_options, train_catalog
+from pulse.wiring import catalog_repository
 
 logger, tracer, metrics = observability()
 

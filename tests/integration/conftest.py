@@ -5,16 +5,16 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
-from pulse.runtime import reset_caches
+from pulse.wiring import reset_caches
 from pulse_dev.local.functions import LambdaContext, function_environment, load_handler
 from pulse_dev.local.stack import LocalStack
 from pulse_dev.local.template import provision
+from tests.paths import REPO_ROOT
 
-EVENTS = Path(__file__).resolve().parents[2] / "events"
+EVENTS = REPO_ROOT / "events"
 
 
 @pytest.fixture(scope="session")
@@ -100,7 +100,7 @@ def writes_failing_for(user_id, message="injected: DynamoDB unavailable"):
     """The ingest function's store fails every write of one user (the others go through)."""
     from unittest import mock
 
-    from pulse.runtime import ingest_pipeline
+    from pulse.wiring import ingest_pipeline
 
     store = ingest_pipeline().store
     real_update = store.update

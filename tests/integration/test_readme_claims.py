@@ -5,12 +5,12 @@ from unittest import mock
 
 import pytest
 
-from pulse.runtime import ingest_pipeline, reset_caches
-from pulse.service import RecommendationService
+from pulse.serving.service import RecommendationService
 from pulse.settings import settings
+from pulse.wiring import ingest_pipeline, reset_caches
 from tests.builders import behaviour, kinesis_event, sequence_number
 from tests.integration.conftest import table_items, upload_catalog
-from tests.integration.test_privacy import lambda_log_lines
+from tests.integration.privacy.test_privacy import lambda_log_lines
 from tests.scenarios import GENRE_TITLES, catalog_items, catalog_lines, item_id_of
 
 T0 = 1_700_000_000
@@ -46,7 +46,7 @@ def test_an_encoder_failure_retries_the_text_records_and_applies_the_item_record
 
 def test_an_unexpected_error_answers_500_without_its_trace_and_logs_it(api, published, monkeypatch):
     monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "INFO")
-    failure = RuntimeError("injected: the detail /var/task/pulse/service.py must stay in the log")
+    failure = RuntimeError("injected: the detail /var/task/pulse/serving/service.py must stay in the log")
     with lambda_log_lines() as logs, \
             mock.patch.object(RecommendationService, "recommendations", side_effect=failure):
         status, body = api("GET", "/users/someone/recommendations")

@@ -2,12 +2,12 @@
 
 import importlib
 import inspect
-from pathlib import Path
 
 from pulse.errors import PulseError
 from pulse_dev.reachable import shipped_modules
+from tests.paths import REPO_ROOT
 
-CORE = Path(__file__).resolve().parents[2] / "layers" / "core"
+CORE = REPO_ROOT / "layers" / "core"
 
 
 def errors_defined_in_the_package() -> dict[str, type[BaseException]]:
@@ -28,11 +28,11 @@ def test_every_error_the_package_defines_is_a_pulse_error():
 
 def test_the_errors_keep_the_builtin_bases_their_callers_catch():
     from pulse.authorization import Forbidden, Unauthorized
-    from pulse.catalog_store import CatalogRefused, CatalogUnavailable
-    from pulse.events import InvalidEvent
-    from pulse.service import NotFound
+    from pulse.catalog.store import CatalogRefused, CatalogUnavailable
+    from pulse.events.behaviour import InvalidEvent
+    from pulse.interest.store import WriteConflictError
+    from pulse.serving.service import NotFound
     from pulse.settings import ConfigurationError
-    from pulse.store import WriteConflictError
 
     assert issubclass(InvalidEvent, ValueError) and issubclass(ConfigurationError, ValueError)
     assert issubclass(CatalogRefused, ValueError) and issubclass(CatalogUnavailable, RuntimeError)

@@ -3,9 +3,10 @@
 from pathlib import Path
 
 from pulse_dev.local.template import load_template
-from pulse_dev.reachable import main, reachable_modules, shipped_modules
+from pulse_dev.reachable import imported_names, main, module_file, reachable_modules, shipped_modules
+from tests.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO_ROOT
 HANDLERS = sorted(ROOT.glob("functions/*/app.py"))
 DEPLOYED_ROOTS = [ROOT / "layers" / "core", ROOT / "layers" / "encoder"]
 
@@ -23,7 +24,8 @@ def test_every_module_of_the_deployed_packages_is_reachable_from_a_handler():
     reached = reachable_modules(HANDLERS, DEPLOYED_ROOTS)
     assert len(HANDLERS) == 4
     assert shipped - reached == set(), "shipped to Lambda but no handler can import it: move it to pulse_dev"
-    assert {"pulse.ingest", "pulse.recommend", "pulse.training", "pulse_encoder.encoder"} <= reached
+    assert {"pulse.ingest.pipeline", "pulse.serving.recommend", "pulse.training.job",
+            "pulse_encoder.encoder"} <= reached
 
 
 def test_no_layer_or_function_ships_the_developer_package():
@@ -54,3 +56,37 @@ def test_the_closure_follows_relative_lazy_and_package_imports_and_reports_what_
     assert "unreachable: app.tooling" in capsys.readouterr().out
     (tmp_path / "src" / "app" / "tooling.py").unlink()
     assert main([str(handler), "--package-root", str(tmp_path / "src"), "--package", "app"]) == 0
+
+
+def flow_of(module: str) -> str:
+    """pulse.events.behaviour -> events; pulse.settings -> settings (a top-level module is its own room)."""
+    return module.split(".")[1] if module.count(".") else module
+
+
+def flow_imports() -> dict[str, set[str]]:
+    """Which flows of the deployed package each flow imports (imports inside a flow left out)."""
+    graph: dict[str, set[str]] = {}
+    root = ROOT / "layers" / "core"
+    for module in shipped_modules(root, ["pulse"]) - {"pulse"}:
+        path = module_file(module, [root])
+        assert path is not None
+        names = imported_names(path.read_text(), module, is_package=path.name == "__init__.py")
+        targets = {flow_of(name) for name in names if name.startswith("pulse.") and module_file(name, [root])}
+        graph.setdefault(flow_of(module), set()).update(targets - {flow_of(module)})
+    return graph
+
+
+def test_the_flows_of_the_deployed_package_depend_on_each_other_one_way_only():
+    graph = flow_imports()
+    assert {"events", "interest", "ingest", "catalog", "serving", "training", "settings", "wiring"} <= set(graph)
+    order: list[str] = []
+    pending = dict(graph)
+    while pending:
+        ready = sorted(flow for flow, targets in pending.items() if targets <= set(order))
+        assert ready, f"the flows {sorted(pending)} import each other in a circle: {pending}"
+        order.extend(ready)
+        pending = {flow: targets for flow, targets in pending.items() if flow not in ready}
+    # The shape docs/architecture.md describes: events below interest, the paths above both, wiring on top.
+    assert order.index("events") < order.index("interest") < order.index("ingest")
+    assert order.index("catalog") < order.index("serving") < order.index("wiring")
+    assert order[-1] == "wiring"

@@ -29,7 +29,7 @@ def test_under_another_service_name_the_package_loggers_write_through_the_functi
     stream = io.StringIO()
     logger, tracer, metrics = observability(stream=stream)
     logger.append_keys(function_request_id="req-1")
-    logging.getLogger("pulse.ingest").warning("batch %s held back", 7)
+    logging.getLogger("pulse.ingest.pipeline").warning("batch %s held back", 7)
     [line] = lines(stream)
     assert line["message"] == "batch 7 held back" and line["level"] == "WARNING"
     assert line["service"] == service and line["function_request_id"] == "req-1"
@@ -42,11 +42,11 @@ def test_without_the_routing_another_service_would_lose_the_package_lines(monkey
     from aws_lambda_powertools import Logger
 
     Logger(stream=stream)  # what a handler had before: its own logger only
-    logging.getLogger("pulse.catalog_store").warning("refused")
+    logging.getLogger("pulse.catalog.store").warning("refused")
     assert lines(stream) == []
 
 
 def test_under_the_default_service_the_package_loggers_are_its_children():
     logger, _, _ = observability()
     assert logger.name == PACKAGE_LOGGER == "pulse"
-    assert logging.getLogger("pulse.ingest").parent is logging.getLogger(PACKAGE_LOGGER)
+    assert logging.getLogger("pulse.ingest.pipeline").parent is logging.getLogger(PACKAGE_LOGGER)

@@ -3,6 +3,7 @@
 import pytest
 
 from pulse.settings import DEFAULT_HALF_LIVES, ConfigurationError, Settings
+from tests.paths import REPO_ROOT
 
 
 def test_defaults():
@@ -71,7 +72,7 @@ def test_the_popularity_weight_is_learned_unless_pinned_and_the_window_is_a_year
 
 
 def test_the_training_takes_its_window_and_the_pinned_popularity_weight_from_the_settings():
-    from pulse.training import deployment_options
+    from pulse.training.job import deployment_options
 
     options = deployment_options(Settings.from_env({"PULSE_POPULARITY_WEIGHT": "0.2",
                                                     "PULSE_TRAINING_MAX_EVENTS": "5000"}))
@@ -82,11 +83,10 @@ def test_the_training_takes_its_window_and_the_pinned_popularity_weight_from_the
 def template_defaults_as_environment() -> dict[str, str]:
     """Each PULSE_* variable that template.yaml feeds from a parameter, at that parameter's default, as
     CloudFormation writes it (a string)."""
-    from pathlib import Path
 
     from pulse_dev.local.template import load_template
 
-    template = load_template(Path(__file__).resolve().parents[2] / "template.yaml")
+    template = load_template(REPO_ROOT / "template.yaml")
     parameters = template["Parameters"]
     variables = dict(template["Globals"]["Function"]["Environment"]["Variables"])
     for resource in template["Resources"].values():

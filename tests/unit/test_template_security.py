@@ -3,13 +3,13 @@ a TLS-only private bucket, an API closed by default (IAM, or JWT behind one para
 Each rule is also shown to catch the mistake it is about, on a damaged copy of the template."""
 
 import copy
-from pathlib import Path
 
 import pytest
 
 from pulse_dev.local.template import TemplateResolver, load_template
+from tests.paths import REPO_ROOT
 
-TEMPLATE = load_template(Path(__file__).resolve().parents[2] / "template.yaml")
+TEMPLATE = load_template(REPO_ROOT / "template.yaml")
 DATA_SERVICES = ("dynamodb", "s3", "kinesis", "sqs", "firehose", "secretsmanager")
 
 
@@ -295,7 +295,7 @@ def test_the_alarms_notify_a_topic_an_email_can_subscribe_to_and_logs_expire():
 
 
 def test_the_archive_expires_and_pulse_forget_covers_every_prefix_raw_events_are_written_to():
-    from pulse.archive import RAW_EVENT_PREFIXES
+    from pulse.events.archive import RAW_EVENT_PREFIXES
 
     retention = TEMPLATE["Parameters"]["ArchiveRetentionDays"]
     assert retention["MinValue"] == 1 and retention["MaxValue"] >= retention["Default"]
@@ -309,8 +309,8 @@ def test_the_archive_expires_and_pulse_forget_covers_every_prefix_raw_events_are
         assert written.startswith(RAW_EVENT_PREFIXES), f"pulse forget does not read {written}"
 
 
-# The DynamoDB calls each function's store makes (pulse.store: reads, a batch read, versioned puts; DELETE writes a
-# tombstone through the same conditional put): moto does not check IAM, so the roles are checked here.
+# The DynamoDB calls each function's store makes (pulse.interest.store: reads, a batch read, versioned puts;
+# DELETE writes a tombstone through the same conditional put): moto does not check IAM, so the roles are checked here.
 STORE_CALLS = {"IngestFunction": {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem"},
                "ApiFunction": {"dynamodb:GetItem", "dynamodb:PutItem"}}
 

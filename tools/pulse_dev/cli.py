@@ -135,9 +135,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(args: argparse.Namespace) -> int:
     """The training function's job, run here: settings (policy, pins) from the PULSE_* environment variables."""
-    from pulse.catalog_store import S3CatalogRepository
+    from pulse.catalog.store import S3CatalogRepository
     from pulse.settings import Settings
-    from pulse.training import TrainingError, deployment_options, train_catalog
+    from pulse.training.job import TrainingError, deployment_options, train_catalog
 
     bucket = target_bucket(args.bucket)
     options = deployment_options(Settings.from_env(), force=args.force)
@@ -168,7 +168,7 @@ def train(args: argparse.Namespace) -> int:
 
 
 def forget_users(args: argparse.Namespace) -> int:
-    from pulse.archive import RAW_EVENT_PREFIXES, erase_users
+    from pulse.events.archive import RAW_EVENT_PREFIXES, erase_users
 
     bucket = target_bucket(args.bucket)
     stats = erase_users(bucket, set(args.user_ids))
@@ -181,7 +181,7 @@ def forget_users(args: argparse.Namespace) -> int:
 def replay_dead_letters(args: argparse.Namespace) -> int:
     import time
 
-    from pulse.dead_letters import replay_dead_letters as replay
+    from pulse.events.dead_letters import replay_dead_letters as replay
     from pulse.settings import Settings
 
     queue = local_target(args.queue_url, "PULSE_DLQ_URL", "dlq", "--queue-url")
@@ -266,8 +266,8 @@ def local_target(explicit: str | None, variable: str, key: str, option: str) -> 
 def catalog_build(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from pulse.catalog_build import CatalogInvalid, parse_catalog_lines, publish_catalog
-    from pulse.catalog_store import S3CatalogRepository
+    from pulse.catalog.build import CatalogInvalid, parse_catalog_lines, publish_catalog
+    from pulse.catalog.store import S3CatalogRepository
     from pulse_encoder import load_encoder
 
     if not args.file.is_file():

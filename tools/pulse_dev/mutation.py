@@ -7,8 +7,8 @@ stack and the tests look for them. Each module is checked by the fast tests name
 mutmut runs for each mutant only the tests that call the mutated function.
 
     python tools/pulse_dev/mutation.py                  # every module below, on the project in the working directory
-    python tools/pulse_dev/mutation.py events dead_letters --max-children 1 --project /path/to/pulse
-    python tools/pulse_dev/mutation.py catalog_store --only 'pulse.catalog_store.x_publish*'   # a few functions again
+    python tools/pulse_dev/mutation.py events.behaviour events.dead_letters --max-children 1 --project /path/to/pulse
+    python tools/pulse_dev/mutation.py catalog.store --only 'pulse.catalog.store.x_publish*'   # a few functions again
 """
 
 import argparse
@@ -24,26 +24,57 @@ from pulse_dev.local.project import ProjectNotFound, project_root
 
 # module -> the fast tests that cover it (none is marked slow; each file takes under 25 s).
 TESTS = {
-    "events": ["tests/unit/test_events.py", "tests/unit/test_event_fuzz.py", "tests/unit/test_ingest_pipeline.py",
-               "tests/integration/test_ingest_handler.py", "tests/integration/test_dlq_replay.py"],
-    "dead_letters": ["tests/unit/test_dead_letters.py", "tests/unit/test_ingest_pipeline.py",
-                     "tests/unit/test_event_fuzz.py",
-                     "tests/integration/test_ingest_handler.py", "tests/integration/test_dlq_replay.py",
-                     "tests/integration/test_faults.py"],
-    "interest": ["tests/unit/test_interest.py", "tests/unit/test_interest_edges.py", "tests/unit/test_state_bounds.py",
-                 "tests/unit/test_recommend.py",
-                 "tests/integration/test_ingest_handler.py"],
-    "store": ["tests/unit/test_store.py", "tests/integration/test_store_dynamo.py",
-              "tests/unit/test_state_bounds.py", "tests/unit/test_interest.py", "tests/unit/test_ingest_pipeline.py",
-              "tests/integration/test_ingest_handler.py", "tests/integration/test_faults.py",
-              "tests/integration/test_privacy.py"],
-    "ingest": ["tests/unit/test_ingest_pipeline.py", "tests/unit/test_ingest_edges.py", "tests/unit/test_event_fuzz.py",
-               "tests/integration/test_ingest_handler.py", "tests/integration/test_faults.py"],
-    "catalog_store": ["tests/unit/test_catalog.py", "tests/integration/test_catalog_faults.py",
-                      "tests/integration/test_catalog_store_edges.py",
-                      "tests/integration/test_training.py", "tests/integration/test_faults.py"],
-    "recommend": ["tests/unit/test_recommend.py", "tests/unit/test_ingest_pipeline.py",
-                  "tests/integration/test_api.py"],
+    "events.behaviour": [
+        "tests/unit/events/test_events.py",
+        "tests/unit/events/test_event_fuzz.py",
+        "tests/unit/ingest/test_ingest_pipeline.py",
+        "tests/integration/ingest/test_ingest_handler.py",
+        "tests/integration/ingest/test_dlq_replay.py",
+    ],
+    "events.dead_letters": [
+        "tests/unit/events/test_dead_letters.py",
+        "tests/unit/ingest/test_ingest_pipeline.py",
+        "tests/unit/events/test_event_fuzz.py",
+        "tests/integration/ingest/test_ingest_handler.py",
+        "tests/integration/ingest/test_dlq_replay.py",
+        "tests/integration/ingest/test_faults.py",
+    ],
+    "interest.model": [
+        "tests/unit/interest/test_interest.py",
+        "tests/unit/interest/test_interest_edges.py",
+        "tests/unit/interest/test_state_bounds.py",
+        "tests/unit/serving/test_recommend.py",
+        "tests/integration/ingest/test_ingest_handler.py",
+    ],
+    "interest.store": [
+        "tests/unit/interest/test_store.py",
+        "tests/integration/interest/test_store_dynamo.py",
+        "tests/unit/interest/test_state_bounds.py",
+        "tests/unit/interest/test_interest.py",
+        "tests/unit/ingest/test_ingest_pipeline.py",
+        "tests/integration/ingest/test_ingest_handler.py",
+        "tests/integration/ingest/test_faults.py",
+        "tests/integration/privacy/test_privacy.py",
+    ],
+    "ingest.pipeline": [
+        "tests/unit/ingest/test_ingest_pipeline.py",
+        "tests/unit/ingest/test_ingest_edges.py",
+        "tests/unit/events/test_event_fuzz.py",
+        "tests/integration/ingest/test_ingest_handler.py",
+        "tests/integration/ingest/test_faults.py",
+    ],
+    "catalog.store": [
+        "tests/unit/catalog/test_catalog.py",
+        "tests/integration/catalog/test_catalog_faults.py",
+        "tests/integration/catalog/test_catalog_store_edges.py",
+        "tests/integration/training/test_training.py",
+        "tests/integration/ingest/test_faults.py",
+    ],
+    "serving.recommend": [
+        "tests/unit/serving/test_recommend.py",
+        "tests/unit/ingest/test_ingest_pipeline.py",
+        "tests/integration/serving/test_api.py",
+    ],
 }
 # Fixed order (mutmut's timing stats assume it), never a slow test, one process (mutmut forks one per mutant).
 PYTEST_ARGS = ["-p", "no:randomly", "-n", "0", "-m", "not slow", "-p", "no:cacheprovider"]
@@ -64,6 +95,11 @@ def sync_tree(source: Path, target: Path) -> None:
             shutil.copy2(source / name, target / name)
 
 
+def module_path(module: str) -> str:
+    """events.behaviour -> events/behaviour.py (the module's file under the package)."""
+    return module.replace(".", "/") + ".py"
+
+
 def stage(project: Path, work: Path, module: str) -> None:
     sync_tree(project / "layers" / "core" / "pulse", work / "src" / "pulse")
     for name in LINKED:
@@ -72,7 +108,7 @@ def stage(project: Path, work: Path, module: str) -> None:
             link.symlink_to(project / name)
     config = {
         "source_paths": ["src/pulse"],
-        "only_mutate": [f"src/pulse/{module}.py"],
+        "only_mutate": [f"src/pulse/{module_path(module)}"],
         "also_copy": ["events", "template.yaml", "functions"],  # tests find them beside tests/
         "pytest_add_cli_args": PYTEST_ARGS,
         "pytest_add_cli_args_test_selection": TESTS[module],
@@ -86,7 +122,7 @@ def outcomes(work: Path, module: str) -> tuple[dict[str, int], list[str]]:
     """Counts per outcome for one module, and the names of its surviving mutants, from mutmut's record."""
     from mutmut.stats import status_by_exit_code
 
-    meta = work / "mutants" / "src" / "pulse" / f"{module}.py.meta"
+    meta = work / "mutants" / "src" / "pulse" / f"{module_path(module)}.meta"
     if not meta.exists():
         raise SystemExit(f"mutmut left no results for {module} ({meta} is missing); see its output above.")
     counts = dict.fromkeys(COLUMNS, 0)
@@ -119,7 +155,7 @@ def main() -> int:
     parser.add_argument("--work", type=Path, help="work folder (default: the project's .mutation/)")
     parser.add_argument("--only", nargs="+", metavar="PATTERN", default=[],
                         help="test only the mutants matching these patterns (fnmatch, e.g. "
-                             "'pulse.catalog_store.x_publish*'); the rest keep their last results")
+                             "'pulse.catalog.store.x_publish*'); the rest keep their last results")
     parser.add_argument("--report-only", action="store_true", help="print the table of the last run, run nothing")
     args = parser.parse_args()
     unknown = [module for module in args.modules if module not in TESTS]

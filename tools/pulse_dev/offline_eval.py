@@ -22,10 +22,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pulse.catalog import hybrid_vectors
-from pulse.collaborative import Interactions, SpaceConfig, TrainedSpace, train
-from pulse.events import BehaviourEvent
-from pulse.interest import (
+from pulse.catalog.version import hybrid_vectors
+from pulse.events.behaviour import BehaviourEvent
+from pulse.interest.model import (
     DEFAULT_TYPE_WEIGHTS,
     RATING_WEIGHTINGS,
     ScaleState,
@@ -34,7 +33,8 @@ from pulse.interest import (
     decay_to,
     fold_events,
 )
-from pulse.space_quality import (
+from pulse.training.collaborative import Interactions, SpaceConfig, TrainedSpace, train
+from pulse.training.space_quality import (
     POPULARITY_WEIGHT_CHOICES,
     TRENDING_HALF_LIFE_CHOICES,
     trending_at,
@@ -63,7 +63,7 @@ class Stage:
     _trending: dict[float, NDArray[Any]] = field(default_factory=dict, repr=False)
 
     def trending(self, index: Mapping[str, int], half_life: float) -> NDArray[Any]:
-        """(users, items): the trending prior (pulse.space_quality.trending_prior) of the ratings before each
+        """(users, items): the trending prior (pulse.training.space_quality.trending_prior) of the ratings before each
         query moment, as a training at that moment would publish it."""
         if half_life not in self._trending:
             self._trending[half_life] = trending_at(
@@ -86,7 +86,7 @@ class Split:
     stages: dict[str, Stage]
 
     def interactions(self) -> Interactions:
-        """The training ratings as arrays for pulse.collaborative (users numbered in first-seen order)."""
+        """The training ratings as arrays for pulse.training.collaborative (users numbered in first-seen order)."""
         numbers: dict[str, int] = {}
         users = np.array([numbers.setdefault(r.user_id, len(numbers)) for r in self.train_ratings], dtype=np.int64)
         items = np.array([self.index[r.item_id] for r in self.train_ratings], dtype=np.int64)
@@ -177,7 +177,7 @@ DEFAULT_USER_MODEL = UserModel({"short": 60.0, "long": DAY}, {"short": 1.0, "lon
 
 
 def user_queries(stage: Stage, item_vectors: NDArray[Any], model: UserModel) -> NDArray[Any]:
-    """(users, dim): each user's interest as of the query time, through pulse.interest (fold, decay, blend)."""
+    """(users, dim): each user's interest as of the query time, through pulse.interest.model (fold, decay, blend)."""
     weigh = rating_weights(model.weights_scheme)
     queries = np.zeros((len(stage.users), item_vectors.shape[1]))
     for position, (rows, times) in enumerate(zip(stage.rows, stage.stamps, strict=True)):
@@ -196,8 +196,8 @@ def rank(stage: Stage, split: Split, item_vectors: NDArray[Any] | None, queries:
          min_strength: float = 1e-3, prior: NDArray[Any] | None = None, popularity_weight: float = 0.0
          ) -> tuple[list[list[str]], int]:
     """Top 10 per user, seen items excluded, full ranking; score = cosine + popularity_weight x prior (users x
-    items), as pulse.recommend. As in the API, a user whose interest is weaker than min_strength gets the popular
-    items of that moment. -> (lists, how many users fell back)."""
+    items), as pulse.serving.recommend. As in the API, a user whose interest is weaker than min_strength gets the
+    popular items of that moment. -> (lists, how many users fell back)."""
     ids = [movie.item_id for movie in split.movies]
     lists, fallbacks = [], 0
     scores_all, strengths = None, np.zeros(len(stage.users))
@@ -214,7 +214,7 @@ def rank(stage: Stage, split: Split, item_vectors: NDArray[Any] | None, queries:
             scores = stage.popularity_counts[position].astype(np.float64)
             fallbacks += scores_all is not None
         scores[seen] = -np.inf
-        # A stable full sort, not pulse.recommend.top_k: its argpartition drops arbitrary rows among ties at
+        # A stable full sort, not pulse.serving.recommend.top_k: its argpartition drops arbitrary rows among ties at
         # the k-th place, and popularity counts tie often (PopularityBaseline keeps catalogue order).
         lists.append([ids[row] for row in np.argsort(-scores, kind="stable")[:K]])
     return lists, fallbacks
@@ -358,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.perf_counter()
     split = load_split()
     if args.text is None:
-        from pulse.runtime import encoder_fingerprint
+        from pulse.wiring import encoder_fingerprint
 
         args.text = Path(".pulse/build") / f"ml_text-{(encoder_fingerprint() or 'unknown')[:16]}.npy"
         args.text.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 Every `import` and `from … import` in a module counts, wherever it is written (a function body's lazy import
 included), so the closure is what a handler may ever load. A module a layer ships outside it is dead weight
-in every function: tests fail on one (tests/integration/test_built_artifacts.py, tests/unit/test_layout.py).
+in every function: tests fail on one (tests/integration/packaging/test_built_artifacts.py, tests/unit/test_layout.py).
 
     python -m pulse_dev.reachable functions/*/app.py --package-root layers/core --package-root layers/encoder
 """

@@ -1,6 +1,6 @@
 """The Powertools preamble every handler shares: one Logger, Tracer and Metrics per function, with the package's
-stdlib loggers (`pulse.ingest`, `pulse.catalog_store`, ...) written by the same JSON handler, so their lines carry
-the same keys (service, cold start, request id, the user reference a handler appends)."""
+stdlib loggers (`pulse.ingest.pipeline`, `pulse.catalog.store`, ...) written by the same JSON handler, so their
+lines carry the same keys (service, cold start, request id, the user reference a handler appends)."""
 
 from __future__ import annotations
 

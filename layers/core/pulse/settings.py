@@ -11,8 +11,8 @@ from typing import Any
 
 from pulse.authorization import AUTH_MODES, AccessPolicy
 from pulse.errors import PulseError
-from pulse.events import DEFAULT_MAX_CLOCK_SKEW_SECONDS, EVENT_TYPES, TimeLimits
-from pulse.interest import (
+from pulse.events.behaviour import DEFAULT_MAX_CLOCK_SKEW_SECONDS, EVENT_TYPES, TimeLimits
+from pulse.interest.model import (
     DEFAULT_TYPE_WEIGHTS,
     MAX_DEDUP_WINDOW,
     MAX_HISTORY_EVENTS,

@@ -14,16 +14,16 @@ import numpy as np
 from pulse_dev.bench.measure import DIM, BenchSizes, summary, timings_ms, unit_catalog_matrix
 
 if TYPE_CHECKING:
-    from pulse.interest import UserInterest
+    from pulse.interest.model import UserInterest
     from pulse_dev.local.stack import LocalStack
 
 
 def bench_api(sizes: BenchSizes, stack: LocalStack) -> dict[str, Any]:
     """GET /users/{id}/recommendations through the real handler (warm), and its cold start in a new process."""
-    from pulse.catalog import CatalogVersion
-    from pulse.catalog_store import S3CatalogRepository
-    from pulse.interest import ApplyResult, ScaleState
-    from pulse.store import DynamoInterestStore
+    from pulse.catalog.store import S3CatalogRepository
+    from pulse.catalog.version import CatalogVersion
+    from pulse.interest.model import ApplyResult, ScaleState
+    from pulse.interest.store import DynamoInterestStore
     from pulse_dev.local.http import api_gateway_event
 
     bucket = stack.name_of("AWS::S3::Bucket")
@@ -79,6 +79,6 @@ def api_cold_start(stack: LocalStack, user: str) -> dict[str, Any]:
 
 
 def _fingerprint() -> str:
-    from pulse.runtime import encoder_fingerprint
+    from pulse.wiring import encoder_fingerprint
 
     return encoder_fingerprint() or "bench"

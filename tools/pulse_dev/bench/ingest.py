@@ -15,10 +15,10 @@ from pulse_dev.bench.measure import BenchSizes, behaviour_texts
 from pulse_dev.local.project import project_root
 
 if TYPE_CHECKING:
-    from pulse.catalog import CatalogReader
-    from pulse.ingest import Embedder
-    from pulse.interest import UserInterest
-    from pulse.store import Result
+    from pulse.catalog.version import CatalogReader
+    from pulse.ingest.pipeline import Embedder
+    from pulse.interest.model import UserInterest
+    from pulse.interest.store import Result
     from pulse_dev.local.functions import Handler
     from pulse_dev.movielens import Rating
 
@@ -27,7 +27,7 @@ class MeasuredStore:
     """The in-memory store, also counting the write units each write would cost in DynamoDB."""
 
     def __init__(self) -> None:
-        from pulse.store import InMemoryInterestStore, user_interest_model
+        from pulse.interest.store import InMemoryInterestStore, user_interest_model
 
         self.inner = InMemoryInterestStore()
         self.model = user_interest_model("pulse-bench")
@@ -50,7 +50,7 @@ class MeasuredStore:
     def update(self, user_id: str, mutate: Callable[[UserInterest], Result], *args: Any, **options: Any) -> Result:
         from datetime import timedelta
 
-        from pulse.store import _to_item, dynamodb_item_bytes
+        from pulse.interest.store import _to_item, dynamodb_item_bytes
 
         before = self.inner.writes
         result = self.inner.update(user_id, mutate, *args, **options)
@@ -77,7 +77,7 @@ def ingest_handler(pipeline: Any) -> Handler:
 
 def lambda_batches(events: Sequence[dict[str, Any]], batch: int) -> list[dict[str, Any]]:
     """Kinesis event source mapping invocations of `batch` records each, from one shard."""
-    from pulse.stream import lambda_record
+    from pulse.events.stream import lambda_record
 
     records = [lambda_record(shard_id="shardId-000000000000", sequence_number=f"{number + 1:056d}",
                              partition_key=event["user_id"], data=json.dumps(event).encode(), arrival=time.time(),
@@ -88,8 +88,8 @@ def lambda_batches(events: Sequence[dict[str, Any]], batch: int) -> list[dict[st
 
 
 def bench_ingest(sizes: BenchSizes, batch: int, catalog: CatalogReader, encoder: Embedder) -> dict[str, Any]:
-    from pulse.dead_letters import InMemoryDeadLetters
-    from pulse.ingest import IngestPipeline
+    from pulse.events.dead_letters import InMemoryDeadLetters
+    from pulse.ingest.pipeline import IngestPipeline
     from pulse.settings import Settings
     from pulse_dev.local.functions import LambdaContext
     from pulse_dev.movielens import load_ratings, rating_event
@@ -126,10 +126,10 @@ def bench_ingest(sizes: BenchSizes, batch: int, catalog: CatalogReader, encoder:
 def writes_per_thousand(ratings: Sequence[Rating], catalog: CatalogReader, encoder: Embedder
                         ) -> list[dict[str, Any]]:
     """A realistic stream (MovieLens, time order): one conditional write per user per batch."""
-    from pulse.dead_letters import InMemoryDeadLetters
-    from pulse.ingest import IngestPipeline
+    from pulse.events.dead_letters import InMemoryDeadLetters
+    from pulse.events.stream import StreamRecord
+    from pulse.ingest.pipeline import IngestPipeline
     from pulse.settings import Settings
-    from pulse.stream import StreamRecord
     from pulse_dev.movielens import rating_event
 
     rows = []

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 def run(sizes: BenchSizes, out: Path, progress: Callable[[str], None] = print) -> dict[str, Any]:
     import tempfile
 
-    from pulse.catalog import in_memory_catalog
+    from pulse.catalog.version import in_memory_catalog
     from pulse.settings import Settings
     from pulse_dev.local.stack import LocalStack
     from pulse_dev.movielens import load_movies

@@ -26,9 +26,9 @@ def bench_topk(sizes: BenchSizes, bandwidth: float) -> list[dict[str, Any]]:
 
 def topk_figures(items: int, bandwidth: float, faiss: Any) -> dict[str, Any]:
     """Pulse's scoring path (`recommend`: mat-vec, seen-item mask, top k) vs the bandwidth bound and faiss."""
-    from pulse.catalog import in_memory_catalog
-    from pulse.interest import ScaleState, UserInterest
-    from pulse.recommend import recommend
+    from pulse.catalog.version import in_memory_catalog
+    from pulse.interest.model import ScaleState, UserInterest
+    from pulse.serving.recommend import recommend
 
     rng = np.random.default_rng(items)
     matrix = unit_catalog_matrix(items)
@@ -72,8 +72,8 @@ def patient_s3() -> Iterator[None]:
 
 def bench_catalog_load(sizes: BenchSizes, stack: LocalStack, tmp: Path) -> list[dict[str, Any]]:
     """Loading a published version: from S3 (moto over HTTP, local) and from a local .npy."""
-    from pulse.catalog import CatalogVersion
-    from pulse.catalog_store import S3CatalogRepository
+    from pulse.catalog.store import S3CatalogRepository
+    from pulse.catalog.version import CatalogVersion
 
     repository = S3CatalogRepository(stack.name_of("AWS::S3::Bucket"), "bench/")
     rows = []

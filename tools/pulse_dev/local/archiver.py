@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Any
 
-from pulse.archive import partition
+from pulse.events.archive import partition
 
 log = logging.getLogger(__name__)
 

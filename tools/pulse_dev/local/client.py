@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pulse.catalog_build import publish_catalog
-from pulse.catalog_store import S3CatalogRepository
+from pulse.catalog.build import publish_catalog
+from pulse.catalog.store import S3CatalogRepository
 from pulse_dev.local.runtime import LocalRuntime
 from pulse_dev.movielens import Movie, Rating, catalog_record
 

@@ -9,7 +9,7 @@ looked for; the held-out ratings then enter the stream too (later trainings see 
 
 One run scores four item spaces on the same stored interest: the deployed hybrid through the API, and its text
 and collaborative blocks alone (the stored interest vector restricted to the block, scored by the same
-`pulse.recommend`), beside the popularity of the ratings up to that moment.
+`pulse.serving.recommend`), beside the popularity of the ratings up to that moment.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from pulse.catalog import CatalogVersion, unit_rows
-from pulse.catalog_store import S3CatalogRepository
-from pulse.interest import blend
-from pulse.recommend import recommend, scale_vectors
+from pulse.catalog.store import S3CatalogRepository
+from pulse.catalog.version import CatalogVersion, unit_rows
+from pulse.interest.model import blend
+from pulse.interest.store import DynamoInterestStore
+from pulse.serving.recommend import recommend, scale_vectors
 from pulse.settings import Settings
-from pulse.store import DynamoInterestStore
-from pulse.training import deployment_options, train_catalog
+from pulse.training.job import deployment_options, train_catalog
 from pulse_dev.evaluation import (
     MethodResult,
     PopularityBaseline,

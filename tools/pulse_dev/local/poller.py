@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pulse.stream import lambda_record
+from pulse.events.stream import lambda_record
 from pulse_dev.local.functions import Handler, LambdaContext
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pulse.events import decode_record_data, parse_event
+from pulse.events.behaviour import decode_record_data, parse_event
 
 MAX_DRAIN_SECONDS = 10.0  # the ingest kept up if it caught up this soon after the last put
 

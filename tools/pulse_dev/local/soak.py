@@ -11,7 +11,7 @@ Then, once the ingest function has caught up and the archive is flushed, the soa
 - each user's event_count in DynamoDB equals the distinct valid events sent for them (nothing lost, nothing
   counted twice);
 - every poison record is in the dead-letter queue, byte for byte, with a reason;
-- the archive holds every accepted event (read back through pulse.archive.read_archive);
+- the archive holds every accepted event (read back through pulse.events.archive.read_archive);
 - the API answered every request, none with a 5xx; with its p50/p99 latency under load;
 - a deletion sticks: the heaviest users so far are deleted (DELETE /users/{id}) halfway through, their events
   dated before the deletion are put on the stream again after the sending, and each of them ends with exactly the
@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pulse.events import MAX_RECORD_BYTES, MAX_TEXT_LENGTH
+from pulse.events.behaviour import MAX_RECORD_BYTES, MAX_TEXT_LENGTH
 from pulse_dev.local.project import project_root
 from pulse_dev.local.reconcile import (
     MAX_DRAIN_SECONDS,
@@ -322,7 +322,7 @@ def latency_summary(milliseconds: Sequence[float]) -> dict[str, float | None]:
 
 
 def run_soak(options: SoakOptions) -> dict[str, Any]:
-    from pulse.catalog_store import S3CatalogRepository
+    from pulse.catalog.store import S3CatalogRepository
     from pulse_dev.local.client import Api, Progress, publish, wait_until_serving
     from pulse_dev.local.runtime import LocalRuntime
     from pulse_dev.movielens import load_movies, load_ratings
@@ -445,7 +445,7 @@ def reconcile(runtime: Any, sent: Sequence[Record], first_day: dt.date, options:
               forgotten: Mapping[str, float]) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from pulse.archive import ArchiveReadStats, read_archive
+    from pulse.events.archive import ArchiveReadStats, read_archive
 
     steps = tqdm(total=5, desc="soak: reconcile", unit="step", disable=not options.progress,
                  bar_format="{desc}: {n}/{total} {bar} {elapsed}")

@@ -85,7 +85,7 @@ class LocalStack:
             self._replaced_environment.update(recorded)
 
     def _set_environment(self, values: dict[str, str]) -> None:
-        from pulse.runtime import reset_caches
+        from pulse.wiring import reset_caches
 
         for name in values:
             self._replaced_environment.setdefault(name, os.environ.get(name))
@@ -205,7 +205,7 @@ def forget_unpublished_metrics() -> None:
 
 def _restore(previous: dict[str, str | None]) -> None:
     """Put variables back as they were (None: it was not set)."""
-    from pulse.runtime import reset_caches
+    from pulse.wiring import reset_caches
 
     for name, value in previous.items():
         if value is None:

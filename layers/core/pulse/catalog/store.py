@@ -1,0 +1,340 @@
+"""Catalogue versions in S3, and the live catalogue a container serves (checked, swapped atomically).
+
+Layout under the prefix (default `catalog/`):
+  versions/<version>/embeddings.npy   float32 (n, dim), L2-normalised rows
+  versions/<version>/items.json       {"item_ids", "titles", "categories", "available", "popularity", "trending"}
+  versions/<version>/manifest.json    version, count, dim, encoder fingerprint, sha256 of both files
+  CURRENT                             {"version": ...}: written last, so readers never see half a version
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+from botocore.exceptions import BotoCoreError, ClientError
+from numpy.typing import NDArray
+
+from pulse import aws
+from pulse.catalog.version import CatalogVersion
+from pulse.errors import PulseError
+from pulse.interest.model import MAX_POPULARITY_WEIGHT
+
+log = logging.getLogger(__name__)
+
+
+class CatalogRefused(PulseError, ValueError):
+    """A version that must not be served (missing files, shapes that disagree, another encoder)."""
+
+
+class CatalogUnavailable(PulseError, RuntimeError):
+    """No catalogue can be served. `retryable`: one exists but cannot be loaded right now (store unreachable, or
+    the current version refused with none loaded before it), so work that needs it must be retried; otherwise
+    none has been published yet. The message is safe to show any caller: the details go to the log."""
+
+    def __init__(self, message: str, *, retryable: bool = False):
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class CatalogStoreError(PulseError, RuntimeError):
+    """S3 failed while reading the catalogue (a passing failure: retried later, never a refusal)."""
+
+
+class S3CatalogRepository:
+    def __init__(self, bucket: str, prefix: str = "catalog/"):
+        self.bucket = bucket
+        self.prefix = prefix if prefix.endswith("/") else prefix + "/"
+
+    def current_version(self) -> str | None:
+        raw = self._get(f"{self.prefix}CURRENT")
+        if raw is None:
+            return None
+        try:
+            return str(json.loads(raw)["version"])
+        except (ValueError, KeyError, TypeError):
+            raise CatalogRefused("the CURRENT pointer is not {\"version\": ...}") from None
+
+    def load(self, version: str, expected_fingerprint: str | None) -> CatalogVersion:
+        """The version, checked whole; any problem (missing or damaged file, shapes, values, another encoder)
+        is a CatalogRefused naming it. Errors reaching S3 are a CatalogStoreError (the caller retries later)."""
+        try:
+            return self._load(version, expected_fingerprint)
+        except (CatalogRefused, CatalogStoreError):
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError, OSError, EOFError) as error:
+            raise CatalogRefused(f"version {version}: cannot be read ({type(error).__name__}: {error})") from None
+
+    def _load(self, version: str, expected_fingerprint: str | None) -> CatalogVersion:
+        base = f"{self.prefix}versions/{version}/"
+        manifest_raw = self._get(base + "manifest.json")
+        if manifest_raw is None:
+            raise CatalogRefused(f"version {version}: manifest.json is missing")
+        try:
+            manifest = json.loads(manifest_raw)
+        except ValueError as error:
+            raise CatalogRefused(f"version {version}: manifest.json does not parse ({error})") from None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("sha256"), dict):
+            raise CatalogRefused(f"version {version}: manifest.json has no sha256 table")
+        if expected_fingerprint is not None and manifest.get("encoder_fingerprint") != expected_fingerprint:
+            raise CatalogRefused(f"version {version} was embedded by encoder {manifest.get('encoder_fingerprint')}"
+                                 f", this deployment runs {expected_fingerprint}")
+        files = {}
+        for name in ("embeddings.npy", "items.json"):
+            body = self._get(base + name)
+            if body is None:
+                raise CatalogRefused(f"version {version}: {name} is missing")
+            if hashlib.sha256(body).hexdigest() != manifest["sha256"].get(name):
+                raise CatalogRefused(f"version {version}: {name} does not match its sha256 in the manifest")
+            files[name] = body
+        embeddings = np.load(io.BytesIO(files["embeddings.npy"]), allow_pickle=False)
+        columns = json.loads(files["items.json"])
+        if embeddings.dtype != np.float32 or embeddings.shape != (manifest["count"], manifest["dim"]):
+            raise CatalogRefused(f"version {version}: embeddings are {embeddings.dtype}{embeddings.shape}, the "
+                                 f"manifest says float32({manifest['count']}, {manifest['dim']})")
+        if len(set(columns["item_ids"])) != len(columns["item_ids"]):
+            raise CatalogRefused(f"version {version}: item ids repeat")
+        space = manifest.get("space") or {}
+        text_to_collab = None
+        if space.get("kind") == "hybrid":
+            body = self._get(base + "text_to_collab.npy")
+            if body is None or hashlib.sha256(body).hexdigest() != manifest["sha256"].get("text_to_collab.npy"):
+                raise CatalogRefused(f"version {version}: text_to_collab.npy is missing or does not match")
+            text_to_collab = np.load(io.BytesIO(body), allow_pickle=False)
+            if text_to_collab.shape[1] + space["text_dim"] != manifest["dim"]:
+                raise CatalogRefused(f"version {version}: text_to_collab is {text_to_collab.shape}, dim is "
+                                     f"{manifest['dim']}")
+        learned = manifest.get("settings")
+        if learned is not None:
+            _check_learned(version, learned)
+        return CatalogVersion(
+            version=version, item_ids=columns["item_ids"], embeddings=np.ascontiguousarray(embeddings),
+            encoder_fingerprint=manifest["encoder_fingerprint"], titles=columns["titles"],
+            categories=columns["categories"], available=np.array(columns["available"], dtype=bool),
+            popularity=np.array(columns["popularity"], dtype=np.float64),
+            trending=np.array(columns.get("trending") or [], dtype=np.float64),
+            created_at=float(manifest.get("created_at", 0)), text_to_collab=text_to_collab,
+            text_weight=float(space.get("text_weight", 1.0)), collab_weight=float(space.get("collab_weight", 0.0)),
+            settings=learned, basis=manifest.get("basis") or f"text-{manifest['encoder_fingerprint'][:12]}",
+            trained_until=manifest.get("trained_until"))
+
+    def load_training_state(self, version: str) -> dict[str, NDArray[Any]] | None:
+        """A hybrid version's text block, collaborative block and warm rows (what the next training aligns to)."""
+        body = self._get(f"{self.prefix}versions/{version}/training.npz")
+        if body is None:
+            return None
+        with np.load(io.BytesIO(body), allow_pickle=False) as arrays:
+            return {name: arrays[name] for name in arrays.files}
+
+    def publish(self, catalog: CatalogVersion, training_state: dict[str, NDArray[Any]] | None = None,
+                space: dict[str, Any] | None = None) -> bool:
+        """Write the version (unless it is already complete) and point CURRENT at it. True if new files."""
+        base = f"{self.prefix}versions/{catalog.version}/"
+        written = False
+        if self._get(base + "manifest.json") is None:
+            files = {
+                "embeddings.npy": _npy(catalog.embeddings),
+                "items.json": json.dumps({
+                    "item_ids": catalog.item_ids, "titles": catalog.titles, "categories": catalog.categories,
+                    "available": catalog.available.tolist(), "popularity": catalog.popularity.tolist(),
+                    **({"trending": np.round(catalog.trending, 6).tolist()} if catalog.trending.any() else {}),
+                }, ensure_ascii=False).encode("utf-8"),
+            }
+            if catalog.text_to_collab is not None:
+                files["text_to_collab.npy"] = _npy(catalog.text_to_collab)
+            if training_state is not None:
+                buffer = io.BytesIO()
+                np.savez(buffer, **training_state)
+                files["training.npz"] = buffer.getvalue()
+            for name, body in files.items():
+                self._put(base + name, body)
+            manifest = {"version": catalog.version, "count": len(catalog), "dim": catalog.dim,
+                        "encoder_fingerprint": catalog.encoder_fingerprint, "created_at": catalog.created_at,
+                        "basis": catalog.basis, "settings": catalog.settings, "trained_until": catalog.trained_until,
+                        "sha256": {name: hashlib.sha256(body).hexdigest() for name, body in files.items()}}
+            if catalog.text_to_collab is not None:  # catalog.is_hybrid
+                manifest["space"] = {"kind": "hybrid", "text_weight": catalog.text_weight,
+                                     "collab_weight": catalog.collab_weight,
+                                     "text_dim": catalog.dim - catalog.text_to_collab.shape[1],
+                                     "collab_dim": int(catalog.text_to_collab.shape[1]), **(space or {})}
+            self._put(base + "manifest.json", json.dumps(manifest, indent=1).encode())
+            written = True
+        self._put(f"{self.prefix}CURRENT", json.dumps({"version": catalog.version,
+                                                      "published_at": time.time()}).encode())
+        return written
+
+    def _get(self, key: str) -> bytes | None:
+        s3 = aws.client("s3")
+        try:
+            body: bytes = s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            return body
+        except s3.exceptions.NoSuchKey:
+            return None
+        except ClientError as error:
+            # Listing is granted under the catalogue prefix only, so S3 may answer a missing key with AccessDenied
+            # rather than NoSuchKey: a listing of that prefix tells which.
+            if error.response.get("Error", {}).get("Code") in ("AccessDenied", "403") and not self._exists(key):
+                return None
+            raise CatalogStoreError(f"reading s3://{self.bucket}/{key} failed: {error}") from error
+        except BotoCoreError as error:
+            raise CatalogStoreError(f"reading s3://{self.bucket}/{key} failed: {error}") from error
+
+    def _exists(self, key: str) -> bool:
+        try:
+            listed = aws.client("s3").list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
+        except (BotoCoreError, ClientError) as error:
+            raise CatalogStoreError(f"listing s3://{self.bucket}/{key} failed: {error}") from error
+        return any(entry["Key"] == key for entry in listed.get("Contents", []))
+
+    def _put(self, key: str, body: bytes) -> None:
+        aws.client("s3").put_object(Bucket=self.bucket, Key=key, Body=body)
+
+
+def _check_learned(version: str, learned: Any) -> None:
+    """Learned interest settings must be what pulse.settings can serve: positive half-lives, finite blend."""
+    try:
+        lives, blend = learned["half_lives"], learned["blend_weights"]
+        ok = (all(float(value) > 0 and np.isfinite(float(value)) for value in lives.values())
+              and all(np.isfinite(float(value)) for value in blend.values()) and set(lives) == set(blend)
+              and learned.get("rating_weighting") in ("stars", "flat")
+              and 0 <= float(learned.get("popularity_weight", 0.0)) <= MAX_POPULARITY_WEIGHT)
+    except (KeyError, TypeError, AttributeError, ValueError):
+        ok = False
+    if not ok:
+        raise CatalogRefused(f"version {version}: its learned settings are malformed: {learned!r:.200}")
+
+
+def _npy(matrix: NDArray[Any]) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(matrix, dtype=np.float32), allow_pickle=False)
+    return buffer.getvalue()
+
+
+EMPTY_CHECK_SECONDS = 1.0
+
+
+class LiveCatalog:
+    """The version a container serves: loaded once, re-checked against CURRENT at most every
+    `check_interval` seconds, swapped atomically. A bad new version is refused (and never downloaded again by
+    this container); an S3 error while loading one is retried later with a doubling backoff. Either way the old
+    version keeps serving."""
+
+    def __init__(self, repository: Any, expected_fingerprint: str | None, check_interval: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_refused: Callable[[str], None] | None = None,
+                 retry_after: float = 5.0, max_retry_after: float = 300.0):
+        self.repository = repository
+        self.expected_fingerprint = expected_fingerprint
+        self.check_interval = check_interval
+        self.clock = clock
+        self.on_refused = on_refused or (lambda reason: None)
+        self.retry_after, self.max_retry_after = retry_after, max_retry_after
+        self._serving: CatalogVersion | None = None
+        self._refused: set[str] = set()
+        self.last_refusal: dict[str, str] | None = None  # {"version", "reason"}: what /health reports
+        self._deferred: dict[str, tuple[float, float]] = {}  # version -> (next attempt at, backoff)
+        self._unreachable = False  # the last check could not reach the store
+        self._checked_at: float | None = None
+        self._lock = threading.Lock()
+
+    def current(self) -> CatalogVersion:
+        """The version to serve; raises CatalogUnavailable when there is none."""
+        if self._due(self.clock()):
+            with self._lock:
+                now = self.clock()
+                if self._due(now):
+                    self._refresh(now)
+                    self._checked_at = now
+        if self._serving is None:
+            if self._unreachable or self._deferred:
+                raise CatalogUnavailable("the catalogue store cannot be reached; retrying", retryable=True)
+            if self.last_refusal is not None:
+                raise CatalogUnavailable(f"catalogue version {self.last_refusal['version']} was refused and no "
+                                         "earlier version is loaded (GET /health says why)", retryable=True)
+            raise CatalogUnavailable("no catalogue has been published yet (pulse catalog build FILE.jsonl)")
+        return self._serving
+
+    @property
+    def deferred(self) -> dict[str, Any] | None:
+        """The version whose loading failed on an S3 error and when it is tried again (what /health reports)."""
+        if not self._deferred:
+            return None
+        version, (at, _) = max(self._deferred.items(), key=lambda entry: entry[1][0])
+        return {"version": version, "retry_in_seconds": round(max(0.0, at - self.clock()), 3)}
+
+    def _due(self, now: float) -> bool:
+        """Check CURRENT once per interval; while nothing is served, at most once a second (the first version
+        shows up about as soon as it is published, and a flood of requests is not a flood of S3 reads)."""
+        interval = min(self.check_interval, EMPTY_CHECK_SECONDS) if self._serving is None else self.check_interval
+        return self._checked_at is None or now - self._checked_at >= interval
+
+    def _refresh(self, now: float) -> None:
+        try:
+            version = self.repository.current_version()
+        except CatalogRefused as error:
+            self._refuse("CURRENT", str(error))
+            return
+        except Exception as error:  # noqa: BLE001 - store unreachable: keep serving what we have
+            self._unreachable = True
+            log.warning("catalogue check failed; still serving %s: %s",
+                        self._serving.version if self._serving else "nothing", error)
+            return
+        self._unreachable = False
+        if version is None or (self._serving is not None and version == self._serving.version) \
+                or version in self._refused:
+            return
+        attempt_at, backoff = self._deferred.get(version, (now, 0.0))
+        if now < attempt_at:
+            return
+        try:
+            loaded = self.repository.load(version, self.expected_fingerprint)
+        except CatalogRefused as error:
+            self._deferred.pop(version, None)
+            self._refuse(version, str(error))
+            return
+        except Exception as error:  # noqa: BLE001 - S3 failed mid-way: not the version's fault, try again later
+            backoff = min(self.max_retry_after, backoff * 2 if backoff else max(self.retry_after, self.check_interval))
+            self._deferred[version] = (now + backoff, backoff)
+            log.warning("loading catalogue version %s failed; retrying in %.0f s: %s", version, backoff, error)
+            return
+        self._deferred.clear()
+        self._serving = loaded  # one reference assignment: readers see the old or the new version, whole
+        log.info("serving catalogue %s (%d items)", loaded.version, len(loaded))
+
+    def _refuse(self, version: str, reason: str) -> None:
+        self._refused.add(version)
+        self.last_refusal = {"version": version, "reason": reason}
+        log.error("catalogue version refused: %s", reason)
+        self.on_refused(reason)
+
+    def embeddings_for(self, item_ids: Iterable[str]) -> dict[str, NDArray[Any]]:
+        """CatalogReader for the ingest function: no catalogue yet -> every item is unknown."""
+        catalog = self._current_for_ingest()
+        return catalog.embeddings_for(item_ids) if catalog is not None else {}
+
+    def embed_texts(self, text_vectors: NDArray[Any]) -> NDArray[Any]:
+        catalog = self._current_for_ingest()
+        return catalog.embed_texts(text_vectors) if catalog is not None else text_vectors
+
+    def text_vectors_for(self, item_ids: Iterable[str]) -> dict[str, NDArray[Any]]:
+        catalog = self._current_for_ingest()
+        return catalog.text_vectors_for(item_ids) if catalog is not None else {}
+
+    def learned_settings(self) -> dict[str, Any] | None:
+        catalog = self._current_for_ingest()
+        return catalog.learned_settings() if catalog is not None else None
+
+    def _current_for_ingest(self) -> CatalogVersion | None:
+        try:
+            return self.current()
+        except CatalogUnavailable as error:
+            if error.retryable:
+                raise  # a catalogue exists but cannot be used now: the records are retried
+            return None

@@ -1,0 +1,1 @@
+"""The write path: a batch of stream records becomes decayed interest, exactly once."""

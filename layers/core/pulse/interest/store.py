@@ -1,0 +1,291 @@
+"""Where user interest lives: a small interface, a DynamoDB implementation (PynamoDB) and an in-memory fake.
+
+Each update is one conditional write per user (optimistic locking on `version`), retried on conflict.
+A deletion is such a write too: it replaces the user with a tombstone (the deletion time, a new version), so a
+write prepared from what was read before it fails its condition and its retry reads the tombstone.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+from pynamodb.attributes import (
+    BinaryAttribute,
+    ListAttribute,
+    MapAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+    VersionAttribute,
+)
+from pynamodb.exceptions import DoesNotExist, PutError
+from pynamodb.models import Model
+
+from pulse.errors import PulseError
+from pulse.interest.model import Engagement, ScaleState, UserInterest, forget_user, history_json, recent_items_json
+
+
+class Outcome(Protocol):
+    @property
+    def changed(self) -> bool: ...
+
+
+Result = TypeVar("Result", bound=Outcome)
+DIGEST_BYTES = 8
+
+
+class WriteConflictError(PulseError, RuntimeError):
+    """The user's item kept changing under us (or kept being throttled) through every attempt."""
+
+
+class _Unknown:
+    """Marks 'not read yet' for update(known=...): None already means 'no item'."""
+
+
+UNKNOWN = _Unknown()
+
+
+class InterestStore(Protocol):
+    def get(self, user_id: str) -> UserInterest | None: ...
+
+    def get_many(self, user_ids: Sequence[str]) -> dict[str, UserInterest]:
+        """The users that exist among user_ids, read together (one batch read instead of one read each)."""
+        ...
+
+    def update(self, user_id: str, mutate: Callable[[UserInterest], Result],
+               known: UserInterest | None | _Unknown = UNKNOWN) -> Result:
+        """Load (or create) the user, mutate it, write it back once if it changed; retry on conflict.
+        `known`: the user as just read (None: no item), used for the first attempt instead of a read."""
+        ...
+
+    def delete(self, user_id: str) -> bool:
+        """Replace the user with a tombstone carrying the deletion time; True if there was state to forget."""
+        ...
+
+
+# --- DynamoDB -------------------------------------------------------------------------------------
+
+
+class ScaleAttribute(MapAttribute[str, Any]):
+    name = UnicodeAttribute()
+    vector = BinaryAttribute(legacy_encoding=False)  # float32 little-endian
+    t = NumberAttribute(null=True)
+
+
+class UserInterestItem(Model):
+    """The DynamoDB item. The table's key schema and TTL attribute are declared in template.yaml."""
+
+    class Meta:
+        table_name = "pulse-interest"
+
+    user_id = UnicodeAttribute(hash_key=True)
+    version = VersionAttribute()
+    scales = ListAttribute(of=ScaleAttribute, default=list)
+    recent_items = UnicodeAttribute(null=True)  # compact JSON {item_id: event time}: hundreds of entries
+    history = UnicodeAttribute(null=True)  # compact JSON [[event time, item_id, type, value], ...], oldest first
+    recent_event_ids = BinaryAttribute(legacy_encoding=False, null=True)  # 8-byte digests, oldest first
+    # shard_id -> sequence number (string); pynamodb leaves MapAttribute's __init__ unannotated
+    applied_sequence: MapAttribute[str, str] = MapAttribute(default=dict)  # type: ignore[no-untyped-call]
+    event_count = NumberAttribute(default=0)
+    first_event_ts = NumberAttribute(null=True)
+    last_event_ts = NumberAttribute(null=True)
+    updated_at = NumberAttribute(default=0)
+    expires_at = TTLAttribute(null=True)
+    forgotten_at = NumberAttribute(null=True)  # a deletion's time: older events are ignored
+
+
+@lru_cache(maxsize=8)
+def user_interest_model(table_name: str) -> type[UserInterestItem]:
+    """The model bound to a table, created lazily so tests and the local stack can point it anywhere."""
+    meta = type("Meta", (), {"table_name": table_name, "max_retry_attempts": 8, "base_backoff_ms": 25})
+    return type("BoundUserInterestItem", (UserInterestItem,), {"Meta": meta})
+
+
+class DynamoInterestStore:
+    def __init__(self, table_name: str, *, ttl_days: float, attempts: int = 6,
+                 clock: Callable[[], float] = time.time, tombstone_days: float | None = None):
+        self.model = user_interest_model(table_name)
+        self.ttl = timedelta(days=ttl_days)
+        self.tombstone_ttl = timedelta(days=ttl_days if tombstone_days is None else tombstone_days)
+        self.attempts = attempts
+        self.clock = clock
+        self.conflicts = 0
+
+    def get(self, user_id: str) -> UserInterest | None:
+        try:
+            return _to_domain(self.model.get(user_id, consistent_read=True))
+        except DoesNotExist:
+            return None
+
+    def get_many(self, user_ids: Sequence[str]) -> dict[str, UserInterest]:
+        """Consistent BatchGetItem (100 keys a request; PynamoDB re-asks for unprocessed keys)."""
+        return {item.user_id: _to_domain(item) for item in self.model.batch_get(list(user_ids), consistent_read=True)}
+
+    def update(self, user_id: str, mutate: Callable[[UserInterest], Result],
+               known: UserInterest | None | _Unknown = UNKNOWN) -> Result:
+        return _optimistic_update(user_id, mutate, known, self.attempts, self.get, self._write)
+
+    def _write(self, user: UserInterest, attempt: int) -> bool:
+        try:
+            _to_item(self.model, user, self.clock(), self.ttl, self.tombstone_ttl).save()  # conditional on version
+            return True
+        except PutError as error:
+            if error.cause_response_code not in RETRYABLE_WRITE_ERRORS:
+                raise
+            self.conflicts += 1
+            _backoff(attempt)
+            return False
+
+    def delete(self, user_id: str) -> bool:
+        """The tombstone expires `tombstone_days` after the deletion (a returning user's item not before)."""
+        return self.update(user_id, lambda user: forget_user(user, self.clock())).had_state
+
+
+RETRYABLE_WRITE_ERRORS = frozenset({
+    "ConditionalCheckFailedException", "ProvisionedThroughputExceededException", "ThrottlingException",
+    "RequestLimitExceeded", "TransactionConflictException",
+})
+
+
+def _optimistic_update(user_id: str, mutate: Callable[[UserInterest], Result],
+                       known: UserInterest | None | _Unknown, attempts: int,
+                       read: Callable[[str], UserInterest | None],
+                       write: Callable[[UserInterest, int], bool]) -> Result:
+    """Read (the first time: `known` when given), mutate, write if changed; `write` answers False when the
+    stored version moved on, and the next attempt reads again."""
+    for attempt in range(attempts):
+        user = read(user_id) if attempt > 0 or isinstance(known, _Unknown) else known
+        user = user or UserInterest(user_id=user_id, scales={})
+        result = mutate(user)
+        if not result.changed or write(user, attempt):
+            return result
+    raise WriteConflictError(f"user item still conflicting or throttled after {attempts} attempts")
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
+
+
+def _to_domain(item: UserInterestItem) -> UserInterest:
+    digests = item.recent_event_ids or b""
+    return UserInterest(
+        user_id=item.user_id,
+        scales={scale.name: ScaleState(np.frombuffer(scale.vector, dtype="<f4").astype(np.float64), scale.t)
+                for scale in item.scales},
+        recent_items=json.loads(item.recent_items) if item.recent_items else {},
+        history=[Engagement(*entry) for entry in json.loads(item.history)] if item.history else [],
+        recent_event_ids=[digests[i:i + DIGEST_BYTES] for i in range(0, len(digests), DIGEST_BYTES)],
+        applied_sequence={str(shard): str(seq) for shard, seq in item.applied_sequence.as_dict().items()},  # type: ignore[no-untyped-call]  # pynamodb: as_dict is unannotated
+        event_count=int(item.event_count),
+        first_event_ts=item.first_event_ts,
+        last_event_ts=item.last_event_ts,
+        version=item.version,
+        forgotten_at=item.forgotten_at,
+    )
+
+
+def _to_item(model: type[UserInterestItem], user: UserInterest, now: float, ttl: timedelta,
+             tombstone_ttl: timedelta | None = None) -> UserInterestItem:
+    # The type: ignores below: pynamodb leaves MapAttribute.__init__ unannotated.
+    item = model(
+        user.user_id,
+        scales=[ScaleAttribute(name=name, vector=state.vector.astype("<f4").tobytes(), t=state.t)  # type: ignore[no-untyped-call]
+                for name, state in user.scales.items()],
+        recent_items=recent_items_json(user.recent_items) if user.recent_items else None,
+        history=history_json(user.history) if user.history else None,
+        recent_event_ids=b"".join(user.recent_event_ids) or None,
+        applied_sequence=MapAttribute(**user.applied_sequence),  # type: ignore[no-untyped-call]
+        event_count=user.event_count,
+        first_event_ts=user.first_event_ts,
+        last_event_ts=user.last_event_ts,
+        updated_at=now,
+        expires_at=_expiry(user, now, ttl, ttl if tombstone_ttl is None else tombstone_ttl),
+        forgotten_at=user.forgotten_at,
+    )
+    if user.version is not None:
+        item.version = user.version  # PynamoDB then writes only if the stored version is still this one
+    return item
+
+
+def dynamodb_item_bytes(serialized: dict[str, Any]) -> int:
+    """DynamoDB's item size of a serialized item (PynamoDB's `serialize()`), by AWS's rules: attribute names
+    plus values (strings UTF-8 and binary by length, numbers 1 byte per two significant digits plus 1, maps and
+    lists 3 bytes plus 1 per element, map keys counted like names)."""
+    def value_bytes(value: dict[str, Any]) -> int:
+        (kind, raw), = value.items()
+        if kind == "S":
+            return len(raw.encode("utf-8"))
+        if kind == "B":
+            return len(raw) if isinstance(raw, bytes | bytearray) else len(base64.b64decode(raw))  # base64 in JSON
+        if kind == "N":
+            return (len(raw.lstrip("-").replace(".", "").strip("0")) + 1) // 2 + 1
+        if kind in ("BOOL", "NULL"):
+            return 1
+        if kind == "M":
+            return 3 + sum(len(name.encode()) + value_bytes(inner) + 1 for name, inner in raw.items())
+        if kind == "L":
+            return 3 + sum(value_bytes(inner) + 1 for inner in raw)
+        raise ValueError(f"unknown DynamoDB type {kind}")
+
+    return sum(len(name.encode()) + value_bytes(value) for name, value in serialized.items())
+
+
+def _expiry(user: UserInterest, now: float, ttl: timedelta, tombstone_ttl: timedelta) -> datetime:
+    """An active user: `ttl` after this write; a tombstone: `tombstone_ttl` after the deletion; both: the later."""
+    expiries = [datetime.fromtimestamp(now, tz=UTC) + ttl] if user.has_state or user.forgotten_at is None else []
+    if user.forgotten_at is not None:
+        expiries.append(datetime.fromtimestamp(user.forgotten_at, tz=UTC) + tombstone_ttl)
+    return max(expiries)
+
+
+# --- In memory (unit tests, benchmarks) -----------------------------------------------------------
+
+
+class InMemoryInterestStore:
+    """Same semantics as DynamoInterestStore (copies in and out, version bumps, counted writes)."""
+
+    def __init__(self, *, attempts: int = 6, clock: Callable[[], float] = time.time) -> None:
+        self.items: dict[str, UserInterest] = {}
+        self.writes = 0
+        self.conflicts = 0
+        self.attempts = attempts
+        self.clock = clock
+        self._lock = threading.Lock()
+
+    def get(self, user_id: str) -> UserInterest | None:
+        with self._lock:
+            found = self.items.get(user_id)
+            return copy.deepcopy(found) if found is not None else None
+
+    def get_many(self, user_ids: Sequence[str]) -> dict[str, UserInterest]:
+        with self._lock:
+            return {user_id: copy.deepcopy(self.items[user_id]) for user_id in user_ids if user_id in self.items}
+
+    def update(self, user_id: str, mutate: Callable[[UserInterest], Result],
+               known: UserInterest | None | _Unknown = UNKNOWN) -> Result:
+        known = copy.deepcopy(known) if isinstance(known, UserInterest) else known
+        return _optimistic_update(user_id, mutate, known, self.attempts, self.get, self._write)
+
+    def _write(self, user: UserInterest, attempt: int) -> bool:
+        with self._lock:
+            current = self.items.get(user.user_id)
+            if (current.version if current else None) != user.version:
+                self.conflicts += 1
+                return False
+            user.version = (user.version or 0) + 1
+            self.items[user.user_id] = copy.deepcopy(user)
+            self.writes += 1
+            return True
+
+    def delete(self, user_id: str) -> bool:
+        return self.update(user_id, lambda user: forget_user(user, self.clock())).had_state

@@ -1,0 +1,284 @@
+"""What the HTTP API does, independent of API Gateway: recommendations, similar items, profiles, events."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypedDict
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pulse import aws
+from pulse.catalog.store import LiveCatalog
+from pulse.catalog.version import CatalogVersion
+from pulse.errors import PulseError
+from pulse.events.behaviour import InvalidEvent, encode_event, normalise_identifier, parse_event
+from pulse.interest.model import UserInterest, blend, decay_to
+from pulse.interest.store import InterestStore
+from pulse.serving.recommend import ScoredItem, recommend, scale_vectors, similar_items, top_k
+from pulse.settings import Settings
+
+MAX_EVENTS_PER_REQUEST = 500
+
+
+class NotFound(PulseError, LookupError):
+    """The thing asked about does not exist (answered with 404)."""
+
+
+class BadRequest(PulseError, ValueError):
+    """The request is well-formed HTTP but asks for something invalid (answered with 400)."""
+
+    def __init__(self, message: str, detail: Any = None):
+        super().__init__(message)
+        self.detail = detail
+
+
+def path_identifier(raw: str, name: str) -> str:
+    """An id from the request path, normalised like the events' ids (NFC, bytes). One the event contract refuses
+    (format, unassigned or private-use characters, over the byte limit) names nothing that can exist: 404, with
+    the reason (the OpenAPI pattern cannot express Unicode categories, so this is not a 400)."""
+    try:
+        return normalise_identifier(raw, name)
+    except InvalidEvent as error:
+        raise NotFound(f"no {name.removesuffix('_id')} can have this id: {error}") from None
+
+
+# The answers as JSON-ready dicts, field for field the models of pulse.serving.api_models that the API validates
+# them against.
+
+
+class ScoredItemJson(TypedDict):
+    item_id: str
+    score: float
+    reason: str
+
+
+class RecommendationsAnswer(TypedDict):
+    user_id: str
+    strategy: Literal["personal", "popular"]
+    catalog_version: str
+    items: list[ScoredItemJson]
+
+
+class SimilarAnswer(TypedDict):
+    item_id: str
+    catalog_version: str
+    items: list[ScoredItemJson]
+
+
+class ClosestItemJson(TypedDict):
+    item_id: str
+    title: str | None
+    score: float
+
+
+class ClosestJson(TypedDict):
+    closest_items: list[ClosestItemJson]
+    top_categories: list[str]
+
+
+class ScaleProfileJson(ClosestJson):
+    half_life_seconds: float
+    strength: float
+    decayed_from: float | None
+
+
+class ProfileAnswer(TypedDict):
+    user_id: str
+    event_count: int
+    first_event_ts: float | None
+    last_event_ts: float | None
+    as_of: float
+    strength: float
+    recent_items: list[str]
+    scales: dict[str, ScaleProfileJson]
+    catalog_version: str | None
+
+
+class ForgetAnswer(TypedDict):
+    user_id: str
+    forgotten: bool
+
+
+class HealthAnswer(TypedDict):
+    status: Literal["ok", "degraded"]
+    catalog_version: str | None
+    item_count: int
+    encoder_fingerprint: str | None
+    space: dict[str, Any] | None
+    refused: Any
+    deferred: Any
+
+
+def items_json(items: Sequence[ScoredItem]) -> list[ScoredItemJson]:
+    return [{"item_id": item.item_id, "score": item.score, "reason": item.reason} for item in items]
+
+
+@dataclass
+class RecommendationService:
+    store: InterestStore
+    catalog: LiveCatalog
+    settings: Settings
+    encoder_fingerprint: str | None = None
+    clock: Callable[[], float] = time.time
+
+    def recommendations(self, user_id: str, *, k: int, exclude_seen: bool, category: str | None,
+                        at: float | None) -> RecommendationsAnswer:
+        user_id = path_identifier(user_id, "user_id")
+        catalog = self.catalog.current()
+        user = self._user(user_id)
+        config = self.settings.serving(catalog.learned_settings())
+        result = recommend(catalog, user, k=k, at=self.clock() if at is None else at,
+                           half_lives=config.half_lives, blend_weights=config.blend_weights,
+                           exclude_seen=exclude_seen, category=category, min_strength=config.min_strength,
+                           type_weights=config.type_weights, popularity_weight=config.popularity_weight)
+        return {"user_id": user_id, "strategy": result.strategy, "catalog_version": catalog.version,
+                "items": items_json(result.items)}
+
+    def similar(self, item_id: str, *, k: int) -> SimilarAnswer:
+        item_id = path_identifier(item_id, "item_id")
+        catalog = self.catalog.current()
+        if item_id not in catalog.index:
+            raise NotFound(f"item '{item_id}' is not in catalogue {catalog.version}")
+        return {"item_id": item_id, "catalog_version": catalog.version,
+                "items": items_json(similar_items(catalog, item_id, k))}
+
+    def profile(self, user_id: str, *, at: float | None = None) -> ProfileAnswer:
+        user_id = path_identifier(user_id, "user_id")
+        user = self._user(user_id)
+        if user is None:
+            raise NotFound(f"user '{user_id}' has no recorded behaviour")
+        now = self.clock() if at is None else at
+        catalog = self._catalog_or_none()
+        config = self.settings.serving(catalog.learned_settings() if catalog else None)
+        if catalog is not None:
+            vectors = scale_vectors(user, catalog, now, config.half_lives, config.type_weights)
+        else:  # no catalogue to embed the history in: the text-space residual alone
+            vectors = {name: decay_to(state, now, config.half_lives[name]) for name, state in user.scales.items()
+                       if name in config.half_lives}
+        scales: dict[str, ScaleProfileJson] = {}
+        for name, vector in vectors.items():
+            strength = float(np.linalg.norm(vector))
+            state = user.scales.get(name)
+            scales[name] = {"half_life_seconds": config.half_lives[name], "strength": round(strength, 6),
+                            "decayed_from": _latest(state.t if state else None, user.history, now),
+                            **_closest(catalog, vector, strength)}
+        blended = blend(vectors, config.blend_weights) if vectors else np.zeros(0)
+        return {"user_id": user_id, "event_count": user.event_count, "first_event_ts": user.first_event_ts,
+                "last_event_ts": user.last_event_ts, "as_of": now,
+                "strength": round(float(np.linalg.norm(blended)), 6) if blended.size else 0.0,
+                "recent_items": [item for item, _ in sorted(user.recent_items.items(), key=lambda p: -p[1])][:20],
+                "scales": scales, "catalog_version": catalog.version if catalog else None}
+
+    def forget(self, user_id: str) -> ForgetAnswer:
+        """A tombstone is written even when nothing is known yet (events in flight stay out); `forgotten` says
+        whether there was state to forget."""
+        user_id = path_identifier(user_id, "user_id")
+        return {"user_id": user_id, "forgotten": self.store.delete(user_id)}
+
+    def _user(self, user_id: str) -> UserInterest | None:
+        """The user's state; None when unknown or deleted (a tombstone holds nothing personal)."""
+        user = self.store.get(user_id)
+        return user if user is not None and user.has_state else None
+
+    def health(self) -> HealthAnswer:
+        catalog = self._catalog_or_none()
+        space = None
+        if catalog is not None:
+            config = self.settings.serving(catalog.learned_settings())
+            space = {"kind": "hybrid" if catalog.is_hybrid else "text", "dim": catalog.dim, "basis": catalog.basis,
+                     "settings": {"half_lives": dict(config.half_lives), "blend_weights": dict(config.blend_weights),
+                                  "rating_weighting": config.type_weights.rating_weighting,
+                                  "popularity_weight": config.popularity_weight,
+                                  "learned": sorted(set(catalog.learned_settings() or {}) - config.pinned),
+                                  "pinned": sorted(config.pinned)}}
+        return {"status": "ok" if catalog else "degraded",
+                "catalog_version": catalog.version if catalog else None,
+                "item_count": len(catalog) if catalog else 0,
+                "encoder_fingerprint": self.encoder_fingerprint, "space": space,
+                "refused": getattr(self.catalog, "last_refusal", None),
+                "deferred": getattr(self.catalog, "deferred", None)}
+
+    def _catalog_or_none(self) -> CatalogVersion | None:
+        try:
+            return self.catalog.current()
+        except Exception:  # noqa: BLE001 - health and profile still answer without a catalogue
+            return None
+
+
+def _latest(residual_t: float | None, history: Sequence[Any], now: float) -> float | None:
+    """The newest event time the scale's interest holds (at most `now`)."""
+    times = [entry.ts for entry in history if entry.ts <= now] + ([residual_t] if residual_t is not None else [])
+    return max(times) if times else None
+
+
+def _closest(catalog: CatalogVersion | None, vector: NDArray[Any], strength: float, count: int = 5) -> ClosestJson:
+    if catalog is None or strength == 0.0 or vector.shape != (catalog.dim,):
+        return {"closest_items": [], "top_categories": []}
+    scores = catalog.embeddings @ (vector / strength).astype(np.float32)
+    rows = top_k(np.where(catalog.available, scores, -np.inf), 20)
+    tally: dict[str, float] = {}
+    for row in rows:
+        for name in catalog.categories[row]:
+            tally[name] = tally.get(name, 0.0) + float(scores[row])
+    return {"closest_items": [{"item_id": catalog.item_ids[row], "title": catalog.titles[row],
+                               "score": round(float(scores[row]), 6)} for row in rows[:count]],
+            "top_categories": [name for name, _ in sorted(tally.items(), key=lambda p: -p[1])[:3]]}
+
+
+@dataclass
+class EventPublisher:
+    """POST /events: validate each event, put the accepted ones to Kinesis (partition key = user_id)."""
+
+    stream_name: str
+    attempts: int = 4
+    settings: Settings = field(default_factory=Settings)  # the clock skew and age limits
+    clock: Callable[[], float] = time.time
+
+    def publish(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or not isinstance(body.get("events"), list):
+            raise BadRequest('the body must be a JSON object {"events": [...]}')
+        events = body["events"]
+        if not events:
+            raise BadRequest("events is empty")
+        if len(events) > MAX_EVENTS_PER_REQUEST:
+            raise BadRequest(f"{len(events)} events; the limit is {MAX_EVENTS_PER_REQUEST} per request")
+        rejected: list[dict[str, Any]] = []
+        accepted: list[tuple[int, dict[str, Any]]] = []
+        limits = self.settings.time_limits(self.clock())
+        for index, payload in enumerate(events):
+            try:
+                event = parse_event(payload, limits)
+                data = encode_event(payload, event)  # one line of standard JSON, ids normalised, within 64 KiB
+            except InvalidEvent as error:
+                rejected.append({"index": index, "error": str(error)})
+                continue
+            accepted.append((index, {"PartitionKey": event.user_id, "Data": data}))
+        failed = self._put(accepted) if accepted else {}
+        rejected.extend({"index": index, "error": f"not stored, retry later: {error}"}
+                        for index, error in failed.items())
+        rejected.sort(key=lambda entry: entry["index"])
+        return {"accepted": len(accepted) - len(failed), "rejected": rejected}
+
+    def _put(self, entries: list[tuple[int, dict[str, Any]]]) -> dict[int, str]:
+        """PutRecords with retries of the entries Kinesis refused (throttling); -> {index: error} left."""
+        kinesis = aws.client("kinesis")
+        pending = entries
+        errors: dict[int, str] = {}
+        for attempt in range(self.attempts):
+            try:
+                response = kinesis.put_records(StreamName=self.stream_name, Records=[r for _, r in pending])
+            except Exception as error:  # noqa: BLE001 - reported per event below if it persists
+                errors = {index: type(error).__name__ for index, _ in pending}
+                time.sleep(0.05 * 2**attempt)
+                continue
+            retry = [(entry, result) for entry, result in zip(pending, response["Records"], strict=True)
+                     if "ErrorCode" in result]
+            errors = {entry[0]: result["ErrorCode"] for entry, result in retry}
+            pending = [entry for entry, _ in retry]
+            if not pending:
+                return {}
+            time.sleep(0.05 * 2**attempt)
+        return errors

@@ -1,0 +1,100 @@
+"""Wiring the real dependencies, once per container (lazily: nothing connects at import time)."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from pulse.catalog.store import LiveCatalog, S3CatalogRepository
+from pulse.catalog.version import CatalogReader, EmptyCatalog
+from pulse.events.dead_letters import SqsDeadLetters
+from pulse.ingest.pipeline import IngestPipeline
+from pulse.interest.store import DynamoInterestStore
+from pulse.privacy import log_key
+from pulse.serving.service import EventPublisher, RecommendationService
+from pulse.settings import settings
+
+if TYPE_CHECKING:
+    from pulse_encoder import Encoder
+
+
+@lru_cache(maxsize=1)
+def encoder_fingerprint() -> str | None:
+    """The deployed encoder's fingerprint, read from its manifest (no model loaded)."""
+    try:
+        from pulse_encoder import DEFAULT_MODEL_DIR
+    except ImportError:
+        return None
+    manifest = DEFAULT_MODEL_DIR / "manifest.json"
+    return json.loads(manifest.read_text())["fingerprint"] if manifest.is_file() else None
+
+
+def count_refused_catalog(reason: str) -> None:
+    from aws_lambda_powertools import Metrics  # instances share one metric set, flushed by the handler
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    Metrics().add_metric(name="CatalogRefused", unit=MetricUnit.Count, value=1)
+
+
+def catalog_repository() -> S3CatalogRepository:
+    config = settings()
+    return S3CatalogRepository(config.require("bucket", "PULSE_BUCKET"), config.catalog_prefix)
+
+
+def encoder() -> Encoder:
+    from pulse_encoder import load_encoder
+
+    return load_encoder(intra_op_threads=settings().encoder_threads)
+
+
+@lru_cache(maxsize=1)
+def live_catalog() -> LiveCatalog | None:
+    config = settings()
+    if not config.bucket:
+        return None
+    return LiveCatalog(catalog_repository(), encoder_fingerprint(),
+                       check_interval=config.catalog_check_seconds, on_refused=count_refused_catalog)
+
+
+def interest_store() -> DynamoInterestStore:
+    config = settings()
+    return DynamoInterestStore(config.table_name, ttl_days=config.ttl_days, attempts=config.write_attempts,
+                               tombstone_days=config.tombstone_days)
+
+
+@lru_cache(maxsize=1)
+def ingest_pipeline() -> IngestPipeline:
+    config = settings()
+    log_key()  # at the first invocation: a missing or unreadable key fails now, clearly
+    dead_letter_queue = config.require("dead_letter_queue_url", "PULSE_DLQ_URL")
+    catalog: CatalogReader = live_catalog() or EmptyCatalog()
+    return IngestPipeline(store=interest_store(), load_embedder=encoder, catalog=catalog,
+                          dead_letters=SqsDeadLetters(dead_letter_queue, config.bucket), settings=config)
+
+
+@lru_cache(maxsize=1)
+def api_service() -> RecommendationService:
+    config = settings()
+    log_key()
+    config.require("bucket", "PULSE_BUCKET")
+    catalog = live_catalog()
+    assert catalog is not None  # PULSE_BUCKET is set (required above)
+    return RecommendationService(store=interest_store(), catalog=catalog, settings=config,
+                                 encoder_fingerprint=encoder_fingerprint())
+
+
+@lru_cache(maxsize=1)
+def event_publisher() -> EventPublisher:
+    config = settings()
+    return EventPublisher(config.require("stream_name", "PULSE_STREAM"), settings=config)
+
+
+def reset_caches() -> None:
+    """Forget everything built from the environment (tests and the local stack change it)."""
+    from pulse import aws
+    from pulse.interest.store import user_interest_model
+
+    for cache in (settings, live_catalog, ingest_pipeline, api_service, event_publisher, user_interest_model):
+        cache.cache_clear()
+    aws.reset_clients()

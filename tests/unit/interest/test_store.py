@@ -1,0 +1,227 @@
+"""The interest store's pure parts and its in-memory implementation: DynamoDB item sizes by AWS's documented rules,
+the item <-> domain round trip, the retry backoff's bounds, and the in-memory store's copy/version semantics (the
+same as DynamoInterestStore's)."""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from pulse.interest import store
+from pulse.interest.model import Engagement, ScaleState, UserInterest
+from pulse.interest.store import (
+    InMemoryInterestStore,
+    WriteConflictError,
+    _backoff,
+    _optimistic_update,
+    _to_domain,
+    _to_item,
+    dynamodb_item_bytes,
+    user_interest_model,
+)
+
+MODEL = user_interest_model("pulse-interest-unit")
+NOW = 1_800_000_000.0
+TTL = timedelta(days=30)
+
+
+@dataclass
+class Changed:
+    changed: bool = True
+
+
+def add_engagement(user: UserInterest) -> Changed:
+    """A mutate that changes the user in place (appends to its history), as apply_user_events does."""
+    user.history.append(Engagement(NOW, f"item-{len(user.history)}", "view"))
+    user.event_count += 1
+    return Changed()
+
+
+def full_user() -> UserInterest:
+    return UserInterest(
+        user_id="u1",
+        scales={"short": ScaleState(np.array([0.5, -1.25, 3.0]), NOW - 10), "long": ScaleState(np.zeros(3), None)},
+        history=[Engagement(NOW - 20, "a", "view"), Engagement(NOW - 10, "b", "rating", 4.5)],
+        recent_items={"a": NOW - 20, "b": NOW - 10},
+        recent_event_ids=[b"digest01", b"digest02", b"digest03"],
+        applied_sequence={"shardId-000000000000": "49650000000000000000000000000000000000000000000000000001"},
+        event_count=2,
+        first_event_ts=NOW - 20,
+        last_event_ts=NOW - 10,
+        version=7,
+        forgotten_at=NOW - 100,
+    )
+
+
+def stored_round_trip(user: UserInterest) -> UserInterest:
+    """The user written as DynamoDB gets it (PynamoDB's wire form) and read back."""
+    return _to_domain(MODEL.from_raw_data(_to_item(MODEL, user, NOW, TTL).serialize()))
+
+
+def assert_same_user(actual: UserInterest, expected: UserInterest) -> None:
+    assert actual.scales.keys() == expected.scales.keys()
+    for name, state in expected.scales.items():
+        assert actual.scales[name].t == state.t
+        assert actual.scales[name].vector.dtype == np.float64
+        np.testing.assert_array_equal(actual.scales[name].vector, state.vector)
+    rest = ("user_id", "history", "recent_items", "recent_event_ids", "applied_sequence", "event_count",
+            "first_event_ts", "last_event_ts", "version", "forgotten_at")
+    assert {key: getattr(actual, key) for key in rest} == {key: getattr(expected, key) for key in rest}
+
+
+# --- item <-> domain ------------------------------------------------------------------------------
+
+
+def test_every_field_of_a_user_survives_the_write_and_read_back():
+    user = full_user()
+    assert_same_user(stored_round_trip(user), user)
+
+
+def test_a_user_with_nothing_recorded_reads_back_empty_not_with_placeholder_values():
+    user = UserInterest(user_id="u2", scales={})
+    back = stored_round_trip(user)
+    assert_same_user(back, user)
+    assert back.recent_event_ids == [] and back.history == [] and back.last_event_ts is None
+
+
+def test_event_digests_are_stored_as_one_binary_of_8_byte_digests_and_split_back_in_order():
+    item = _to_item(MODEL, full_user(), NOW, TTL)
+    assert item.recent_event_ids == b"digest01digest02digest03"
+    assert stored_round_trip(full_user()).recent_event_ids == [b"digest01", b"digest02", b"digest03"]
+
+
+def test_a_tombstone_without_its_own_ttl_expires_ttl_after_the_deletion():
+    deleted_at = NOW - 3600
+    tombstone = UserInterest(user_id="gone", scales={}, forgotten_at=deleted_at)
+    item = _to_item(MODEL, tombstone, NOW, TTL)
+    assert item.expires_at == datetime.fromtimestamp(deleted_at, tz=UTC) + TTL
+    shorter = _to_item(MODEL, tombstone, NOW, TTL, timedelta(days=2))
+    assert shorter.expires_at == datetime.fromtimestamp(deleted_at, tz=UTC) + timedelta(days=2)
+
+
+# --- item size ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "size"), [
+    ({"S": "héllo"}, 6),  # UTF-8 bytes
+    ({"B": b"\x00\x01\x02"}, 3),  # raw binary: its length
+    ({"B": "AAECAwQF"}, 6),  # base64 in DynamoDB JSON: the decoded length
+    ({"N": "12"}, 2),  # 1 byte per two significant digits, rounded up, plus 1
+    ({"N": "12345"}, 4),
+    ({"N": "-0.0012300"}, 3),  # sign, leading and trailing zeros do not count: 123
+    ({"BOOL": True}, 1),
+    ({"NULL": True}, 1),
+    ({"L": [{"BOOL": False}, {"NULL": True}]}, 3 + 2 * (1 + 1)),  # 3 + one per element
+    ({"M": {"ab": {"N": "7"}}}, 3 + 2 + 2 + 1),  # 3 + key + value + one per element
+])
+def test_attribute_sizes_follow_dynamodbs_documented_rules(value, size):
+    assert dynamodb_item_bytes({"attr": value}) == len("attr") + size
+
+
+@pytest.mark.parametrize(("encoded", "size"), [("AAECAwQ=", 5), ("AAECAw==", 4), ("AA==", 1)])
+def test_base64_padding_is_not_counted_as_binary_bytes(encoded, size):
+    assert dynamodb_item_bytes({"b": {"B": encoded}}) == 1 + size
+
+
+def test_item_size_adds_up_attribute_names_and_values():
+    item = {"id": {"S": "abc"}, "flag": {"BOOL": True}, "n": {"NULL": True}}
+    assert dynamodb_item_bytes(item) == (2 + 3) + (4 + 1) + (1 + 1)
+
+
+def test_an_unknown_attribute_type_is_refused_by_name():
+    with pytest.raises(ValueError, match="unknown DynamoDB type SS"):
+        dynamodb_item_bytes({"tags": {"SS": ["a", "b"]}})
+
+
+# --- conflicts and backoff ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("attempt", "ceiling"), [(0, 0.02), (1, 0.04), (3, 0.16), (5, 0.64), (6, 1.0), (12, 1.0)])
+def test_backoff_sleeps_a_uniform_draw_between_zero_and_a_doubling_ceiling_capped_at_one_second(
+        monkeypatch, attempt, ceiling):
+    draws, sleeps = [], []
+
+    def uniform(low, high):
+        draws.append((low, high))
+        return high / 2
+
+    monkeypatch.setattr(store.random, "uniform", uniform)
+    monkeypatch.setattr(store.time, "sleep", sleeps.append)
+    _backoff(attempt)
+    assert draws == [(0, pytest.approx(ceiling))]
+    assert sleeps == [pytest.approx(ceiling / 2)]
+
+
+def test_a_write_that_conflicts_every_time_gives_up_naming_the_attempts():
+    attempts = []
+    with pytest.raises(WriteConflictError, match="after 3 attempts"):
+        _optimistic_update("u1", add_engagement, store.UNKNOWN, 3, lambda user_id: None,
+                           lambda user, attempt: attempts.append(attempt) or False)
+    assert attempts == [0, 1, 2]
+
+
+def always_conflicting(memory: InMemoryInterestStore) -> InMemoryInterestStore:
+    memory._write = lambda user, attempt: False
+    return memory
+
+
+def test_the_in_memory_store_tries_six_times_by_default_like_the_write_attempts_setting():
+    memory, calls = always_conflicting(InMemoryInterestStore()), []
+    with pytest.raises(WriteConflictError, match="after 6 attempts"):
+        memory.update("u1", lambda user: calls.append(user) or Changed())
+    assert len(calls) == 6
+
+
+# --- in-memory store ------------------------------------------------------------------------------
+
+
+def test_versions_count_writes_from_one_like_pynamodbs_version_attribute():
+    memory = InMemoryInterestStore()
+    versions = []
+    for _ in range(3):
+        memory.update("u1", add_engagement)
+        versions.append(memory.get("u1").version)
+    assert versions == [1, 2, 3]
+
+
+def test_every_conflict_is_counted():
+    memory = InMemoryInterestStore()
+    memory.update("u1", add_engagement)
+    stale = memory.get("u1")
+    for expected in (1, 2):
+        memory.update("u1", add_engagement)  # moves the version on: `stale` no longer matches
+        memory.update("u1", add_engagement, known=stale)  # conflicts once, then re-reads
+        assert memory.conflicts == expected
+    assert memory.get("u1").event_count == 5
+
+
+def test_changing_a_user_read_from_the_store_does_not_change_the_stored_user():
+    memory = InMemoryInterestStore()
+    memory.update("u1", add_engagement)
+    add_engagement(memory.get("u1"))
+    add_engagement(memory.get_many(["u1"])["u1"])
+    assert len(memory.get("u1").history) == 1
+
+
+def test_update_works_on_a_copy_of_known_and_leaves_the_callers_user_alone():
+    memory = InMemoryInterestStore()
+    known = UserInterest(user_id="u1", scales={})
+    memory.update("u1", add_engagement, known=known)
+    assert known.history == [] and known.event_count == 0 and known.version is None
+    assert memory.get("u1").event_count == 1
+
+
+def test_the_stored_user_is_a_copy_not_the_object_mutate_was_given():
+    memory, given = InMemoryInterestStore(), []
+    memory.update("u1", lambda user: given.append(user) or add_engagement(user))
+    add_engagement(given[0])  # whatever keeps a reference to it afterwards
+    assert len(memory.get("u1").history) == 1
+
+
+def test_get_many_returns_only_the_users_that_exist():
+    memory = InMemoryInterestStore()
+    for user_id in ("a", "c"):
+        memory.update(user_id, add_engagement)
+    assert sorted(memory.get_many(["a", "b", "c", "d"])) == ["a", "c"]
+    assert memory.get("b") is None and memory.get_many([]) == {}
