@@ -13,8 +13,8 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from pulse.authorization import Caller, Forbidden, Unauthorized
-from pulse.catalog.store import CatalogUnavailable
+from pulse.authorization import Caller, ForbiddenError, UnauthorizedError
+from pulse.catalog.store import CatalogUnavailableError
 from pulse.observability import observability
 from pulse.privacy import user_ref
 from pulse.serving.api_models import (
@@ -28,7 +28,7 @@ from pulse.serving.api_models import (
     SimilarResponse,
 )
 from pulse.serving.recommend import MAX_K
-from pulse.serving.service import BadRequest, NotFound, path_identifier
+from pulse.serving.service import BadRequestError, NotFoundError, path_identifier
 from pulse.settings import settings
 from pulse.wiring import api_service, event_publisher
 
@@ -155,29 +155,29 @@ def invalid_request(exc: RequestValidationError) -> Response:
     return error(400, f"invalid request: {summary}", problems)
 
 
-@app.exception_handler(BadRequest)
-def bad_request(exc: BadRequest) -> Response:
+@app.exception_handler(BadRequestError)
+def bad_request(exc: BadRequestError) -> Response:
     return error(400, str(exc), exc.detail)
 
 
-@app.exception_handler(Unauthorized)
-def unauthorized(exc: Unauthorized) -> Response:
+@app.exception_handler(UnauthorizedError)
+def unauthorized(exc: UnauthorizedError) -> Response:
     return error(401, str(exc))
 
 
-@app.exception_handler(Forbidden)
-def forbidden(exc: Forbidden) -> Response:
+@app.exception_handler(ForbiddenError)
+def forbidden(exc: ForbiddenError) -> Response:
     logger.warning("forbidden: the caller may not act on this user")
     return error(403, str(exc))
 
 
-@app.exception_handler(NotFound)
-def not_found_thing(exc: NotFound) -> Response:
+@app.exception_handler(NotFoundError)
+def not_found_thing(exc: NotFoundError) -> Response:
     return error(404, str(exc))
 
 
-@app.exception_handler(CatalogUnavailable)
-def no_catalogue(exc: CatalogUnavailable) -> Response:
+@app.exception_handler(CatalogUnavailableError)
+def no_catalogue(exc: CatalogUnavailableError) -> Response:
     return error(503, str(exc))
 
 

@@ -6,7 +6,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from pulse import aws
-from pulse.catalog.build import CatalogInvalid, publish_catalog, uploaded_objects
+from pulse.catalog.build import InvalidCatalogError, publish_catalog, uploaded_objects
 from pulse.observability import observability
 from pulse.settings import settings
 from pulse.wiring import catalog_repository, encoder
@@ -24,7 +24,7 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
         try:
             published = publish_catalog(body.splitlines(), encoder(), catalog_repository(),
                                         skip_invalid=settings().catalog_skip_invalid)
-        except CatalogInvalid as error:
+        except InvalidCatalogError as error:
             # Retrying cannot fix the file: report it next to the input and stop here.
             metrics.add_metric(name="CatalogFilesRejected", unit=MetricUnit.Count, value=1)
             logger.error("catalogue file rejected", extra={"key": key, "problems": error.problems[:50]})

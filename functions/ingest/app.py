@@ -8,6 +8,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import KinesisStreamRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from pulse.errors import PulseError
 from pulse.events.stream import StreamRecord
 from pulse.ingest.pipeline import IngestPipeline, IngestReport
 from pulse.observability import observability
@@ -16,7 +17,7 @@ from pulse.wiring import ingest_pipeline
 logger, tracer, metrics = observability()
 
 
-class RecordNotApplied(Exception):
+class RecordNotAppliedError(PulseError):
     """Reported to Lambda as a batch item failure: it retries from the lowest such record."""
 
 
@@ -35,7 +36,7 @@ def make_handler(pipeline: Callable[[], IngestPipeline] = ingest_pipeline) -> Ca
 
         def check_applied(record: KinesisStreamRecord) -> None:
             if record.kinesis.sequence_number in failed:
-                raise RecordNotApplied(record.kinesis.sequence_number)
+                raise RecordNotAppliedError(record.kinesis.sequence_number)
 
         processor = BatchProcessor(event_type=EventType.KinesisDataStreams)
         return process_partial_response(event=event, record_handler=check_applied, processor=processor,

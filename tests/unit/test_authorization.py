@@ -2,7 +2,7 @@
 
 import pytest
 
-from pulse.authorization import AccessPolicy, Caller, Forbidden, Unauthorized
+from pulse.authorization import AccessPolicy, Caller, ForbiddenError, UnauthorizedError
 from pulse.privacy import user_ref
 from pulse.settings import ConfigurationError, Settings
 
@@ -15,7 +15,7 @@ def test_a_token_acts_on_the_user_its_claim_names_and_no_other():
     policy = AccessPolicy("jwt")
     caller = policy.caller(jwt_context({"sub": "alice"}))
     policy.require(caller, ["alice"], "forget")
-    with pytest.raises(Forbidden, match="its own user .*claim 'sub'.*'pulse/admin'"):
+    with pytest.raises(ForbiddenError, match="its own user .*claim 'sub'.*'pulse/admin'"):
         policy.require(caller, ["alice", "bob"], "post events for")
 
 
@@ -23,7 +23,7 @@ def test_the_claim_is_configurable_and_ids_compare_after_nfc():
     policy = AccessPolicy("jwt", user_id_claim="username")
     caller = policy.caller(jwt_context({"sub": "0b8f-uuid", "username": "rene\u0301"}))
     policy.require(caller, ["ren\u00e9"], "forget")
-    with pytest.raises(Forbidden):
+    with pytest.raises(ForbiddenError):
         policy.require(caller, ["0b8f-uuid"], "forget")
 
 
@@ -42,7 +42,7 @@ def test_the_admin_scope_acts_on_anyone(context):
 def test_no_admin_scope_configured_means_nobody_is_admin():
     policy = AccessPolicy("jwt", admin_scope="")
     caller = policy.caller(jwt_context({"sub": "ops", "scope": "pulse/admin"}))
-    with pytest.raises(Forbidden):
+    with pytest.raises(ForbiddenError):
         policy.require(caller, ["alice"], "forget")
 
 
@@ -51,7 +51,7 @@ def test_no_admin_scope_configured_means_nobody_is_admin():
     ("iam", {}), ("iam", jwt_context({"sub": "alice"})),
 ])
 def test_a_mode_that_needs_a_verified_identity_refuses_a_request_without_one(mode, context):
-    with pytest.raises(Unauthorized):
+    with pytest.raises(UnauthorizedError):
         AccessPolicy(mode).caller(context)
 
 

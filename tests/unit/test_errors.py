@@ -27,15 +27,20 @@ def test_every_error_the_package_defines_is_a_pulse_error():
 
 
 def test_the_errors_keep_the_builtin_bases_their_callers_catch():
-    from pulse.authorization import Forbidden, Unauthorized
-    from pulse.catalog.store import CatalogRefused, CatalogUnavailable
-    from pulse.events.behaviour import InvalidEvent
+    from pulse.authorization import ForbiddenError, UnauthorizedError
+    from pulse.catalog.store import CatalogRefusedError, CatalogUnavailableError
+    from pulse.events.behaviour import InvalidEventError
     from pulse.interest.store import WriteConflictError
-    from pulse.serving.service import NotFound
+    from pulse.serving.service import NotFoundError
     from pulse.settings import ConfigurationError
 
-    assert issubclass(InvalidEvent, ValueError) and issubclass(ConfigurationError, ValueError)
-    assert issubclass(CatalogRefused, ValueError) and issubclass(CatalogUnavailable, RuntimeError)
-    assert issubclass(WriteConflictError, RuntimeError) and issubclass(NotFound, LookupError)
-    assert issubclass(Unauthorized, PermissionError) and issubclass(Forbidden, PermissionError)
-    assert CatalogUnavailable("the store is down", retryable=True).retryable
+    assert issubclass(InvalidEventError, ValueError) and issubclass(ConfigurationError, ValueError)
+    assert issubclass(CatalogRefusedError, ValueError) and issubclass(CatalogUnavailableError, RuntimeError)
+    assert issubclass(WriteConflictError, RuntimeError) and issubclass(NotFoundError, LookupError)
+    assert issubclass(UnauthorizedError, PermissionError) and issubclass(ForbiddenError, PermissionError)
+    assert CatalogUnavailableError("the store is down", retryable=True).retryable
+
+
+def test_every_error_is_named_for_what_went_wrong_and_ends_in_error():
+    names = [name.rsplit(".", 1)[1] for name in errors_defined_in_the_package()]
+    assert [name for name in names if not name.endswith("Error")] == []

@@ -266,7 +266,7 @@ def local_target(explicit: str | None, variable: str, key: str, option: str) -> 
 def catalog_build(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from pulse.catalog.build import CatalogInvalid, parse_catalog_lines, publish_catalog
+    from pulse.catalog.build import InvalidCatalogError, parse_catalog_lines, publish_catalog
     from pulse.catalog.store import S3CatalogRepository
     from pulse_encoder import load_encoder
 
@@ -279,7 +279,7 @@ def catalog_build(args: argparse.Namespace) -> int:
         with tqdm(total=len(items), desc="embedding items", unit="item") as progress:
             result = publish_catalog(lines, load_encoder(), repository, skip_invalid=args.skip_invalid,
                                      progress=progress.update, batch_size=args.batch_size)
-    except CatalogInvalid as error:
+    except InvalidCatalogError as error:
         for line, problem in error.problems[:50]:
             print(f"{args.file}:{line}: {problem}", file=sys.stderr)
         print(f"{len(error.problems)} invalid line(s): nothing published (--skip-invalid publishes the rest)",

@@ -20,7 +20,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from pulse_dev.local.project import ProjectNotFound, project_root
+from pulse_dev.local.project import ProjectNotFoundError, project_root
 
 # module -> the fast tests that cover it (none is marked slow; each file takes under 25 s).
 TESTS = {
@@ -163,7 +163,7 @@ def main() -> int:
         parser.error(f"no tests are mapped for {', '.join(unknown)}; choose among {', '.join(TESTS)}")
     try:
         project = (args.project or project_root()).resolve()
-    except ProjectNotFound as error:
+    except ProjectNotFoundError as error:
         parser.error(f"{error} (or pass --project)")
     work = (args.work or project / ".mutation").resolve()
     tomllib.loads((project / "pyproject.toml").read_text())  # a broken pyproject fails here, not inside mutmut

@@ -22,11 +22,11 @@ from pulse.privacy import user_ref
 AUTH_MODES = ("jwt", "iam", "none")
 
 
-class Unauthorized(PulseError, PermissionError):
+class UnauthorizedError(PulseError, PermissionError):
     """No verified identity where the deployment requires one (401)."""
 
 
-class Forbidden(PulseError, PermissionError):
+class ForbiddenError(PulseError, PermissionError):
     """A verified caller asked to act on a user it may not act on (403)."""
 
 
@@ -62,34 +62,34 @@ class AccessPolicy:
             raise ValueError("the user id claim must not be empty")
 
     def caller(self, request_context: Mapping[str, Any] | None) -> Caller:
-        """The verified caller of an HTTP API (payload 2.0) request; Unauthorized when the mode needs one
+        """The verified caller of an HTTP API (payload 2.0) request; UnauthorizedError when the mode needs one
         and the context carries none (a route left without an authorizer must not become open)."""
         if self.mode == "none":
             return Caller("none")
         authorizer = (request_context or {}).get("authorizer") or {}
         if self.mode == "iam":
             if not authorizer.get("iam"):
-                raise Unauthorized("this API takes AWS SigV4-signed requests (IAM); the request carries no "
+                raise UnauthorizedError("this API takes AWS SigV4-signed requests (IAM); the request carries no "
                                    "verified IAM identity")
             return Caller("iam")
         verified = authorizer.get("jwt") or {}
         claims = verified.get("claims") or {}
         if not claims:
-            raise Unauthorized("this API takes a bearer token (JWT); the request carries no verified token")
+            raise UnauthorizedError("this API takes a bearer token (JWT); the request carries no verified token")
         scopes = set(verified.get("scopes") or ())
         for claim in ("scope", "scp"):  # HTTP APIs pass claims as strings: scopes are space-separated
             scopes.update(str(claims.get(claim) or "").split())
         admin = bool(self.admin_scope) and self.admin_scope in scopes
         subject = claims.get(self.user_id_claim)
         if not subject and not admin:
-            raise Unauthorized(f"the token has no '{self.user_id_claim}' claim to name its user")
+            raise UnauthorizedError(f"the token has no '{self.user_id_claim}' claim to name its user")
         return Caller("jwt", subject=str(subject) if subject else None, admin=admin)
 
     def require(self, caller: Caller, user_ids: Iterable[str], action: str) -> None:
         """Forbidden unless the caller may act on every one of user_ids. The message names the rule, not ids."""
         if all(caller.may_act_for(user_id) for user_id in user_ids):
             return
-        raise Forbidden(f"a token may {action} only its own user (claim '{self.user_id_claim}'); acting on "
+        raise ForbiddenError(f"a token may {action} only its own user (claim '{self.user_id_claim}'); acting on "
                         f"another user needs the scope '{self.admin_scope}'")
 
 

@@ -22,7 +22,7 @@ KEY_VARIABLE = "PULSE_LOG_HASH_KEY"
 MIN_KEY_BYTES = 16
 
 
-class LogKeyUnavailable(PulseError, RuntimeError):
+class LogKeyUnavailableError(PulseError, RuntimeError):
     """The log-reference key is not configured or cannot be read."""
 
 
@@ -42,16 +42,16 @@ def _key(secret_id: str | None, explicit: str | None) -> bytes:
         try:
             value = aws.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
         except Exception as error:  # noqa: BLE001 - any failure: say which secret and why, and stop
-            raise LogKeyUnavailable(f"the log-reference key cannot be read from Secrets Manager ({SECRET_VARIABLE}="
-                                    f"{secret_id}): {type(error).__name__}: {error}") from error
+            raise LogKeyUnavailableError(f"the log-reference key cannot be read from Secrets Manager "
+                                         f"({SECRET_VARIABLE}={secret_id}): {type(error).__name__}: {error}") from error
         source = f"secret {secret_id}"
     elif explicit is not None:
         value, source = explicit, KEY_VARIABLE
     else:
-        raise LogKeyUnavailable(f"no log-reference key: set {SECRET_VARIABLE} (the template does) or, outside AWS, "
-                                f"{KEY_VARIABLE}; user ids are only ever logged as keyed references")
+        raise LogKeyUnavailableError(f"no log-reference key: set {SECRET_VARIABLE} (the template does) or, outside "
+                                     f"AWS, {KEY_VARIABLE}; user ids are only ever logged as keyed references")
     key = value.encode("utf-8")
     if len(key) < MIN_KEY_BYTES:
-        raise LogKeyUnavailable(f"the log-reference key from {source} is {len(key)} bytes; at least "
+        raise LogKeyUnavailableError(f"the log-reference key from {source} is {len(key)} bytes; at least "
                                 f"{MIN_KEY_BYTES} are needed")
     return key

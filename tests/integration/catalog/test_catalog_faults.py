@@ -16,7 +16,7 @@ import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from pulse import aws
-from pulse.catalog.store import CatalogRefused, CatalogStoreError, S3CatalogRepository
+from pulse.catalog.store import CatalogRefusedError, CatalogStoreError, S3CatalogRepository
 from pulse.catalog.version import hybrid_vectors, in_memory_catalog
 from pulse.wiring import live_catalog
 from tests.builders import behaviour, http_event, kinesis_event
@@ -247,7 +247,8 @@ def test_the_s3_repository_refuses_a_file_whose_bytes_differ_from_its_sha256_in_
         columns["titles"][0] = "Another title"
         altered = json.dumps(columns).encode()
     bucket.put(f"catalog/versions/v-altered/{name}", altered)
-    with pytest.raises(CatalogRefused, match=f"version v-altered: {name} does not match its sha256 in the manifest"):
+    with pytest.raises(CatalogRefusedError,
+                       match=f"version v-altered: {name} does not match its sha256 in the manifest"):
         repository.load("v-altered", fingerprint)
 
 
@@ -255,14 +256,14 @@ def test_the_s3_repository_refuses_a_complete_version_embedded_by_another_encode
     repository, fingerprint = S3CatalogRepository(bucket.name), published_fingerprint(bucket)
     bucket.copy_version("v-other-encoder", {"encoder_fingerprint": "0" * 64})
     assert repository.load("v-other-encoder", "0" * 64).encoder_fingerprint == "0" * 64  # whole and valid
-    with pytest.raises(CatalogRefused, match=f"version v-other-encoder was embedded by encoder {'0' * 64}, "
+    with pytest.raises(CatalogRefusedError, match=f"version v-other-encoder was embedded by encoder {'0' * 64}, "
                                              f"this deployment runs {fingerprint}"):
         repository.load("v-other-encoder", fingerprint)
 
 
 @pytest.mark.filterwarnings("ignore:No application metrics to publish")  # a /health with nothing to count
 def test_the_api_counts_a_refused_version_once_in_the_catalog_refused_metric(stack, bucket, capsys):
-    """A complete version embedded by another encoder: /health names it, CatalogRefused is 1, then not again."""
+    """A complete version embedded by another encoder: /health names it, CatalogRefusedError is 1, then not again."""
     with function_handler(stack, "ApiFunction", metrics=True) as handler:
         def health():
             capsys.readouterr()
@@ -326,7 +327,7 @@ def test_a_versions_trending_prior_is_stored_with_its_items_and_read_back(stack)
 def test_a_version_whose_learned_popularity_weight_is_out_of_bounds_is_refused(stack, weight):
     repository = S3CatalogRepository(stack.name_of("AWS::S3::Bucket"))
     repository.publish(learned_version("v-heavy", weight))
-    with pytest.raises(CatalogRefused, match="version v-heavy: its learned settings are malformed"):
+    with pytest.raises(CatalogRefusedError, match="version v-heavy: its learned settings are malformed"):
         repository.load("v-heavy", "enc-1")
 
 
@@ -349,7 +350,7 @@ def test_learned_settings_are_served_exactly_when_pulse_settings_can_use_them(st
                 ["half_lives", "blend_weights"]]
     for number, settings in enumerate(refused):
         repository.publish(with_settings(f"v-bad-{number}", settings))
-        with pytest.raises(CatalogRefused) as error:
+        with pytest.raises(CatalogRefusedError) as error:
             repository.load(f"v-bad-{number}", "enc-1")
         assert str(error.value) == f"version v-bad-{number}: its learned settings are malformed: {settings!r:.200}"
 
@@ -435,19 +436,19 @@ def test_a_version_whose_files_are_missing_or_of_the_wrong_type_or_shape_is_refu
     }
     for version, (files, reason) in damaged.items():
         bucket.copy_version(version, **files)
-        with pytest.raises(CatalogRefused) as error:
+        with pytest.raises(CatalogRefusedError) as error:
             repository.load(version, fingerprint)
         assert str(error.value) == f"version {version}: {reason}"
     bucket.copy_version("v-no-items")
     bucket.s3.delete_object(Bucket=bucket.name, Key="catalog/versions/v-no-items/items.json")
-    with pytest.raises(CatalogRefused) as error:
+    with pytest.raises(CatalogRefusedError) as error:
         repository.load("v-no-items", fingerprint)
     assert str(error.value) == "version v-no-items: items.json is missing"
 
 
 def test_a_version_whose_manifest_or_ids_are_wrong_is_refused_saying_which(bucket):
     repository, fingerprint = S3CatalogRepository(bucket.name), published_fingerprint(bucket)
-    with pytest.raises(CatalogRefused) as error:
+    with pytest.raises(CatalogRefusedError) as error:
         repository.load("v-never-published", fingerprint)
     assert str(error.value) == "version v-never-published: manifest.json is missing"
     manifests = {"v-not-json": (b"{not json", "manifest.json does not parse (Expecting property name enclosed in "
@@ -455,13 +456,13 @@ def test_a_version_whose_manifest_or_ids_are_wrong_is_refused_saying_which(bucke
                  "v-no-table": (b'{"count": 3}', "manifest.json has no sha256 table")}
     for version, (body, reason) in manifests.items():
         bucket.put(f"catalog/versions/{version}/manifest.json", body)
-        with pytest.raises(CatalogRefused) as error:
+        with pytest.raises(CatalogRefusedError) as error:
             repository.load(version, fingerprint)
         assert str(error.value) == f"version {version}: {reason}"
     columns = json.loads(bucket.get(bucket.base + "items.json"))
     columns["item_ids"][1] = columns["item_ids"][0]
     bucket.copy_version("v-repeats", **{"items.json": json.dumps(columns).encode()})
-    with pytest.raises(CatalogRefused) as error:
+    with pytest.raises(CatalogRefusedError) as error:
         repository.load("v-repeats", fingerprint)
     assert str(error.value) == "version v-repeats: item ids repeat"
 
@@ -477,7 +478,8 @@ def test_a_hybrid_version_whose_text_map_is_missing_or_altered_is_refused(stack)
     assert repository.load("v-hybrid", "enc-1").text_to_collab.shape == (4, 2)
     key = "catalog/versions/v-hybrid/text_to_collab.npy"
     s3.put_object(Bucket=repository.bucket, Key=key, Body=npy(np.zeros((4, 2), dtype=np.float32)))
-    with pytest.raises(CatalogRefused, match="^version v-hybrid: text_to_collab.npy is missing or does not match$"):
+    with pytest.raises(CatalogRefusedError,
+                       match="^version v-hybrid: text_to_collab.npy is missing or does not match$"):
         repository.load("v-hybrid", "enc-1")
     manifest_key = "catalog/versions/v-hybrid/manifest.json"
     manifest = json.loads(s3.get_object(Bucket=repository.bucket, Key=manifest_key)["Body"].read())
@@ -487,11 +489,11 @@ def test_a_hybrid_version_whose_text_map_is_missing_or_altered_is_refused(stack)
         manifest["sha256"]["text_to_collab.npy"] = hashlib.sha256(body).hexdigest()
         s3.put_object(Bucket=repository.bucket, Key=manifest_key, Body=json.dumps(manifest).encode())
         s3.put_object(Bucket=repository.bucket, Key=key, Body=body)
-        with pytest.raises(CatalogRefused) as error:
+        with pytest.raises(CatalogRefusedError) as error:
             repository.load("v-hybrid", "enc-1")
         assert str(error.value) == f"version v-hybrid: {reason}"
     s3.delete_object(Bucket=repository.bucket, Key=key)
-    with pytest.raises(CatalogRefused) as error:
+    with pytest.raises(CatalogRefusedError) as error:
         repository.load("v-hybrid", "enc-1")
     assert str(error.value) == "version v-hybrid: text_to_collab.npy is missing or does not match"
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from pulse import aws
-from pulse.catalog.store import CatalogRefused, CatalogStoreError, S3CatalogRepository
+from pulse.catalog.store import CatalogRefusedError, CatalogStoreError, S3CatalogRepository
 from pulse.catalog.version import hybrid_vectors, in_memory_catalog
 from tests.integration.catalog.test_catalog_faults import access_denied, learned_version
 
@@ -101,7 +101,7 @@ def test_matrices_given_as_float64_are_stored_and_read_back_as_float32(repositor
 @pytest.mark.parametrize("pointer", [b"v1", b'{"name": "v1"}', b'["v1"]'])
 def test_a_current_pointer_that_is_not_a_version_object_is_refused_saying_so(repository, pointer):
     aws.client("s3").put_object(Bucket=repository.bucket, Key="catalog/CURRENT", Body=pointer)
-    with pytest.raises(CatalogRefused) as error:
+    with pytest.raises(CatalogRefusedError) as error:
         repository.current_version()
     assert str(error.value) == 'the CURRENT pointer is not {"version": ...}'
 

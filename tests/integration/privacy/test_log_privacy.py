@@ -13,7 +13,7 @@ import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from pulse import aws
-from pulse.privacy import LogKeyUnavailable, user_ref
+from pulse.privacy import LogKeyUnavailableError, user_ref
 from pulse.wiring import ingest_pipeline
 from pulse_dev.local.template import provision
 from tests.builders import behaviour, kinesis_event, kinesis_record
@@ -155,7 +155,7 @@ def test_the_key_is_a_secret_generated_per_deployment_and_read_once(stack, inges
 def test_a_configured_but_unreadable_secret_fails_the_first_invocation_clearly(stack, captured):
     arn = secret_arn(stack)
     stack.client("secretsmanager").delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
-    with function_handler(stack, "IngestFunction") as ingest, pytest.raises(LogKeyUnavailable) as failure:
+    with function_handler(stack, "IngestFunction") as ingest, pytest.raises(LogKeyUnavailableError) as failure:
         ingest(kinesis_event([behaviour("a", PERSON, type="search", text="x")]))
     assert f"cannot be read from Secrets Manager (PULSE_LOG_KEY_SECRET={arn})" in str(failure.value)
     assert "ResourceNotFoundException" in str(failure.value)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pulse.events.behaviour import InvalidEvent, decode_record_data, parse_event
+from pulse.events.behaviour import InvalidEventError, decode_record_data, parse_event
 from pulse.events.dead_letters import DeadLetter
 from pulse.events.stream import StreamRecord
 from pulse_dev.local.reconcile import (
@@ -55,7 +55,7 @@ def test_valid_events_parse_duplicates_repeat_earlier_bytes_and_every_poison_kin
             event = parse_event(decode_record_data(record.data))  # valid by the contract...
             assert event.item_id not in CATALOGUE and event.text is None  # ...but nothing to embed
         else:
-            with pytest.raises(InvalidEvent):
+            with pytest.raises(InvalidEventError):
                 parse_event(decode_record_data(record.data))
 
 

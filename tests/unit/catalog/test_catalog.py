@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 from pulse.catalog.build import (
-    CatalogInvalid,
+    InvalidCatalogError,
     build_catalog,
     content_version,
     extend_space,
     parse_catalog_lines,
     publish_catalog,
 )
-from pulse.catalog.store import CatalogRefused, CatalogUnavailable, LiveCatalog
+from pulse.catalog.store import CatalogRefusedError, CatalogUnavailableError, LiveCatalog
 from pulse.catalog.version import CatalogVersion, hybrid_vectors, in_memory_catalog
 
 LINES = [
@@ -95,7 +95,7 @@ class MemoryRepository:
         self.loads += 1
         catalog = self.versions[version]
         if catalog.encoder_fingerprint != expected_fingerprint:
-            raise CatalogRefused(f"version {version} was embedded by another encoder")
+            raise CatalogRefusedError(f"version {version} was embedded by another encoder")
         return catalog
 
 
@@ -106,7 +106,7 @@ def test_publishing_is_idempotent_and_refuses_invalid_input_unless_told():
     again = publish_catalog(LINES, encoder, repository)
     assert (first.version, first.new_files, again.version, again.new_files) == (first.version, True, first.version,
                                                                                  False)
-    with pytest.raises(CatalogInvalid, match="line 5: not valid JSON"):
+    with pytest.raises(InvalidCatalogError, match="line 5: not valid JSON"):
         publish_catalog([*LINES, "{oops"], encoder, repository)
     assert repository.current == first.version  # nothing published
     skipped = publish_catalog([*LINES, "{oops"], encoder, repository, skip_invalid=True)
@@ -171,7 +171,7 @@ def version(name, fingerprint="enc-1"):
 def test_the_live_catalogue_checks_the_pointer_at_most_every_interval_and_swaps_whole_versions():
     repository, clock, refused = MemoryRepository(), Clock(), []
     live = LiveCatalog(repository, "enc-1", check_interval=30, clock=clock, on_refused=refused.append)
-    with pytest.raises(CatalogUnavailable, match="no catalogue has been published"):
+    with pytest.raises(CatalogUnavailableError, match="no catalogue has been published"):
         live.current()
     repository.publish(version("v1"))
     clock.now = 31
@@ -200,7 +200,7 @@ def test_while_nothing_is_served_the_pointer_is_read_at_most_once_a_second_not_p
     repository, clock = MemoryRepository(), Clock()
     live = LiveCatalog(repository, "enc-1", check_interval=30, clock=clock)
     for _ in range(50):  # a burst of requests before anything is published
-        with pytest.raises(CatalogUnavailable):
+        with pytest.raises(CatalogUnavailableError):
             live.current()
     assert repository.pointer_reads == 1
     repository.publish(version("v1"))
@@ -213,7 +213,7 @@ def test_the_ingest_reader_treats_a_missing_catalogue_as_empty_but_an_unreachabl
     live = LiveCatalog(repository, "enc-1", check_interval=0)
     assert live.embeddings_for(["a"]) == {}
     repository.broken = True
-    with pytest.raises(CatalogUnavailable):
+    with pytest.raises(CatalogUnavailableError):
         live.embeddings_for(["a"])
 
 
@@ -246,11 +246,11 @@ def test_a_store_error_loading_a_new_version_is_retried_with_a_doubling_backoff_
 def test_with_nothing_loaded_a_refused_or_unreachable_catalogue_is_retryable_and_a_missing_one_is_not():
     repository, clock = MemoryRepository(), Clock()
     live = LiveCatalog(repository, "enc-1", check_interval=0, clock=clock)
-    with pytest.raises(CatalogUnavailable) as missing:
+    with pytest.raises(CatalogUnavailableError) as missing:
         live.current()
     assert not missing.value.retryable and live.embeddings_for(["a"]) == {}
     repository.publish(version("v1", fingerprint="enc-other"))
-    with pytest.raises(CatalogUnavailable) as refused:
+    with pytest.raises(CatalogUnavailableError) as refused:
         live.embeddings_for(["a"])  # item events wait rather than be parked as unknown items
     assert refused.value.retryable and "v1 was refused" in str(refused.value)
 
@@ -261,13 +261,13 @@ POINTER_REFUSAL = 'the CURRENT pointer is not {"version": ...}'
 class BadPointerRepository(MemoryRepository):
     def current_version(self):
         self.pointer_reads += 1
-        raise CatalogRefused(POINTER_REFUSAL)
+        raise CatalogRefusedError(POINTER_REFUSAL)
 
 
 def test_a_malformed_current_pointer_is_refused_under_the_name_current_with_exact_messages(caplog):
     refused = []
     live = LiveCatalog(BadPointerRepository(), "enc-1", check_interval=0, clock=Clock(), on_refused=refused.append)
-    with caplog.at_level("ERROR", logger="pulse.catalog.store"), pytest.raises(CatalogUnavailable) as error:
+    with caplog.at_level("ERROR", logger="pulse.catalog.store"), pytest.raises(CatalogUnavailableError) as error:
         live.current()
     assert str(error.value) == ("catalogue version CURRENT was refused and no earlier version is loaded "
                                 "(GET /health says why)") and error.value.retryable
@@ -276,7 +276,7 @@ def test_a_malformed_current_pointer_is_refused_under_the_name_current_with_exac
 
 
 def test_with_nothing_published_the_message_says_how_to_publish_one():
-    with pytest.raises(CatalogUnavailable) as error:
+    with pytest.raises(CatalogUnavailableError) as error:
         LiveCatalog(MemoryRepository(), "enc-1", clock=Clock()).current()
     assert str(error.value) == "no catalogue has been published yet (pulse catalog build FILE.jsonl)"
     assert not error.value.retryable
@@ -300,7 +300,7 @@ def test_the_log_names_the_version_served_the_store_errors_and_each_refusal(capl
     live = LiveCatalog(repository, "enc-1", check_interval=0, clock=clock, retry_after=5)
     with caplog.at_level("INFO", logger="pulse.catalog.store"):
         repository.broken = True
-        with pytest.raises(CatalogUnavailable):
+        with pytest.raises(CatalogUnavailableError):
             live.current()
         repository.broken = False
         repository.publish(version("v1"))
@@ -327,11 +327,11 @@ def test_a_version_deferred_on_a_store_error_then_refused_is_no_longer_deferred(
     live = LiveCatalog(repository, "enc-1", check_interval=0, clock=clock, retry_after=5)
     repository.publish(version("v1", fingerprint="enc-OTHER"))
     failing_loads(repository, 1)
-    with pytest.raises(CatalogUnavailable, match="^the catalogue store cannot be reached; retrying$"):
+    with pytest.raises(CatalogUnavailableError, match="^the catalogue store cannot be reached; retrying$"):
         live.current()
     assert live.deferred == {"version": "v1", "retry_in_seconds": 5.0}
     clock.now = 5.0
-    with pytest.raises(CatalogUnavailable, match="^catalogue version v1 was refused and no earlier version"):
+    with pytest.raises(CatalogUnavailableError, match="^catalogue version v1 was refused and no earlier version"):
         live.current()
     assert live.deferred is None and live.last_refusal["version"] == "v1"
 
@@ -351,7 +351,7 @@ def test_by_default_the_pointer_is_checked_every_30_s_and_a_failed_load_retried_
     failing_loads(repository, 100)
     waits = []
     for _ in range(8):
-        with pytest.raises(CatalogUnavailable):
+        with pytest.raises(CatalogUnavailableError):
             retrying.current()
         waits.append(retrying.deferred["retry_in_seconds"])
         clock.now += waits[-1]

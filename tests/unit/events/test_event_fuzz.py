@@ -23,7 +23,7 @@ from pulse.events.behaviour import (
     MAX_ID_BYTES,
     MAX_TEXT_LENGTH,
     BehaviourEvent,
-    InvalidEvent,
+    InvalidEventError,
     TimeLimits,
     decode_record_data,
     parse_event,
@@ -116,11 +116,11 @@ def assert_within_contract(event: BehaviourEvent):
     assert event.value is None or math.isfinite(event.value)
 
 
-def outcome(data: bytes, limits: TimeLimits | None = None) -> BehaviourEvent | InvalidEvent:
-    """-> the event, or the InvalidEvent; anything else raised is a crash and fails the test."""
+def outcome(data: bytes, limits: TimeLimits | None = None) -> BehaviourEvent | InvalidEventError:
+    """-> the event, or the InvalidEventError; anything else raised is a crash and fails the test."""
     try:
         return parse_event(decode_record_data(data), limits)
-    except InvalidEvent as error:
+    except InvalidEventError as error:
         return error
 
 
@@ -138,9 +138,9 @@ def stream_records(batch: list[bytes]) -> list[StreamRecord]:
             for sequence, data in enumerate(batch, start=1)]
 
 
-def decode_and_parse(data: bytes) -> BehaviourEvent | InvalidEvent:
+def decode_and_parse(data: bytes) -> BehaviourEvent | InvalidEventError:
     result = outcome(data)
-    if isinstance(result, InvalidEvent):
+    if isinstance(result, InvalidEventError):
         assert str(result), "InvalidEvent without a message"
     else:
         assert_within_contract(result)
@@ -152,7 +152,7 @@ def decode_and_parse(data: bytes) -> BehaviourEvent | InvalidEvent:
 @example(b'{"event_id": "e", "user_id": "u", "type": "view", "item_id": "m1", "ts": 1' + b"0" * 5000 + b"}")
 @example(b'{"event_id": "e", "user_id": "u", "type": "search", "text": "\\ud800", "ts": 1}')
 def test_arbitrary_bytes_decode_to_a_valid_event_or_an_invalid_event_error(data):
-    """decode_record_data + parse_event raise only InvalidEvent (with a message) or return a valid event."""
+    """decode_record_data + parse_event raise only InvalidEventError (with a message) or return a valid event."""
     decode_and_parse(data)
 
 

@@ -9,7 +9,7 @@ from pulse.events.behaviour import (
     MAX_ID_BYTES,
     MAX_RECORD_BYTES,
     MAX_TEXT_LENGTH,
-    InvalidEvent,
+    InvalidEventError,
     TimeLimits,
     decode_record_data,
     encode_event,
@@ -63,14 +63,14 @@ def test_invalid_fields_are_named(changes, message):
     payload = behaviour("e1", "u1", item_id="i1", value=4)
     payload.update(changes)
     payload = {key: value for key, value in payload.items() if value is not None}
-    with pytest.raises(InvalidEvent, match=None) as error:
+    with pytest.raises(InvalidEventError, match=None) as error:
         parse_event(payload)
     assert message in str(error.value)
 
 
 @pytest.mark.parametrize("payload", [[], "event", 3, None])
 def test_an_event_must_be_an_object(payload):
-    with pytest.raises(InvalidEvent, match="must be a JSON object"):
+    with pytest.raises(InvalidEventError, match="must be a JSON object"):
         parse_event(payload)
 
 
@@ -95,20 +95,20 @@ def test_timestamps_in_epoch_seconds_or_iso_with_zone(raw, seconds):
     ({"s": 1}, "got an object"),
 ])
 def test_bad_timestamps_are_explained(raw, message):
-    with pytest.raises(InvalidEvent) as error:
+    with pytest.raises(InvalidEventError) as error:
         parse_timestamp(raw)
     assert message in str(error.value)
 
 
 def test_record_data_must_be_utf8_json_within_the_size_limit():
     assert decode_record_data(json.dumps({"a": "é"}).encode()) == {"a": "é"}
-    with pytest.raises(InvalidEvent, match="not valid UTF-8"):
+    with pytest.raises(InvalidEventError, match="not valid UTF-8"):
         decode_record_data(b'{"a": "\xff"}')
-    with pytest.raises(InvalidEvent, match="not valid JSON: Expecting value at line 1 column 1"):
+    with pytest.raises(InvalidEventError, match="not valid JSON: Expecting value at line 1 column 1"):
         decode_record_data(b"not json")
-    with pytest.raises(InvalidEvent, match=f"the limit is {MAX_RECORD_BYTES} bytes"):
+    with pytest.raises(InvalidEventError, match=f"the limit is {MAX_RECORD_BYTES} bytes"):
         decode_record_data(b" " * (MAX_RECORD_BYTES + 1))
-    with pytest.raises(InvalidEvent, match="nested too deeply"):
+    with pytest.raises(InvalidEventError, match="nested too deeply"):
         decode_record_data(b"[" * 60_000)
 
 
@@ -122,7 +122,7 @@ def test_record_data_must_be_utf8_json_within_the_size_limit():
     ("alice\ue000", "private-use character U+E000"),
 ])
 def test_format_and_bidi_control_characters_are_rejected_without_repeating_the_id(user_id, message):
-    with pytest.raises(InvalidEvent) as error:
+    with pytest.raises(InvalidEventError) as error:
         parse_event(behaviour("e1", user_id, item_id="i1"))
     assert message in str(error.value) and "alice" not in str(error.value)
 
@@ -137,7 +137,7 @@ def test_ids_are_nfc_normalised_so_one_user_has_one_id():
 def test_id_limits_are_in_utf8_bytes_after_normalisation():
     assert parse_event(behaviour("e", "é" * 64, item_id="i")).user_id == "é" * 64  # 128 bytes
     assert parse_event(behaviour("e", "e\u0301" * 64, item_id="i")).user_id == "é" * 64  # 192 bytes before NFC
-    with pytest.raises(InvalidEvent, match="got 132"):
+    with pytest.raises(InvalidEventError, match="got 132"):
         parse_event(behaviour("e", "\U0001F600" * 33, item_id="i"))  # 33 emoji: 33 characters, 132 bytes
 
 
@@ -150,7 +150,7 @@ NOW = 1_700_000_000.0
     (NOW + 365 * 86400, "31536000 s in the future"),
 ])
 def test_an_event_dated_beyond_the_clock_skew_is_rejected(ts, message):
-    with pytest.raises(InvalidEvent) as error:
+    with pytest.raises(InvalidEventError) as error:
         parse_event(behaviour("e", "u", item_id="i", ts=ts), TimeLimits(NOW))
     assert message in str(error.value)
 
@@ -160,16 +160,16 @@ def test_the_skew_and_the_age_horizon_are_the_deployments():
     assert parse_event(behaviour("e", "u", item_id="i", ts=NOW + 3000), TimeLimits(NOW, 3600)).ts == NOW + 3000
     old = behaviour("e", "u", item_id="i", ts=881250949)  # MovieLens, 1997: no horizon by default
     assert parse_event(old, TimeLimits(NOW)).ts == 881250949
-    with pytest.raises(InvalidEvent, match=r"ts 881250949 is 9476\.3 days old; the limit is 7 days "
+    with pytest.raises(InvalidEventError, match=r"ts 881250949 is 9476\.3 days old; the limit is 7 days "
                                            r"\(PULSE_MAX_EVENT_AGE_DAYS\)"):
         parse_event(old, TimeLimits(NOW, 300, 7 * 86400))
     assert parse_event(behaviour("e", "u", item_id="i", ts=NOW + 10**6)).ts == NOW + 10**6  # no limits: none
 
 
 def test_record_data_must_be_standard_json():
-    with pytest.raises(InvalidEvent, match="Infinity is not a JSON number"):
+    with pytest.raises(InvalidEventError, match="Infinity is not a JSON number"):
         decode_record_data(b'{"a": Infinity}')
-    with pytest.raises(InvalidEvent, match="NaN is not a JSON number"):
+    with pytest.raises(InvalidEventError, match="NaN is not a JSON number"):
         decode_record_data(b'{"a": NaN}')
     pretty = json.dumps(behaviour("e", "u", item_id="i"), indent=2).encode()
     assert decode_record_data(pretty)["user_id"] == "u"  # JSON may span lines; the archive reader copes
@@ -180,10 +180,10 @@ def test_an_event_is_put_on_the_stream_as_one_line_of_compact_standard_json_with
     payload = behaviour("e", "jose\u0301", item_id="i", session={"device": "tv"})
     data = encode_event(payload, parse_event(payload))
     assert b"\n" not in data and json.loads(data) == {**payload, "user_id": "jos\u00e9"}
-    with pytest.raises(InvalidEvent, match="NaN and Infinity are not JSON numbers"):
+    with pytest.raises(InvalidEventError, match="NaN and Infinity are not JSON numbers"):
         encode_event({**payload, "score": float("inf")}, parse_event(payload))
     big = {**payload, "context": "x" * MAX_RECORD_BYTES}
-    with pytest.raises(InvalidEvent, match=f"bytes as JSON; the stream's limit is {MAX_RECORD_BYTES} bytes"):
+    with pytest.raises(InvalidEventError, match=f"bytes as JSON; the stream's limit is {MAX_RECORD_BYTES} bytes"):
         encode_event(big, parse_event(big))
 
 
@@ -191,21 +191,21 @@ def test_an_event_is_put_on_the_stream_as_one_line_of_compact_standard_json_with
     (None, "null"), ([], "an array"), ("event", "a string"), (3, "a number"), (2.5, "a number"), (True, "a boolean"),
 ])
 def test_a_payload_that_is_not_an_object_is_named_by_its_json_type(payload, kind):
-    with pytest.raises(InvalidEvent, match=f"an event must be a JSON object, got {kind}$"):
+    with pytest.raises(InvalidEventError, match=f"an event must be a JSON object, got {kind}$"):
         parse_event(payload)
 
 
 def test_a_value_too_large_for_a_float_is_named():
-    with pytest.raises(InvalidEvent, match="^value is too large a number$"):
+    with pytest.raises(InvalidEventError, match="^value is too large a number$"):
         parse_event(behaviour("e", "u", item_id="i", value=10**400))
 
 
 def test_a_long_bad_timestamp_is_clipped_to_60_characters_in_the_reason():
     raw = "2024-" + "9" * 100
-    with pytest.raises(InvalidEvent) as error:
+    with pytest.raises(InvalidEventError) as error:
         parse_timestamp(raw)
     assert str(error.value) == f"ts '{raw[:60]}…' is not an ISO-8601 date-time"
-    with pytest.raises(InvalidEvent) as error:
+    with pytest.raises(InvalidEventError) as error:
         parse_timestamp(raw[:60])  # exactly the limit: shown whole
     assert str(error.value) == f"ts '{raw[:60]}' is not an ISO-8601 date-time"
 
@@ -214,7 +214,7 @@ def test_an_event_exactly_as_old_as_the_horizon_is_accepted():
     horizon = 7 * 86400
     assert parse_event(behaviour("e", "u", item_id="i", ts=NOW - horizon), TimeLimits(NOW, 300, horizon)).ts \
         == NOW - horizon
-    with pytest.raises(InvalidEvent, match="days old"):
+    with pytest.raises(InvalidEventError, match="days old"):
         parse_event(behaviour("e", "u", item_id="i", ts=NOW - horizon - 1), TimeLimits(NOW, 300, horizon))
 
 
@@ -230,13 +230,13 @@ def test_a_lone_surrogate_in_an_ignored_field_is_escaped_and_the_record_stays_co
     data = encode_event(payload, parse_event(payload))
     assert data.isascii() and b", " not in data and b": " not in data
     assert json.loads(data) == {**payload, "event_id": "\u00e9"}
-    with pytest.raises(InvalidEvent, match="NaN and Infinity are not JSON numbers"):
+    with pytest.raises(InvalidEventError, match="NaN and Infinity are not JSON numbers"):
         encode_event({**payload, "score": float("nan")}, parse_event(payload))
 
 
 def test_an_event_that_json_cannot_write_is_refused_with_the_reason():
     payload = behaviour("e", "u", item_id="i", tags={"a"})
-    with pytest.raises(InvalidEvent, match=r"^the event cannot be written as JSON \(TypeError\)$"):
+    with pytest.raises(InvalidEventError, match=r"^the event cannot be written as JSON \(TypeError\)$"):
         encode_event(payload, parse_event(payload))
 
 
@@ -255,7 +255,7 @@ def test_records_of_exactly_the_size_limit_are_accepted():
     (1_700_000_000_000, "ts 1700000000000 is too large for epoch seconds (milliseconds? divide by 1000)"),
 ])
 def test_bad_numeric_timestamps_are_shown_in_the_reason(raw, message):
-    with pytest.raises(InvalidEvent) as error:
+    with pytest.raises(InvalidEventError) as error:
         parse_timestamp(raw)
     assert str(error.value) == message
 
@@ -273,12 +273,12 @@ def test_a_lower_case_z_is_utc_too():
     ({"type": None}, "type is required"),
 ])
 def test_invalid_fields_have_exact_reasons(changes, message):
-    with pytest.raises(InvalidEvent) as error:
+    with pytest.raises(InvalidEventError) as error:
         parse_event({**behaviour("e", "u", item_id="i"), **changes})
     assert str(error.value) == message
 
 
 def test_json_nested_too_deeply_has_an_exact_reason():
-    with pytest.raises(InvalidEvent) as error:
+    with pytest.raises(InvalidEventError) as error:
         decode_record_data(b"[" * 60_000)
     assert str(error.value) == "record data is not valid JSON: nested too deeply"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pulse_dev.local.project import ProjectNotFound, project_root
+from pulse_dev.local.project import ProjectNotFoundError, project_root
 
 
 def test_the_project_is_the_nearest_folder_with_template_yaml_from_the_working_directory_up(tmp_path, monkeypatch):
@@ -15,5 +15,5 @@ def test_the_project_is_the_nearest_folder_with_template_yaml_from_the_working_d
 
 
 def test_outside_a_project_the_error_says_where_to_run_from(tmp_path):
-    with pytest.raises(ProjectNotFound, match="run pulse from the project's folder"):
+    with pytest.raises(ProjectNotFoundError, match="run pulse from the project's folder"):
         project_root(tmp_path)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from pulse_dev.local.gateway_auth import ISSUER_PATH, PUBLIC_ROUTES, LocalIssuer, Rejected
+from pulse_dev.local.gateway_auth import ISSUER_PATH, PUBLIC_ROUTES, LocalIssuer, RequestRejectedError
 from pulse_dev.local.http import api_gateway_event, response_body
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def serve_api(handler: Callable[[dict[str, Any]], dict[str, Any]], host: str, po
                 try:
                     event["requestContext"]["authorizer"] = authorizer(
                         self.command, path, headers, body, url=f"http://{headers.get('host', host)}{self.path}")
-                except Rejected as rejected:
+                except RequestRejectedError as rejected:
                     self._reply(rejected.status, {"content-type": "application/json", "www-authenticate": "Bearer"},
                                 json.dumps({"message": str(rejected)}).encode())
                     return

@@ -30,7 +30,7 @@ ISSUER_PATH = "/local-issuer"
 PUBLIC_ROUTES = frozenset({("GET", "/health"), ("GET", "/openapi.json")})
 
 
-class Rejected(Exception):
+class RequestRejectedError(Exception):
     """The request does not pass the authorizer: (status, message), as API Gateway answers it."""
 
     def __init__(self, status: int, message: str):
@@ -119,12 +119,12 @@ class JwtAuthorizer:
                  url: str = "") -> dict[str, Any]:
         raw = headers.get("authorization", "").strip()
         if not raw:
-            raise Rejected(401, "Unauthorized")
+            raise RequestRejectedError(401, "Unauthorized")
         token = raw[7:].strip() if raw[:7].lower() == "bearer " else raw
         try:
             claims, scopes = self.verify(token)
         except (ValueError, KeyError, TypeError, InvalidSignature):
-            raise Rejected(401, "Unauthorized") from None
+            raise RequestRejectedError(401, "Unauthorized") from None
         return {"jwt": {"claims": {name: value if isinstance(value, str) else _claim_text(value)
                                    for name, value in claims.items()}, "scopes": scopes or None}}
 
@@ -187,16 +187,17 @@ class SigV4Authorizer:
                  url: str = "") -> dict[str, Any]:
         match = _SIGV4.fullmatch(headers.get("authorization", "").strip())
         if not match or match["key"] != self.access_key or match["service"] != "execute-api":
-            raise Rejected(403, "Forbidden")
+            raise RequestRejectedError(403, "Forbidden")
         stamp = headers.get("x-amz-date", "")
         try:
             signed_at = dt.datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC).timestamp()
         except ValueError:
-            raise Rejected(403, "Forbidden") from None
+            raise RequestRejectedError(403, "Forbidden") from None
         if abs(self.clock() - signed_at) > 300 or not stamp.startswith(match["date"]):
-            raise Rejected(403, "Signature expired")
+            raise RequestRejectedError(403, "Signature expired")
         if match["signature"] != self._signature(method, url, headers, body, match, stamp):
-            raise Rejected(403, "The request signature we calculated does not match the signature you provided")
+            raise RequestRejectedError(
+                403, "The request signature we calculated does not match the signature you provided")
         return {"iam": {"accessKey": self.access_key, "accountId": self.account, "callerId": self.access_key,
                         "userArn": f"arn:aws:iam::{self.account}:user/pulse-local", "userId": self.access_key}}
 

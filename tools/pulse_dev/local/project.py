@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
-class ProjectNotFound(RuntimeError):
+class ProjectNotFoundError(RuntimeError):
     """No template.yaml in the working directory or above it."""
 
 
@@ -16,5 +16,5 @@ def project_root(start: Path | None = None) -> Path:
     for folder in (here, *here.parents):
         if (folder / "template.yaml").is_file():
             return folder
-    raise ProjectNotFound(f"no template.yaml in {here} or any folder above it: run pulse from the project's "
+    raise ProjectNotFoundError(f"no template.yaml in {here} or any folder above it: run pulse from the project's "
                           "folder (the one with template.yaml)")

@@ -15,16 +15,16 @@ from urllib.parse import unquote_plus
 import numpy as np
 from numpy.typing import NDArray
 
-from pulse.catalog.store import CatalogRefused
+from pulse.catalog.store import CatalogRefusedError
 from pulse.catalog.version import CatalogVersion, hybrid_vectors
 from pulse.errors import PulseError
-from pulse.events.behaviour import InvalidEvent, identifier
+from pulse.events.behaviour import InvalidEventError, identifier
 
 MAX_CATEGORIES = 64
 MAX_ITEM_TEXT = 4000
 
 
-class CatalogInvalid(PulseError, ValueError):
+class InvalidCatalogError(PulseError, ValueError):
     """Some lines are invalid; `problems` lists (line number, message)."""
 
     def __init__(self, problems: Sequence[tuple[int, str]]):
@@ -53,25 +53,25 @@ class CatalogItem:
 
 def parse_item(payload: Any) -> CatalogItem:
     if not isinstance(payload, dict):
-        raise InvalidEvent("an item must be a JSON object")
+        raise InvalidEventError("an item must be a JSON object")
     item_id = identifier(payload, "item_id", required=True)
     title, text = _optional_text(payload, "title"), _optional_text(payload, "text")
     if title is None and text is None:
-        raise InvalidEvent("an item needs a title or a text to embed")
+        raise InvalidEventError("an item needs a title or a text to embed")
     categories = payload.get("categories", [])
     if categories is None:
         categories = []
     if not isinstance(categories, list) or not all(isinstance(c, str) and c.strip() for c in categories):
-        raise InvalidEvent("categories must be a list of non-empty strings")
+        raise InvalidEventError("categories must be a list of non-empty strings")
     if len(categories) > MAX_CATEGORIES:
-        raise InvalidEvent(f"{len(categories)} categories; the limit is {MAX_CATEGORIES}")
+        raise InvalidEventError(f"{len(categories)} categories; the limit is {MAX_CATEGORIES}")
     available = payload.get("available", True)
     if not isinstance(available, bool):
-        raise InvalidEvent("available must be true or false")
+        raise InvalidEventError("available must be true or false")
     popularity = payload.get("popularity", 0)
     if isinstance(popularity, bool) or not isinstance(popularity, int | float) or not _finite_float(popularity) \
             or popularity < 0:
-        raise InvalidEvent("popularity must be a non-negative number")
+        raise InvalidEventError("popularity must be a non-negative number")
     known = {"item_id", "title", "text", "categories", "available", "popularity"}
     return CatalogItem(item_id=item_id, title=title, text=text, categories=tuple(c.strip() for c in categories),
                        available=available, popularity=float(popularity),
@@ -96,7 +96,7 @@ def parse_catalog_lines(lines: Iterable[str | bytes]) -> tuple[list[CatalogItem]
         except json.JSONDecodeError as error:
             problems.append((number, f"not valid JSON: {error.msg} at column {error.colno}"))
             continue
-        except InvalidEvent as error:
+        except InvalidEventError as error:
             problems.append((number, str(error)))
             continue
         except RecursionError:
@@ -145,7 +145,7 @@ def build_catalog(items: Sequence[CatalogItem], encode: Callable[[Sequence[str]]
                   encoder_fingerprint: str, *, batch_size: int = 256,
                   progress: Callable[[int], None] | None = None) -> CatalogVersion:
     if not items:
-        raise CatalogInvalid([(0, "the catalogue has no items")])
+        raise InvalidCatalogError([(0, "the catalogue has no items")])
     texts = [item.embedding_text for item in items]
     chunks = []
     for start in range(0, len(texts), batch_size):
@@ -184,11 +184,11 @@ def _optional_text(payload: dict[str, Any], field_name: str) -> str | None:
     if raw is None:
         return None
     if not isinstance(raw, str):
-        raise InvalidEvent(f"{field_name} must be a string")
+        raise InvalidEventError(f"{field_name} must be a string")
     if not raw.strip():
         return None
     if len(raw) > MAX_ITEM_TEXT:
-        raise InvalidEvent(f"{field_name} is {len(raw)} characters; the limit is {MAX_ITEM_TEXT}")
+        raise InvalidEventError(f"{field_name} is {len(raw)} characters; the limit is {MAX_ITEM_TEXT}")
     return raw.strip()
 
 
@@ -240,9 +240,9 @@ def publish_catalog(lines: Iterable[str | bytes], encoder: Any, repository: Any,
     only a training changes the space."""
     items, problems = parse_catalog_lines(lines)
     if problems and not skip_invalid:
-        raise CatalogInvalid(problems)
+        raise InvalidCatalogError(problems)
     if not items:
-        raise CatalogInvalid(problems or [(0, "the catalogue has no items")])
+        raise InvalidCatalogError(problems or [(0, "the catalogue has no items")])
     serving, state = _serving_space(repository, encoder.fingerprint)
     catalog = build_catalog(items, encoder.encode, encoder.fingerprint, batch_size=batch_size, progress=progress)
     if serving is not None and state is not None:
@@ -258,12 +258,12 @@ def _serving_space(repository: Any, fingerprint: str) -> tuple[CatalogVersion | 
         return None, None
     try:
         serving = repository.load(version, fingerprint)
-    except CatalogRefused:  # another encoder's space, or a broken version: the upload starts afresh
+    except CatalogRefusedError:  # another encoder's space, or a broken version: the upload starts afresh
         return None, None
     if not serving.is_hybrid:
         return None, None
     state = repository.load_training_state(version)
     if state is None or len(state["warm"]) != len(serving):
-        raise CatalogInvalid([(0, f"the serving version {version} lacks its training state; run a training "
+        raise InvalidCatalogError([(0, f"the serving version {version} lacks its training state; run a training "
                                   "(pulse train) before uploading, or restore the version")])
     return serving, state

@@ -30,11 +30,11 @@ from pulse.interest.model import MAX_POPULARITY_WEIGHT
 log = logging.getLogger(__name__)
 
 
-class CatalogRefused(PulseError, ValueError):
+class CatalogRefusedError(PulseError, ValueError):
     """A version that must not be served (missing files, shapes that disagree, another encoder)."""
 
 
-class CatalogUnavailable(PulseError, RuntimeError):
+class CatalogUnavailableError(PulseError, RuntimeError):
     """No catalogue can be served. `retryable`: one exists but cannot be loaded right now (store unreachable, or
     the current version refused with none loaded before it), so work that needs it must be retried; otherwise
     none has been published yet. The message is safe to show any caller: the details go to the log."""
@@ -60,56 +60,56 @@ class S3CatalogRepository:
         try:
             return str(json.loads(raw)["version"])
         except (ValueError, KeyError, TypeError):
-            raise CatalogRefused("the CURRENT pointer is not {\"version\": ...}") from None
+            raise CatalogRefusedError("the CURRENT pointer is not {\"version\": ...}") from None
 
     def load(self, version: str, expected_fingerprint: str | None) -> CatalogVersion:
         """The version, checked whole; any problem (missing or damaged file, shapes, values, another encoder)
-        is a CatalogRefused naming it. Errors reaching S3 are a CatalogStoreError (the caller retries later)."""
+        is a CatalogRefusedError naming it. Errors reaching S3 are a CatalogStoreError (the caller retries later)."""
         try:
             return self._load(version, expected_fingerprint)
-        except (CatalogRefused, CatalogStoreError):
+        except (CatalogRefusedError, CatalogStoreError):
             raise
         except (ValueError, KeyError, TypeError, AttributeError, IndexError, OSError, EOFError) as error:
-            raise CatalogRefused(f"version {version}: cannot be read ({type(error).__name__}: {error})") from None
+            raise CatalogRefusedError(f"version {version}: cannot be read ({type(error).__name__}: {error})") from None
 
     def _load(self, version: str, expected_fingerprint: str | None) -> CatalogVersion:
         base = f"{self.prefix}versions/{version}/"
         manifest_raw = self._get(base + "manifest.json")
         if manifest_raw is None:
-            raise CatalogRefused(f"version {version}: manifest.json is missing")
+            raise CatalogRefusedError(f"version {version}: manifest.json is missing")
         try:
             manifest = json.loads(manifest_raw)
         except ValueError as error:
-            raise CatalogRefused(f"version {version}: manifest.json does not parse ({error})") from None
+            raise CatalogRefusedError(f"version {version}: manifest.json does not parse ({error})") from None
         if not isinstance(manifest, dict) or not isinstance(manifest.get("sha256"), dict):
-            raise CatalogRefused(f"version {version}: manifest.json has no sha256 table")
+            raise CatalogRefusedError(f"version {version}: manifest.json has no sha256 table")
         if expected_fingerprint is not None and manifest.get("encoder_fingerprint") != expected_fingerprint:
-            raise CatalogRefused(f"version {version} was embedded by encoder {manifest.get('encoder_fingerprint')}"
+            raise CatalogRefusedError(f"version {version} was embedded by encoder {manifest.get('encoder_fingerprint')}"
                                  f", this deployment runs {expected_fingerprint}")
         files = {}
         for name in ("embeddings.npy", "items.json"):
             body = self._get(base + name)
             if body is None:
-                raise CatalogRefused(f"version {version}: {name} is missing")
+                raise CatalogRefusedError(f"version {version}: {name} is missing")
             if hashlib.sha256(body).hexdigest() != manifest["sha256"].get(name):
-                raise CatalogRefused(f"version {version}: {name} does not match its sha256 in the manifest")
+                raise CatalogRefusedError(f"version {version}: {name} does not match its sha256 in the manifest")
             files[name] = body
         embeddings = np.load(io.BytesIO(files["embeddings.npy"]), allow_pickle=False)
         columns = json.loads(files["items.json"])
         if embeddings.dtype != np.float32 or embeddings.shape != (manifest["count"], manifest["dim"]):
-            raise CatalogRefused(f"version {version}: embeddings are {embeddings.dtype}{embeddings.shape}, the "
+            raise CatalogRefusedError(f"version {version}: embeddings are {embeddings.dtype}{embeddings.shape}, the "
                                  f"manifest says float32({manifest['count']}, {manifest['dim']})")
         if len(set(columns["item_ids"])) != len(columns["item_ids"]):
-            raise CatalogRefused(f"version {version}: item ids repeat")
+            raise CatalogRefusedError(f"version {version}: item ids repeat")
         space = manifest.get("space") or {}
         text_to_collab = None
         if space.get("kind") == "hybrid":
             body = self._get(base + "text_to_collab.npy")
             if body is None or hashlib.sha256(body).hexdigest() != manifest["sha256"].get("text_to_collab.npy"):
-                raise CatalogRefused(f"version {version}: text_to_collab.npy is missing or does not match")
+                raise CatalogRefusedError(f"version {version}: text_to_collab.npy is missing or does not match")
             text_to_collab = np.load(io.BytesIO(body), allow_pickle=False)
             if text_to_collab.shape[1] + space["text_dim"] != manifest["dim"]:
-                raise CatalogRefused(f"version {version}: text_to_collab is {text_to_collab.shape}, dim is "
+                raise CatalogRefusedError(f"version {version}: text_to_collab is {text_to_collab.shape}, dim is "
                                      f"{manifest['dim']}")
         learned = manifest.get("settings")
         if learned is not None:
@@ -208,7 +208,7 @@ def _check_learned(version: str, learned: Any) -> None:
     except (KeyError, TypeError, AttributeError, ValueError):
         ok = False
     if not ok:
-        raise CatalogRefused(f"version {version}: its learned settings are malformed: {learned!r:.200}")
+        raise CatalogRefusedError(f"version {version}: its learned settings are malformed: {learned!r:.200}")
 
 
 def _npy(matrix: NDArray[Any]) -> bytes:
@@ -245,7 +245,7 @@ class LiveCatalog:
         self._lock = threading.Lock()
 
     def current(self) -> CatalogVersion:
-        """The version to serve; raises CatalogUnavailable when there is none."""
+        """The version to serve; raises CatalogUnavailableError when there is none."""
         if self._due(self.clock()):
             with self._lock:
                 now = self.clock()
@@ -254,11 +254,11 @@ class LiveCatalog:
                     self._checked_at = now
         if self._serving is None:
             if self._unreachable or self._deferred:
-                raise CatalogUnavailable("the catalogue store cannot be reached; retrying", retryable=True)
+                raise CatalogUnavailableError("the catalogue store cannot be reached; retrying", retryable=True)
             if self.last_refusal is not None:
-                raise CatalogUnavailable(f"catalogue version {self.last_refusal['version']} was refused and no "
+                raise CatalogUnavailableError(f"catalogue version {self.last_refusal['version']} was refused and no "
                                          "earlier version is loaded (GET /health says why)", retryable=True)
-            raise CatalogUnavailable("no catalogue has been published yet (pulse catalog build FILE.jsonl)")
+            raise CatalogUnavailableError("no catalogue has been published yet (pulse catalog build FILE.jsonl)")
         return self._serving
 
     @property
@@ -278,7 +278,7 @@ class LiveCatalog:
     def _refresh(self, now: float) -> None:
         try:
             version = self.repository.current_version()
-        except CatalogRefused as error:
+        except CatalogRefusedError as error:
             self._refuse("CURRENT", str(error))
             return
         except Exception as error:  # noqa: BLE001 - store unreachable: keep serving what we have
@@ -295,7 +295,7 @@ class LiveCatalog:
             return
         try:
             loaded = self.repository.load(version, self.expected_fingerprint)
-        except CatalogRefused as error:
+        except CatalogRefusedError as error:
             self._deferred.pop(version, None)
             self._refuse(version, str(error))
             return
@@ -334,7 +334,7 @@ class LiveCatalog:
     def _current_for_ingest(self) -> CatalogVersion | None:
         try:
             return self.current()
-        except CatalogUnavailable as error:
+        except CatalogUnavailableError as error:
             if error.retryable:
                 raise  # a catalogue exists but cannot be used now: the records are retried
             return None

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pulse import aws
-from pulse.events.behaviour import MAX_RECORD_BYTES, BehaviourEvent, InvalidEvent, decode_record_data, parse_event
+from pulse.events.behaviour import MAX_RECORD_BYTES, BehaviourEvent, InvalidEventError, decode_record_data, parse_event
 
 ARCHIVE_PREFIX = "archive/"
 # Every prefix the pipeline writes raw events under (template.yaml, ArchiveDeliveryStream; pulse.events.dead_letters):
@@ -54,10 +54,10 @@ def read_archive(bucket: str, first_day: dt.date, last_day: dt.date, *, prefix: 
             for decoded in _decoded(body.splitlines()):
                 stats.lines += 1
                 try:  # the ingest's own checks (size, UTF-8, JSON, contract): what it parks stays out
-                    if isinstance(decoded, InvalidEvent):
+                    if isinstance(decoded, InvalidEventError):
                         raise decoded
                     event = parse_event(decoded)
-                except InvalidEvent as error:
+                except InvalidEventError as error:
                     stats.invalid += 1
                     if len(stats.problems) < 20:
                         stats.problems.append(f"{entry['Key']}: {error}")
@@ -139,7 +139,7 @@ def _decoded(lines: list[bytes]) -> Iterator[object]:
         try:
             yield decode_record_data(line)
             continue
-        except InvalidEvent as error:
+        except InvalidEventError as error:
             span = _record_span(lines, start - 1)
             if span == 1:
                 yield error
@@ -147,7 +147,7 @@ def _decoded(lines: list[bytes]) -> Iterator[object]:
         record, start = b"\n".join(lines[start - 1:start - 1 + span]), start - 1 + span
         try:
             yield decode_record_data(record)
-        except InvalidEvent as error:
+        except InvalidEventError as error:
             yield error
 
 

@@ -23,7 +23,7 @@ MAX_EPOCH_SECONDS = 1e11
 DEFAULT_MAX_CLOCK_SKEW_SECONDS = 300.0
 
 
-class InvalidEvent(PulseError, ValueError):
+class InvalidEventError(PulseError, ValueError):
     """A record that can never be applied; the message says what was wrong."""
 
 
@@ -39,10 +39,10 @@ class TimeLimits:
     def check(self, seconds: float, raw: Any) -> None:
         ahead = seconds - self.now
         if ahead > self.max_skew_seconds:
-            raise InvalidEvent(f"ts {_clip(str(raw))} is {ahead:.0f} s in the future; the limit is "
+            raise InvalidEventError(f"ts {_clip(str(raw))} is {ahead:.0f} s in the future; the limit is "
                                f"{self.max_skew_seconds:g} s (PULSE_MAX_CLOCK_SKEW_SECONDS)")
         if self.max_age_seconds is not None and -ahead > self.max_age_seconds:
-            raise InvalidEvent(f"ts {_clip(str(raw))} is {-ahead / 86400:.1f} days old; the limit is "
+            raise InvalidEventError(f"ts {_clip(str(raw))} is {-ahead / 86400:.1f} days old; the limit is "
                                f"{self.max_age_seconds / 86400:g} days (PULSE_MAX_EVENT_AGE_DAYS)")
 
 
@@ -61,26 +61,26 @@ def decode_record_data(data: bytes) -> object:
     """Kinesis record bytes (already base64-decoded) -> the JSON value (standard JSON: no NaN or Infinity); any
     value, not only an object: parse_event says when it is not one."""
     if len(data) > MAX_RECORD_BYTES:
-        raise InvalidEvent(f"record is {len(data)} bytes; the limit is {MAX_RECORD_BYTES} bytes")
+        raise InvalidEventError(f"record is {len(data)} bytes; the limit is {MAX_RECORD_BYTES} bytes")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise InvalidEvent(f"record data is not valid UTF-8 ({error.reason} at byte {error.start})") from None
+        raise InvalidEventError(f"record data is not valid UTF-8 ({error.reason} at byte {error.start})") from None
     try:
         payload = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as error:
-        raise InvalidEvent(f"record data is not valid JSON: {error.msg} at line {error.lineno} "
+        raise InvalidEventError(f"record data is not valid JSON: {error.msg} at line {error.lineno} "
                            f"column {error.colno}") from None
     except RecursionError:
-        raise InvalidEvent("record data is not valid JSON: nested too deeply") from None
+        raise InvalidEventError("record data is not valid JSON: nested too deeply") from None
     except ValueError as error:  # e.g. an integer of more digits than Python converts
-        raise InvalidEvent(f"record data is not valid JSON: {error}") from None
+        raise InvalidEventError(f"record data is not valid JSON: {error}") from None
     return payload
 
 
 def encode_event(payload: dict[str, Any], event: BehaviourEvent) -> bytes:
     """The record to put on the stream for a parsed payload: one line of compact, standard JSON, with the ids
-    as normalised (other fields kept as sent); raises InvalidEvent if it is not JSON or too big."""
+    as normalised (other fields kept as sent); raises InvalidEventError if it is not JSON or too big."""
     ids = {name: getattr(event, name) for name in ("event_id", "user_id", "item_id") if name in payload}
     record = {**payload, **ids}
     try:
@@ -89,21 +89,21 @@ def encode_event(payload: dict[str, Any], event: BehaviourEvent) -> bytes:
         except UnicodeEncodeError:  # a lone surrogate in a field the contract ignores: JSON escapes it
             data = json.dumps(record, separators=(",", ":"), allow_nan=False).encode("ascii")
     except ValueError as error:
-        raise InvalidEvent(f"the event is not standard JSON ({error}); NaN and Infinity are not JSON numbers"
+        raise InvalidEventError(f"the event is not standard JSON ({error}); NaN and Infinity are not JSON numbers"
                            ) from None
     except (TypeError, RecursionError) as error:
-        raise InvalidEvent(f"the event cannot be written as JSON ({type(error).__name__})") from None
+        raise InvalidEventError(f"the event cannot be written as JSON ({type(error).__name__})") from None
     if len(data) > MAX_RECORD_BYTES:
-        raise InvalidEvent(f"the event is {len(data)} bytes as JSON; the stream's limit is {MAX_RECORD_BYTES} "
+        raise InvalidEventError(f"the event is {len(data)} bytes as JSON; the stream's limit is {MAX_RECORD_BYTES} "
                            "bytes per record")
     return data
 
 
 def parse_event(payload: Any, limits: TimeLimits | None = None) -> BehaviourEvent:
-    """Validate one behaviour event against the contract; raises InvalidEvent naming the field. With `limits`,
+    """Validate one behaviour event against the contract; raises InvalidEventError naming the field. With `limits`,
     an event dated too far in the future (or too long ago) is invalid too."""
     if not isinstance(payload, dict):
-        raise InvalidEvent(f"an event must be a JSON object, got {_json_type(payload)}")
+        raise InvalidEventError(f"an event must be a JSON object, got {_json_type(payload)}")
     event_id = identifier(payload, "event_id", required=True)
     user_id = identifier(payload, "user_id", required=True)
     event_type = _event_type(payload.get("type"))
@@ -114,11 +114,11 @@ def parse_event(payload: Any, limits: TimeLimits | None = None) -> BehaviourEven
     if limits is not None:
         limits.check(ts, payload.get("ts"))
     if item_id is None and text is None:
-        raise InvalidEvent("an event needs item_id or text (neither was given)")
+        raise InvalidEventError("an event needs item_id or text (neither was given)")
     if event_type in TYPES_NEEDING_TEXT and text is None:
-        raise InvalidEvent(f"type '{event_type}' needs text (the query)")
+        raise InvalidEventError(f"type '{event_type}' needs text (the query)")
     if event_type in TYPES_NEEDING_VALUE and value is None:
-        raise InvalidEvent(f"type '{event_type}' needs a numeric value (the rating)")
+        raise InvalidEventError(f"type '{event_type}' needs a numeric value (the rating)")
     return BehaviourEvent(event_id=event_id, user_id=user_id, type=event_type, ts=ts,
                           item_id=item_id, text=text, value=value)
 
@@ -126,23 +126,23 @@ def parse_event(payload: Any, limits: TimeLimits | None = None) -> BehaviourEven
 def parse_timestamp(raw: Any) -> float:
     """Epoch seconds (number) or an ISO-8601 string with a time zone -> epoch seconds."""
     if raw is None:
-        raise InvalidEvent("ts is required (epoch seconds or ISO-8601 with time zone)")
+        raise InvalidEventError("ts is required (epoch seconds or ISO-8601 with time zone)")
     if isinstance(raw, bool) or not isinstance(raw, int | float | str):
-        raise InvalidEvent(f"ts must be epoch seconds or an ISO-8601 string, got {_json_type(raw)}")
+        raise InvalidEventError(f"ts must be epoch seconds or an ISO-8601 string, got {_json_type(raw)}")
     if isinstance(raw, str):
         try:
             moment = datetime.fromisoformat(raw.strip().replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:
-            raise InvalidEvent(f"ts '{_clip(raw)}' is not an ISO-8601 date-time") from None
+            raise InvalidEventError(f"ts '{_clip(raw)}' is not an ISO-8601 date-time") from None
         if moment.tzinfo is None:
-            raise InvalidEvent(f"ts '{_clip(raw)}' has no time zone (add Z or an offset like +02:00)")
+            raise InvalidEventError(f"ts '{_clip(raw)}' has no time zone (add Z or an offset like +02:00)")
         seconds = moment.timestamp()
     else:
         seconds = _float(raw, "ts")
     if not math.isfinite(seconds) or seconds < 0:
-        raise InvalidEvent(f"ts must be a finite, non-negative epoch time, got {_clip(str(raw))}")
+        raise InvalidEventError(f"ts must be a finite, non-negative epoch time, got {_clip(str(raw))}")
     if seconds > MAX_EPOCH_SECONDS:
-        raise InvalidEvent(f"ts {_clip(str(raw))} is too large for epoch seconds (milliseconds? divide by 1000)")
+        raise InvalidEventError(f"ts {_clip(str(raw))} is too large for epoch seconds (milliseconds? divide by 1000)")
     return seconds
 
 
@@ -158,10 +158,10 @@ def identifier(payload: dict[str, Any], field: str, *, required: bool) -> str | 
     raw = payload.get(field)
     if raw is None:
         if required:
-            raise InvalidEvent(f"{field} is required")
+            raise InvalidEventError(f"{field} is required")
         return None
     if not isinstance(raw, str):
-        raise InvalidEvent(f"{field} must be a string, got {_json_type(raw)}")
+        raise InvalidEventError(f"{field} must be a string, got {_json_type(raw)}")
     return normalise_identifier(raw, field)
 
 
@@ -174,14 +174,14 @@ def normalise_identifier(raw: str, field: str) -> str:
         if category[0] == "C":
             kind = _CATEGORY_NAMES.get(category, "control")
             name = unicodedata.name(char, "")
-            raise InvalidEvent(f"{field} holds a {kind} character U+{ord(char):04X}{f' ({name})' if name else ''} "
+            raise InvalidEventError(f"{field} holds a {kind} character U+{ord(char):04X}{f' ({name})' if name else ''} "
                                f"at position {position}")
     if raw != raw.strip():
-        raise InvalidEvent(f"{field} has leading or trailing spaces")
+        raise InvalidEventError(f"{field} has leading or trailing spaces")
     value = unicodedata.normalize("NFC", raw)
     size = len(value.encode("utf-8"))
     if not 1 <= size <= MAX_ID_BYTES:
-        raise InvalidEvent(f"{field} must be 1-{MAX_ID_BYTES} bytes in UTF-8, got {size}")
+        raise InvalidEventError(f"{field} must be 1-{MAX_ID_BYTES} bytes in UTF-8, got {size}")
     return value
 
 
@@ -191,10 +191,10 @@ _CATEGORY_NAMES = {"Cc": "control", "Cf": "format (invisible or bidi control)", 
 
 def _event_type(raw: Any) -> str:
     if raw is None:
-        raise InvalidEvent("type is required")
+        raise InvalidEventError("type is required")
     if not isinstance(raw, str) or raw not in EVENT_TYPES:
         shown = f"'{_clip(raw)}'" if isinstance(raw, str) else _json_type(raw)
-        raise InvalidEvent(f"unknown type {shown}; expected one of {', '.join(EVENT_TYPES)}")
+        raise InvalidEventError(f"unknown type {shown}; expected one of {', '.join(EVENT_TYPES)}")
     return raw
 
 
@@ -202,13 +202,13 @@ def _text(raw: Any) -> str | None:
     if raw is None:
         return None
     if not isinstance(raw, str):
-        raise InvalidEvent(f"text must be a string, got {_json_type(raw)}")
+        raise InvalidEventError(f"text must be a string, got {_json_type(raw)}")
     if not raw.strip():
-        raise InvalidEvent("text is empty")
+        raise InvalidEventError("text is empty")
     if not _encodable(raw):
-        raise InvalidEvent("text is not valid Unicode (it holds a lone surrogate)")
+        raise InvalidEventError("text is not valid Unicode (it holds a lone surrogate)")
     if len(raw) > MAX_TEXT_LENGTH:
-        raise InvalidEvent(f"text is {len(raw)} characters; the limit is {MAX_TEXT_LENGTH}")
+        raise InvalidEventError(f"text is {len(raw)} characters; the limit is {MAX_TEXT_LENGTH}")
     return raw
 
 
@@ -216,10 +216,10 @@ def _value(raw: Any) -> float | None:
     if raw is None:
         return None
     if isinstance(raw, bool) or not isinstance(raw, int | float):
-        raise InvalidEvent(f"value must be a number, got {_json_type(raw)}")
+        raise InvalidEventError(f"value must be a number, got {_json_type(raw)}")
     value = _float(raw, "value")
     if not math.isfinite(value):
-        raise InvalidEvent("value must be a finite number")
+        raise InvalidEventError("value must be a finite number")
     return value
 
 
@@ -227,11 +227,11 @@ def _float(raw: int | float, field: str) -> float:
     try:
         return float(raw)
     except OverflowError:
-        raise InvalidEvent(f"{field} is too large a number") from None
+        raise InvalidEventError(f"{field} is too large a number") from None
 
 
 def _no_constant(name: str) -> float:
-    raise InvalidEvent(f"record data is not standard JSON: {name} is not a JSON number")
+    raise InvalidEventError(f"record data is not standard JSON: {name} is not a JSON number")
 
 
 def _encodable(text: str) -> bool:

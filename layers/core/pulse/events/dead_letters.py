@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from pulse import aws
 from pulse.errors import PulseError
-from pulse.events.behaviour import InvalidEvent, TimeLimits, encode_event, parse_event
+from pulse.events.behaviour import InvalidEventError, TimeLimits, encode_event, parse_event
 from pulse.events.stream import StreamRecord
 
 # SQS allows 256 KiB per message (body and attributes) and per batch: a body above MAX_MESSAGE_BYTES carries its
@@ -192,7 +192,7 @@ def replay_dead_letters(queue_url: str, stream_name: str, *, limits: TimeLimits 
             report.messages += 1
             try:
                 entries = _replayable(json.loads(message["Body"]), stream_name, limits)
-            except ReplayRefused as error:
+            except ReplayRefusedError as error:
                 report.kept += 1
                 report.problems.append(f"message {message['MessageId']}: {error}")
                 continue
@@ -208,7 +208,7 @@ def replay_dead_letters(queue_url: str, stream_name: str, *, limits: TimeLimits 
     return report
 
 
-class ReplayRefused(PulseError, ValueError):
+class ReplayRefusedError(PulseError, ValueError):
     """A message whose records cannot be put back (yet); the message says why."""
 
 
@@ -219,15 +219,15 @@ def _replayable(body: dict[str, Any], stream_name: str, limits: TimeLimits | Non
         for data in _records_of_batch(body["KinesisBatchInfo"], stream_name):
             try:
                 entries.append(_entry(data, limits))
-            except InvalidEvent:
+            except InvalidEventError:
                 continue  # never applicable: the ingest would only park it
         return entries
     if body.get("source") != SOURCE:
-        raise ReplayRefused("not a Pulse dead letter")
+        raise ReplayRefusedError("not a Pulse dead letter")
     try:
         return [_entry(_parked_bytes(body), limits)]
-    except InvalidEvent as error:
-        raise ReplayRefused(f"still invalid: {error}") from None
+    except InvalidEventError as error:
+        raise ReplayRefusedError(f"still invalid: {error}") from None
 
 
 def _entry(data: bytes, limits: TimeLimits | None) -> dict[str, Any]:
@@ -235,16 +235,16 @@ def _entry(data: bytes, limits: TimeLimits | None) -> dict[str, Any]:
     what a replay can mend is mended (line breaks, the partition key); the event must be valid as it is."""
     try:
         payload = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
-    except InvalidEvent:
+    except InvalidEventError:
         raise
     except Exception as error:  # noqa: BLE001 - not JSON, not UTF-8, too deep, too long a number
-        raise InvalidEvent(f"the record is not UTF-8 JSON ({type(error).__name__})") from None
+        raise InvalidEventError(f"the record is not UTF-8 JSON ({type(error).__name__})") from None
     event = parse_event(payload, limits)
     return {"PartitionKey": event.user_id, "Data": encode_event(payload, event)}
 
 
 def _refuse_constant(name: str) -> float:
-    raise InvalidEvent(f"{name} is not a JSON number")
+    raise InvalidEventError(f"{name} is not a JSON number")
 
 
 def _parked_bytes(body: dict[str, Any]) -> bytes:
@@ -254,10 +254,10 @@ def _parked_bytes(body: dict[str, Any]) -> bytes:
             data: bytes = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
             return data
         except Exception as error:  # noqa: BLE001 - e.g. expired with the bucket's lifecycle
-            raise ReplayRefused(f"its payload {body['payload_location']} cannot be read ({type(error).__name__})"
+            raise ReplayRefusedError(f"its payload {body['payload_location']} cannot be read ({type(error).__name__})"
                                 ) from None
     if body.get("truncated"):
-        raise ReplayRefused("its payload was truncated (too big for a message, and no bucket was configured)")
+        raise ReplayRefusedError("its payload was truncated (too big for a message, and no bucket was configured)")
     return base64.b64decode(body.get("data_base64", ""))
 
 
@@ -269,7 +269,8 @@ def _records_of_batch(info: dict[str, Any], stream_name: str) -> list[bytes]:
                                               ShardIteratorType="AT_SEQUENCE_NUMBER",
                                               StartingSequenceNumber=info["startSequenceNumber"])["ShardIterator"]
     except Exception as error:  # noqa: BLE001 - the stream no longer holds them (24 h retention)
-        raise ReplayRefused(f"the batch's records cannot be read from the stream ({type(error).__name__})") from None
+        raise ReplayRefusedError(f"the batch's records cannot be read from the stream ({type(error).__name__})"
+                                 ) from None
     last, wanted = int(info["endSequenceNumber"]), int(info.get("batchSize") or 0)
     found: list[bytes] = []
     while iterator:
@@ -282,7 +283,7 @@ def _records_of_batch(info: dict[str, Any], stream_name: str) -> list[bytes]:
             break
         iterator = response.get("NextShardIterator")
     if not found:
-        raise ReplayRefused("the batch's records are no longer on the stream")
+        raise ReplayRefusedError("the batch's records are no longer on the stream")
     return found
 
 

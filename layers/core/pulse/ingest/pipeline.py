@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pulse.catalog.version import CatalogReader
-from pulse.events.behaviour import BehaviourEvent, InvalidEvent, TimeLimits, decode_record_data, parse_event
+from pulse.events.behaviour import BehaviourEvent, InvalidEventError, TimeLimits, decode_record_data, parse_event
 from pulse.events.dead_letters import DeadLetter, DeadLetterSink
 from pulse.events.stream import StreamRecord
 from pulse.interest.model import ApplyResult, EmbeddedEvent, UserInterest, apply_user_events
@@ -60,7 +60,7 @@ def parse_record(record: StreamRecord, limits: TimeLimits | None) -> BehaviourEv
     shard, which the per-shard watermark relies on (else a later record applied first hides an earlier one)."""
     event = parse_event(decode_record_data(record.data), limits)
     if record.partition_key != event.user_id:
-        raise InvalidEvent("the record's partition key is not its user_id: put each event with PartitionKey = "
+        raise InvalidEventError("the record's partition key is not its user_id: put each event with PartitionKey = "
                            "its user_id (in Unicode NFC form), so that a user's events stay in order")
     return event
 
@@ -95,7 +95,7 @@ class IngestPipeline:
         for record in records:
             try:
                 valid.append(_Pending(record, parse_record(record, limits)))
-            except InvalidEvent as error:
+            except InvalidEventError as error:
                 letters.append(DeadLetter(str(error), record))
             except Exception as error:  # noqa: BLE001 - one record's surprise must not stall the shard
                 letters.append(DeadLetter(f"the record could not be parsed: {describe(error)}", record))

@@ -14,7 +14,7 @@ from pulse import aws
 from pulse.catalog.store import LiveCatalog
 from pulse.catalog.version import CatalogVersion
 from pulse.errors import PulseError
-from pulse.events.behaviour import InvalidEvent, encode_event, normalise_identifier, parse_event
+from pulse.events.behaviour import InvalidEventError, encode_event, normalise_identifier, parse_event
 from pulse.interest.model import UserInterest, blend, decay_to
 from pulse.interest.store import InterestStore
 from pulse.serving.recommend import ScoredItem, recommend, scale_vectors, similar_items, top_k
@@ -23,11 +23,11 @@ from pulse.settings import Settings
 MAX_EVENTS_PER_REQUEST = 500
 
 
-class NotFound(PulseError, LookupError):
+class NotFoundError(PulseError, LookupError):
     """The thing asked about does not exist (answered with 404)."""
 
 
-class BadRequest(PulseError, ValueError):
+class BadRequestError(PulseError, ValueError):
     """The request is well-formed HTTP but asks for something invalid (answered with 400)."""
 
     def __init__(self, message: str, detail: Any = None):
@@ -41,8 +41,8 @@ def path_identifier(raw: str, name: str) -> str:
     the reason (the OpenAPI pattern cannot express Unicode categories, so this is not a 400)."""
     try:
         return normalise_identifier(raw, name)
-    except InvalidEvent as error:
-        raise NotFound(f"no {name.removesuffix('_id')} can have this id: {error}") from None
+    except InvalidEventError as error:
+        raise NotFoundError(f"no {name.removesuffix('_id')} can have this id: {error}") from None
 
 
 # The answers as JSON-ready dicts, field for field the models of pulse.serving.api_models that the API validates
@@ -141,7 +141,7 @@ class RecommendationService:
         item_id = path_identifier(item_id, "item_id")
         catalog = self.catalog.current()
         if item_id not in catalog.index:
-            raise NotFound(f"item '{item_id}' is not in catalogue {catalog.version}")
+            raise NotFoundError(f"item '{item_id}' is not in catalogue {catalog.version}")
         return {"item_id": item_id, "catalog_version": catalog.version,
                 "items": items_json(similar_items(catalog, item_id, k))}
 
@@ -149,7 +149,7 @@ class RecommendationService:
         user_id = path_identifier(user_id, "user_id")
         user = self._user(user_id)
         if user is None:
-            raise NotFound(f"user '{user_id}' has no recorded behaviour")
+            raise NotFoundError(f"user '{user_id}' has no recorded behaviour")
         now = self.clock() if at is None else at
         catalog = self._catalog_or_none()
         config = self.settings.serving(catalog.learned_settings() if catalog else None)
@@ -239,12 +239,12 @@ class EventPublisher:
 
     def publish(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict) or not isinstance(body.get("events"), list):
-            raise BadRequest('the body must be a JSON object {"events": [...]}')
+            raise BadRequestError('the body must be a JSON object {"events": [...]}')
         events = body["events"]
         if not events:
-            raise BadRequest("events is empty")
+            raise BadRequestError("events is empty")
         if len(events) > MAX_EVENTS_PER_REQUEST:
-            raise BadRequest(f"{len(events)} events; the limit is {MAX_EVENTS_PER_REQUEST} per request")
+            raise BadRequestError(f"{len(events)} events; the limit is {MAX_EVENTS_PER_REQUEST} per request")
         rejected: list[dict[str, Any]] = []
         accepted: list[tuple[int, dict[str, Any]]] = []
         limits = self.settings.time_limits(self.clock())
@@ -252,7 +252,7 @@ class EventPublisher:
             try:
                 event = parse_event(payload, limits)
                 data = encode_event(payload, event)  # one line of standard JSON, ids normalised, within 64 KiB
-            except InvalidEvent as error:
+            except InvalidEventError as error:
                 rejected.append({"index": index, "error": str(error)})
                 continue
             accepted.append((index, {"PartitionKey": event.user_id, "Data": data}))
