@@ -244,7 +244,7 @@ def test_a_tombstone_lives_while_an_event_dated_before_the_deletion_can_still_be
     assert int(table_items(stack)[PERSON]["expires_at"]["N"]) == deleted_at + 8 * day
 
     now[0] = deleted_at + day  # the user comes back: the item lives the inactive-user TTL, the tombstone in it
-    event = BehaviourEvent("n1", PERSON, "search", deleted_at + 60, text="jazz")
+    event = BehaviourEvent(event_id="n1", user_id=PERSON, type="search", ts=deleted_at + 60, text="jazz")
     store.update(PERSON, lambda user: apply_user_events(user, [EmbeddedEvent(event, None, 1.0, np.ones(4))],
                                                         InterestSettings(half_lives={"long": 1e6})))
     item = table_items(stack)[PERSON]

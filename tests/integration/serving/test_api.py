@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from pulse.events.behaviour import EVENT_TYPES, MAX_ID_BYTES, MAX_TEXT_LENGTH
 from tests.builders import behaviour, kinesis_event
 from tests.integration.conftest import counted_api, upload_catalog
 from tests.scenarios import GENRE_TITLES, catalog_items, catalog_lines, item_id_of
@@ -183,6 +184,27 @@ def test_the_openapi_document_is_generated_from_the_code(api):
             "/users/{user_id}", "/events", "/health"} <= set(document["paths"])
     parameters = {p["name"]: p for p in document["paths"]["/users/{user_id}/recommendations"]["get"]["parameters"]}
     assert parameters["k"]["schema"]["maximum"] == 100 and parameters["k"]["schema"]["minimum"] == 1
+
+
+def test_the_openapi_document_describes_the_behaviour_event(api):
+    """POST /events documents the event (contract 1) from the model that validates it, while a batch still takes
+    objects that do not match it (they come back in `rejected`, the request is not refused)."""
+    document = api("GET", "/openapi.json")[1]
+    schemas = document["components"]["schemas"]
+    body = document["paths"]["/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    events = schemas[body["$ref"].rsplit("/", 1)[1]]["properties"]["events"]
+    assert {"$ref": "#/components/schemas/BehaviourEvent"} in events["items"]["anyOf"]
+    assert (events["minItems"], events["maxItems"]) == (1, 500)
+    event = schemas["BehaviourEvent"]
+    assert set(event["required"]) == {"event_id", "user_id", "type", "ts"}
+    assert set(event["properties"]) == {"event_id", "user_id", "type", "item_id", "text", "value", "ts"}
+    assert event["properties"]["type"]["enum"] == list(EVENT_TYPES)
+    assert event["properties"]["user_id"]["maxLength"] == MAX_ID_BYTES
+    assert event["properties"]["text"]["maxLength"] == MAX_TEXT_LENGTH
+    assert {"type": "string", "format": "date-time"} in event["properties"]["ts"]["anyOf"]
+    assert event["anyOf"] == [{"required": ["item_id"]}, {"required": ["text"]}]  # item_id and/or text
+    assert {"if": {"properties": {"type": {"const": "rate"}}, "required": ["type"]},
+            "then": {"required": ["value"]}} in event["allOf"]
 
 
 def test_without_a_catalogue_the_api_answers_503_not_500(api):

@@ -72,7 +72,8 @@ def test_type_weights_use_ratings_and_dwell():
     weights = TypeWeights(DEFAULT_TYPE_WEIGHTS)
 
     def weight(event_type, value=None):
-        return weights.weight(BehaviourEvent("e", "u", event_type, 0.0, item_id="i", value=value))
+        return weights.weight(BehaviourEvent(event_id="e", user_id="u", type=event_type, ts=0.0, item_id="i",
+                                             value=value))
 
     assert weight("rate", 5) == pytest.approx(2.0)
     assert weight("rate", 1) < 0 < weight("rate", 3) < weight("rate", 4)
@@ -83,7 +84,8 @@ def test_type_weights_use_ratings_and_dwell():
 
 def test_flat_rating_weighting_counts_every_rating_alike():
     flat = TypeWeights(DEFAULT_TYPE_WEIGHTS, rating_weighting="flat")
-    weights = {flat.weight(BehaviourEvent("e", "u", "rate", 0.0, item_id="i", value=stars)) for stars in (1, 3, 5)}
+    weights = {flat.weight(BehaviourEvent(event_id="e", user_id="u", type="rate", ts=0.0, item_id="i", value=stars))
+               for stars in (1, 3, 5)}
     assert weights == {DEFAULT_TYPE_WEIGHTS["rate"]}
 
 

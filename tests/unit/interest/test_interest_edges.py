@@ -34,7 +34,7 @@ DIM = 4
 def item_event(index: int, ts: float, item_id: str, *, type_: str = "view", value: float | None = None,
                shard: str = "shardId-0", sequence: int | None = None) -> EmbeddedEvent:
     """An item event of the catalogue (no vector: kept in the history)."""
-    event = BehaviourEvent(f"e{index}", "u", type_, ts, item_id=item_id, value=value)
+    event = BehaviourEvent(event_id=f"e{index}", user_id="u", type=type_, ts=ts, item_id=item_id, value=value)
     return EmbeddedEvent(event, StreamPosition(shard, str(1000 + index if sequence is None else sequence)), 1.0, None)
 
 
@@ -139,7 +139,7 @@ def test_a_late_event_does_not_move_an_items_latest_time_back():
 def test_a_first_batch_of_searches_only_remembers_no_items():
     config = InterestSettings(half_lives=HALF_LIVES)
     user = new_user()
-    search = BehaviourEvent("s0", "u", "search", 50.0, text="red shoes")
+    search = BehaviourEvent(event_id="s0", user_id="u", type="search", ts=50.0, text="red shoes")
     result = apply_user_events(user, [EmbeddedEvent(search, StreamPosition("shardId-0", "1"), 1.0, unit(1, 0, 0, 0))],
                                config)
     assert (result.applied, user.recent_items, user.history) == (1, {}, [])

@@ -54,8 +54,8 @@ def worst_case_user() -> tuple[UserInterest, InterestSettings]:
 
     events = max(MAX_HISTORY_EVENTS, MAX_RECENT_ITEMS, MAX_DEDUP_WINDOW) + 100
     for start in range(0, events, 500):
-        batch = [EmbeddedEvent(BehaviourEvent(worst_id(n + 1), user.user_id, "add_to_cart",
-                                              float(f"1.{n:016d}e-05"), item_id=worst_id(n + 1),
+        batch = [EmbeddedEvent(BehaviourEvent(event_id=worst_id(n + 1), user_id=user.user_id, type="add_to_cart",
+                                              ts=float(f"1.{n:016d}e-05"), item_id=worst_id(n + 1),
                                               value=-1.7976931348623157e308),
                                StreamPosition(f"shardId-{n % MAX_TRACKED_SHARDS:0120d}", f"{n:0128d}"), 2.0, None)
                  for n in range(start, min(events, start + 500))]
@@ -119,6 +119,6 @@ def test_time_scales_are_bounded_in_number_and_name_length():
 def test_a_scale_no_longer_served_leaves_the_item():
     user, settings = worst_case_user()
     fewer = InterestSettings(half_lives={"only": 60.0}, history_limit=1)
-    apply_user_events(user, [EmbeddedEvent(BehaviourEvent("new", user.user_id, "search", 1e9, text="t"), None, 1.0,
-                                           np.ones(ENCODER_DIM))], fewer)
+    search = BehaviourEvent(event_id="new", user_id=user.user_id, type="search", ts=1e9, text="t")
+    apply_user_events(user, [EmbeddedEvent(search, None, 1.0, np.ones(ENCODER_DIM))], fewer)
     assert set(user.scales) == {"only"} and set(settings.half_lives).isdisjoint(user.scales)

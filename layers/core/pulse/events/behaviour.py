@@ -1,19 +1,34 @@
-"""The behaviour-event contract (README, "The behaviour event"): parsing and validation with clear errors."""
+"""The behaviour-event contract (README, "The behaviour event"): the pydantic model BehaviourEvent, whose JSON schema
+/openapi.json documents under POST /events, validated with the checks JSON Schema cannot say (NFC identifiers within
+a byte limit, ISO-8601-or-epoch times, the clock's limits, item_id and/or text, value for `rate`) and clear errors
+that name the field."""
 
 from __future__ import annotations
 
 import json
 import math
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, overload
+from typing import Annotated, Any, Literal, cast, get_args, overload
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    model_validator,
+)
 
 from pulse.errors import PulseError
 
-EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "like", "dislike", "skip", "rate", "search")
-TYPES_NEEDING_VALUE = frozenset({"rate"})
-TYPES_NEEDING_TEXT = frozenset({"search"})
+EventType = Literal["view", "click", "add_to_cart", "purchase", "like", "dislike", "skip", "rate", "search"]
+EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
+TYPES_NEEDING_VALUE: frozenset[EventType] = frozenset({"rate"})
+TYPES_NEEDING_TEXT: frozenset[EventType] = frozenset({"search"})
 
 MAX_ID_BYTES = 128  # UTF-8 bytes, after NFC normalisation
 MAX_TEXT_LENGTH = 2000
@@ -44,17 +59,6 @@ class TimeLimits:
         if self.max_age_seconds is not None and -ahead > self.max_age_seconds:
             raise InvalidEventError(f"ts {_clip(str(raw))} is {-ahead / 86400:.1f} days old; the limit is "
                                f"{self.max_age_seconds / 86400:g} days (PULSE_MAX_EVENT_AGE_DAYS)")
-
-
-@dataclass(frozen=True, slots=True)
-class BehaviourEvent:
-    event_id: str
-    user_id: str
-    type: str
-    ts: float
-    item_id: str | None = None
-    text: str | None = None
-    value: float | None = None
 
 
 def decode_record_data(data: bytes) -> object:
@@ -100,27 +104,31 @@ def encode_event(payload: dict[str, Any], event: BehaviourEvent) -> bytes:
 
 
 def parse_event(payload: Any, limits: TimeLimits | None = None) -> BehaviourEvent:
-    """Validate one behaviour event against the contract; raises InvalidEventError naming the field. With `limits`,
-    an event dated too far in the future (or too long ago) is invalid too."""
+    """Validate one behaviour event against the contract; raises InvalidEventError naming the field (the first
+    problem, in the order event_id, user_id, type, item_id, text, value, ts, then the rules between fields). With
+    `limits`, an event dated too far in the future (or too long ago) is invalid too."""
     if not isinstance(payload, dict):
         raise InvalidEventError(f"an event must be a JSON object, got {_json_type(payload)}")
-    event_id = identifier(payload, "event_id", required=True)
-    user_id = identifier(payload, "user_id", required=True)
-    event_type = _event_type(payload.get("type"))
-    item_id = identifier(payload, "item_id", required=False)
-    text = _text(payload.get("text"))
-    value = _value(payload.get("value"))
-    ts = parse_timestamp(payload.get("ts"))
-    if limits is not None:
-        limits.check(ts, payload.get("ts"))
-    if item_id is None and text is None:
-        raise InvalidEventError("an event needs item_id or text (neither was given)")
-    if event_type in TYPES_NEEDING_TEXT and text is None:
-        raise InvalidEventError(f"type '{event_type}' needs text (the query)")
-    if event_type in TYPES_NEEDING_VALUE and value is None:
-        raise InvalidEventError(f"type '{event_type}' needs a numeric value (the rating)")
-    return BehaviourEvent(event_id=event_id, user_id=user_id, type=event_type, ts=ts,
-                          item_id=item_id, text=text, value=value)
+    try:
+        return BehaviourEvent.model_validate(payload, context=limits and {"limits": limits})
+    except ValidationError as error:
+        raise _first_problem(error) from None
+
+
+def _first_problem(error: ValidationError) -> InvalidEventError:
+    """The InvalidEventError a field's check raised, or for a required field that is absent the one its check
+    raises for null (absent and null are the same to the contract)."""
+    first = error.errors()[0]
+    if first["type"] == "missing":
+        name = str(first["loc"][0])
+        try:
+            _REQUIRED[name](None)
+        except InvalidEventError as problem:
+            return problem
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, InvalidEventError):
+        return cause
+    return InvalidEventError(f"{'.'.join(map(str, first['loc'])) or 'event'}: {first['msg']}")  # not expected
 
 
 def parse_timestamp(raw: Any) -> float:
@@ -155,11 +163,20 @@ def identifier(payload: dict[str, Any], field: str, *, required: bool) -> str | 
 
 
 def identifier(payload: dict[str, Any], field: str, *, required: bool) -> str | None:
-    raw = payload.get(field)
+    return _required_id(payload.get(field), field) if required else _optional_id(payload.get(field), field)
+
+
+def _required_id(raw: Any, field: str) -> str:
     if raw is None:
-        if required:
-            raise InvalidEventError(f"{field} is required")
-        return None
+        raise InvalidEventError(f"{field} is required")
+    return _string_id(raw, field)
+
+
+def _optional_id(raw: Any, field: str) -> str | None:
+    return None if raw is None else _string_id(raw, field)
+
+
+def _string_id(raw: Any, field: str) -> str:
     if not isinstance(raw, str):
         raise InvalidEventError(f"{field} must be a string, got {_json_type(raw)}")
     return normalise_identifier(raw, field)
@@ -189,13 +206,13 @@ _CATEGORY_NAMES = {"Cc": "control", "Cf": "format (invisible or bidi control)", 
                    "Co": "private-use", "Cn": "unassigned"}
 
 
-def _event_type(raw: Any) -> str:
+def _event_type(raw: Any) -> EventType:
     if raw is None:
         raise InvalidEventError("type is required")
     if not isinstance(raw, str) or raw not in EVENT_TYPES:
         shown = f"'{_clip(raw)}'" if isinstance(raw, str) else _json_type(raw)
         raise InvalidEventError(f"unknown type {shown}; expected one of {', '.join(EVENT_TYPES)}")
-    return raw
+    return cast(EventType, raw)
 
 
 def _text(raw: Any) -> str | None:
@@ -250,3 +267,69 @@ def _json_type(raw: Any) -> str:
 
 def _clip(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _timestamp(raw: Any, info: ValidationInfo) -> float:
+    seconds = parse_timestamp(raw)
+    limits: TimeLimits | None = info.context.get("limits") if info.context else None
+    if limits is not None:
+        limits.check(seconds, raw)
+    return seconds
+
+
+# Each required field's check, called with null when the field is absent: its message says it is required.
+_REQUIRED: dict[str, Callable[[Any], object]] = {
+    "event_id": lambda raw: _required_id(raw, "event_id"), "user_id": lambda raw: _required_id(raw, "user_id"),
+    "type": _event_type, "ts": parse_timestamp}
+
+_ID_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_ID_BYTES,
+              "description": f"1-{MAX_ID_BYTES} bytes in UTF-8 after NFC normalisation (the id as stored); no "
+                             "control, format (invisible, bidi), private-use or unassigned characters, no leading "
+                             "or trailing spaces"}
+
+
+def _event_schema(schema: dict[str, Any]) -> None:
+    """The rules between fields, in JSON Schema (OpenAPI 3.1): item_id and/or text; text for search, value for
+    rate."""
+    schema["description"] = " ".join(schema.get("description", "").split())  # the docstring, on one line
+    schema["anyOf"] = [{"required": ["item_id"]}, {"required": ["text"]}]
+    schema["allOf"] = [{"if": {"properties": {"type": {"const": kind}}, "required": ["type"]},
+                        "then": {"required": [needed]}}
+                       for kinds, needed in ((TYPES_NEEDING_TEXT, "text"), (TYPES_NEEDING_VALUE, "value"))
+                       for kind in sorted(kinds)]
+
+
+class BehaviourEvent(BaseModel):
+    """One behaviour event (contract 1; README, "The behaviour event"). Fields not listed are allowed and kept on
+    the stream as sent; null is the same as absent."""
+
+    model_config = ConfigDict(frozen=True, json_schema_extra=_event_schema)
+
+    event_id: Annotated[str, PlainValidator(_REQUIRED["event_id"]), WithJsonSchema(_ID_SCHEMA)]
+    user_id: Annotated[str, PlainValidator(_REQUIRED["user_id"]), WithJsonSchema(_ID_SCHEMA)]
+    type: Annotated[EventType, PlainValidator(_event_type), WithJsonSchema(
+        {"type": "string", "enum": list(EVENT_TYPES)})]
+    item_id: Annotated[str | None, PlainValidator(lambda raw: _optional_id(raw, "item_id")), WithJsonSchema(
+        {**_ID_SCHEMA, "description": "the catalogue item; " + _ID_SCHEMA["description"]})] = None
+    text: Annotated[str | None, PlainValidator(_text), WithJsonSchema(
+        {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_LENGTH,
+         "description": "free text to embed (the query of a search; an item's text when the catalogue does not "
+                        "have it); not only spaces"})] = None
+    value: Annotated[float | None, PlainValidator(_value), WithJsonSchema(
+        {"type": "number", "description": "the rating (required for rate); finite"})] = None
+    ts: Annotated[float, PlainValidator(_timestamp), WithJsonSchema(
+        {"anyOf": [{"type": "number", "minimum": 0, "maximum": MAX_EPOCH_SECONDS},
+                   {"type": "string", "format": "date-time"}],
+         "description": "epoch seconds, or ISO-8601 with a time zone (Z or an offset); at most "
+                        f"{DEFAULT_MAX_CLOCK_SKEW_SECONDS:g} s ahead of the receiver's clock by default "
+                        "(PULSE_MAX_CLOCK_SKEW_SECONDS), at most PULSE_MAX_EVENT_AGE_DAYS old when set"})]
+
+    @model_validator(mode="after")
+    def _between_fields(self) -> BehaviourEvent:
+        if self.item_id is None and self.text is None:
+            raise InvalidEventError("an event needs item_id or text (neither was given)")
+        if self.type in TYPES_NEEDING_TEXT and self.text is None:
+            raise InvalidEventError(f"type '{self.type}' needs text (the query)")
+        if self.type in TYPES_NEEDING_VALUE and self.value is None:
+            raise InvalidEventError(f"type '{self.type}' needs a numeric value (the rating)")
+        return self

@@ -1,31 +1,30 @@
-"""The HTTP API's request and response shapes (README, "The HTTP API"); the OpenAPI document comes from these."""
+"""The HTTP API's request and response shapes (README, "The HTTP API"): what pulse.serving.service returns, and
+what the OpenAPI document describes."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PlainValidator
+from pydantic_core import PydanticCustomError
 
-from pulse.serving.service import MAX_EVENTS_PER_REQUEST
+from pulse.events.behaviour import BehaviourEvent
+from pulse.serving.recommend import ScoredItem, Strategy
 
-
-class ScoredItemModel(BaseModel):
-    item_id: str
-    score: float
-    reason: str
+MAX_EVENTS_PER_REQUEST = 500
 
 
 class RecommendationsResponse(BaseModel):
     user_id: str
-    strategy: Literal["personal", "popular"]
+    strategy: Strategy
     catalog_version: str
-    items: list[ScoredItemModel]
+    items: list[ScoredItem]
 
 
 class SimilarResponse(BaseModel):
     item_id: str
     catalog_version: str
-    items: list[ScoredItemModel]
+    items: list[ScoredItem]
 
 
 class ClosestItem(BaseModel):
@@ -54,9 +53,24 @@ class ProfileResponse(BaseModel):
     catalog_version: str | None
 
 
+def _an_object(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise PydanticCustomError("dict_type", "Input should be a valid dictionary")
+    return raw
+
+
+# An event of a request: any JSON object, validated against BehaviourEvent one by one when published (a batch is
+# never refused for one bad event); the document shows the event's schema.
+EventPayload = Annotated[dict[str, Any], PlainValidator(_an_object,
+                                                        json_schema_input_type=BehaviourEvent | dict[str, Any])]
+
+
 class EventsRequest(BaseModel):
-    events: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_EVENTS_PER_REQUEST,
-                                         description="behaviour events (contract 1)")
+    events: list[EventPayload] = Field(
+        min_length=1, max_length=MAX_EVENTS_PER_REQUEST,
+        description="behaviour events (BehaviourEvent, contract 1), each validated on its own: the valid ones are "
+                    "put to the stream, the others are listed in `rejected` with their error (an object that does "
+                    "not match BehaviourEvent does not refuse the request)")
 
 
 class Rejection(BaseModel):

@@ -26,9 +26,12 @@ class ScoredItem:
     reason: str
 
 
+Strategy = Literal["personal", "popular"]  # from the user's interest, or the catalogue's popularity (cold start)
+
+
 @dataclass(frozen=True, slots=True)
 class Recommendations:
-    strategy: Literal["personal", "popular"]
+    strategy: Strategy
     items: list[ScoredItem] = field(default_factory=list)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -17,10 +17,9 @@ from pulse.errors import PulseError
 from pulse.events.behaviour import InvalidEventError, encode_event, normalise_identifier, parse_event
 from pulse.interest.model import UserInterest, blend, decay_to
 from pulse.interest.store import InterestStore
-from pulse.serving.recommend import ScoredItem, recommend, scale_vectors, similar_items, top_k
+from pulse.serving import api_models
+from pulse.serving.recommend import recommend, scale_vectors, similar_items, top_k
 from pulse.settings import Settings
-
-MAX_EVENTS_PER_REQUEST = 500
 
 
 class NotFoundError(PulseError, LookupError):
@@ -45,77 +44,6 @@ def path_identifier(raw: str, name: str) -> str:
         raise NotFoundError(f"no {name.removesuffix('_id')} can have this id: {error}") from None
 
 
-# The answers as JSON-ready dicts, field for field the models of pulse.serving.api_models that the API validates
-# them against.
-
-
-class ScoredItemJson(TypedDict):
-    item_id: str
-    score: float
-    reason: str
-
-
-class RecommendationsAnswer(TypedDict):
-    user_id: str
-    strategy: Literal["personal", "popular"]
-    catalog_version: str
-    items: list[ScoredItemJson]
-
-
-class SimilarAnswer(TypedDict):
-    item_id: str
-    catalog_version: str
-    items: list[ScoredItemJson]
-
-
-class ClosestItemJson(TypedDict):
-    item_id: str
-    title: str | None
-    score: float
-
-
-class ClosestJson(TypedDict):
-    closest_items: list[ClosestItemJson]
-    top_categories: list[str]
-
-
-class ScaleProfileJson(ClosestJson):
-    half_life_seconds: float
-    strength: float
-    decayed_from: float | None
-
-
-class ProfileAnswer(TypedDict):
-    user_id: str
-    event_count: int
-    first_event_ts: float | None
-    last_event_ts: float | None
-    as_of: float
-    strength: float
-    recent_items: list[str]
-    scales: dict[str, ScaleProfileJson]
-    catalog_version: str | None
-
-
-class ForgetAnswer(TypedDict):
-    user_id: str
-    forgotten: bool
-
-
-class HealthAnswer(TypedDict):
-    status: Literal["ok", "degraded"]
-    catalog_version: str | None
-    item_count: int
-    encoder_fingerprint: str | None
-    space: dict[str, Any] | None
-    refused: Any
-    deferred: Any
-
-
-def items_json(items: Sequence[ScoredItem]) -> list[ScoredItemJson]:
-    return [{"item_id": item.item_id, "score": item.score, "reason": item.reason} for item in items]
-
-
 @dataclass
 class RecommendationService:
     store: InterestStore
@@ -125,7 +53,7 @@ class RecommendationService:
     clock: Callable[[], float] = time.time
 
     def recommendations(self, user_id: str, *, k: int, exclude_seen: bool, category: str | None,
-                        at: float | None) -> RecommendationsAnswer:
+                        at: float | None) -> api_models.RecommendationsResponse:
         user_id = path_identifier(user_id, "user_id")
         catalog = self.catalog.current()
         user = self._user(user_id)
@@ -134,18 +62,18 @@ class RecommendationService:
                            half_lives=config.half_lives, blend_weights=config.blend_weights,
                            exclude_seen=exclude_seen, category=category, min_strength=config.min_strength,
                            type_weights=config.type_weights, popularity_weight=config.popularity_weight)
-        return {"user_id": user_id, "strategy": result.strategy, "catalog_version": catalog.version,
-                "items": items_json(result.items)}
+        return api_models.RecommendationsResponse(user_id=user_id, strategy=result.strategy,
+                                                  catalog_version=catalog.version, items=result.items)
 
-    def similar(self, item_id: str, *, k: int) -> SimilarAnswer:
+    def similar(self, item_id: str, *, k: int) -> api_models.SimilarResponse:
         item_id = path_identifier(item_id, "item_id")
         catalog = self.catalog.current()
         if item_id not in catalog.index:
             raise NotFoundError(f"item '{item_id}' is not in catalogue {catalog.version}")
-        return {"item_id": item_id, "catalog_version": catalog.version,
-                "items": items_json(similar_items(catalog, item_id, k))}
+        return api_models.SimilarResponse(item_id=item_id, catalog_version=catalog.version,
+                                          items=similar_items(catalog, item_id, k))
 
-    def profile(self, user_id: str, *, at: float | None = None) -> ProfileAnswer:
+    def profile(self, user_id: str, *, at: float | None = None) -> api_models.ProfileResponse:
         user_id = path_identifier(user_id, "user_id")
         user = self._user(user_id)
         if user is None:
@@ -158,48 +86,52 @@ class RecommendationService:
         else:  # no catalogue to embed the history in: the text-space residual alone
             vectors = {name: decay_to(state, now, config.half_lives[name]) for name, state in user.scales.items()
                        if name in config.half_lives}
-        scales: dict[str, ScaleProfileJson] = {}
+        scales: dict[str, api_models.ScaleProfile] = {}
         for name, vector in vectors.items():
             strength = float(np.linalg.norm(vector))
             state = user.scales.get(name)
-            scales[name] = {"half_life_seconds": config.half_lives[name], "strength": round(strength, 6),
-                            "decayed_from": _latest(state.t if state else None, user.history, now),
-                            **_closest(catalog, vector, strength)}
+            closest_items, top_categories = _closest(catalog, vector, strength)
+            scales[name] = api_models.ScaleProfile(
+                half_life_seconds=config.half_lives[name], strength=round(strength, 6),
+                decayed_from=_latest(state.t if state else None, user.history, now),
+                closest_items=closest_items, top_categories=top_categories)
         blended = blend(vectors, config.blend_weights) if vectors else np.zeros(0)
-        return {"user_id": user_id, "event_count": user.event_count, "first_event_ts": user.first_event_ts,
-                "last_event_ts": user.last_event_ts, "as_of": now,
-                "strength": round(float(np.linalg.norm(blended)), 6) if blended.size else 0.0,
-                "recent_items": [item for item, _ in sorted(user.recent_items.items(), key=lambda p: -p[1])][:20],
-                "scales": scales, "catalog_version": catalog.version if catalog else None}
+        return api_models.ProfileResponse(
+            user_id=user_id, event_count=user.event_count, first_event_ts=user.first_event_ts,
+            last_event_ts=user.last_event_ts, as_of=now,
+            strength=round(float(np.linalg.norm(blended)), 6) if blended.size else 0.0,
+            recent_items=[item for item, _ in sorted(user.recent_items.items(), key=lambda p: -p[1])][:20],
+            scales=scales, catalog_version=catalog.version if catalog else None)
 
-    def forget(self, user_id: str) -> ForgetAnswer:
+    def forget(self, user_id: str) -> api_models.ForgetResponse:
         """A tombstone is written even when nothing is known yet (events in flight stay out); `forgotten` says
         whether there was state to forget."""
         user_id = path_identifier(user_id, "user_id")
-        return {"user_id": user_id, "forgotten": self.store.delete(user_id)}
+        return api_models.ForgetResponse(user_id=user_id, forgotten=self.store.delete(user_id))
 
     def _user(self, user_id: str) -> UserInterest | None:
         """The user's state; None when unknown or deleted (a tombstone holds nothing personal)."""
         user = self.store.get(user_id)
         return user if user is not None and user.has_state else None
 
-    def health(self) -> HealthAnswer:
+    def health(self) -> api_models.HealthResponse:
         catalog = self._catalog_or_none()
         space = None
         if catalog is not None:
             config = self.settings.serving(catalog.learned_settings())
-            space = {"kind": "hybrid" if catalog.is_hybrid else "text", "dim": catalog.dim, "basis": catalog.basis,
-                     "settings": {"half_lives": dict(config.half_lives), "blend_weights": dict(config.blend_weights),
-                                  "rating_weighting": config.type_weights.rating_weighting,
-                                  "popularity_weight": config.popularity_weight,
-                                  "learned": sorted(set(catalog.learned_settings() or {}) - config.pinned),
-                                  "pinned": sorted(config.pinned)}}
-        return {"status": "ok" if catalog else "degraded",
-                "catalog_version": catalog.version if catalog else None,
-                "item_count": len(catalog) if catalog else 0,
-                "encoder_fingerprint": self.encoder_fingerprint, "space": space,
-                "refused": getattr(self.catalog, "last_refusal", None),
-                "deferred": getattr(self.catalog, "deferred", None)}
+            space = api_models.SpaceDescription(
+                kind="hybrid" if catalog.is_hybrid else "text", dim=catalog.dim, basis=catalog.basis,
+                settings={"half_lives": dict(config.half_lives), "blend_weights": dict(config.blend_weights),
+                          "rating_weighting": config.type_weights.rating_weighting,
+                          "popularity_weight": config.popularity_weight,
+                          "learned": sorted(set(catalog.learned_settings() or {}) - config.pinned),
+                          "pinned": sorted(config.pinned)})
+        return api_models.HealthResponse(status="ok" if catalog else "degraded",
+                                         catalog_version=catalog.version if catalog else None,
+                                         item_count=len(catalog) if catalog else 0,
+                                         encoder_fingerprint=self.encoder_fingerprint, space=space,
+                                         refused=getattr(self.catalog, "last_refusal", None),
+                                         deferred=getattr(self.catalog, "deferred", None))
 
     def _catalog_or_none(self) -> CatalogVersion | None:
         try:
@@ -214,18 +146,20 @@ def _latest(residual_t: float | None, history: Sequence[Any], now: float) -> flo
     return max(times) if times else None
 
 
-def _closest(catalog: CatalogVersion | None, vector: NDArray[Any], strength: float, count: int = 5) -> ClosestJson:
+def _closest(catalog: CatalogVersion | None, vector: NDArray[Any], strength: float,
+             count: int = 5) -> tuple[list[api_models.ClosestItem], list[str]]:
+    """The catalogue items closest to a scale's interest, and the categories they weigh most in."""
     if catalog is None or strength == 0.0 or vector.shape != (catalog.dim,):
-        return {"closest_items": [], "top_categories": []}
+        return [], []
     scores = catalog.embeddings @ (vector / strength).astype(np.float32)
     rows = top_k(np.where(catalog.available, scores, -np.inf), 20)
     tally: dict[str, float] = {}
     for row in rows:
         for name in catalog.categories[row]:
             tally[name] = tally.get(name, 0.0) + float(scores[row])
-    return {"closest_items": [{"item_id": catalog.item_ids[row], "title": catalog.titles[row],
-                               "score": round(float(scores[row]), 6)} for row in rows[:count]],
-            "top_categories": [name for name, _ in sorted(tally.items(), key=lambda p: -p[1])[:3]]}
+    return ([api_models.ClosestItem(item_id=catalog.item_ids[row], title=catalog.titles[row],
+                                    score=round(float(scores[row]), 6)) for row in rows[:count]],
+            [name for name, _ in sorted(tally.items(), key=lambda p: -p[1])[:3]])
 
 
 @dataclass
@@ -237,30 +171,25 @@ class EventPublisher:
     settings: Settings = field(default_factory=Settings)  # the clock skew and age limits
     clock: Callable[[], float] = time.time
 
-    def publish(self, body: Any) -> dict[str, Any]:
-        if not isinstance(body, dict) or not isinstance(body.get("events"), list):
-            raise BadRequestError('the body must be a JSON object {"events": [...]}')
-        events = body["events"]
-        if not events:
-            raise BadRequestError("events is empty")
-        if len(events) > MAX_EVENTS_PER_REQUEST:
-            raise BadRequestError(f"{len(events)} events; the limit is {MAX_EVENTS_PER_REQUEST} per request")
-        rejected: list[dict[str, Any]] = []
+    def publish(self, request: api_models.EventsRequest) -> api_models.EventsResponse:
+        """Each event on its own (EventsRequest bounds the batch): the valid ones to the stream, the others listed
+        with the reason."""
+        rejected: list[api_models.Rejection] = []
         accepted: list[tuple[int, dict[str, Any]]] = []
         limits = self.settings.time_limits(self.clock())
-        for index, payload in enumerate(events):
+        for index, payload in enumerate(request.events):
             try:
                 event = parse_event(payload, limits)
                 data = encode_event(payload, event)  # one line of standard JSON, ids normalised, within 64 KiB
             except InvalidEventError as error:
-                rejected.append({"index": index, "error": str(error)})
+                rejected.append(api_models.Rejection(index=index, error=str(error)))
                 continue
             accepted.append((index, {"PartitionKey": event.user_id, "Data": data}))
         failed = self._put(accepted) if accepted else {}
-        rejected.extend({"index": index, "error": f"not stored, retry later: {error}"}
+        rejected.extend(api_models.Rejection(index=index, error=f"not stored, retry later: {error}")
                         for index, error in failed.items())
-        rejected.sort(key=lambda entry: entry["index"])
-        return {"accepted": len(accepted) - len(failed), "rejected": rejected}
+        rejected.sort(key=lambda entry: entry.index)
+        return api_models.EventsResponse(accepted=len(accepted) - len(failed), rejected=rejected)
 
     def _put(self, entries: list[tuple[int, dict[str, Any]]]) -> dict[int, str]:
         """PutRecords with retries of the entries Kinesis refused (throttling); -> {index: error} left."""
