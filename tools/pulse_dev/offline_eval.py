@@ -142,7 +142,8 @@ def rating_weights(scheme: str) -> Callable[[NDArray[Any]], NDArray[Any]]:
 
     def weigh(stars: NDArray[Any]) -> NDArray[Any]:
         values, positions = np.unique(stars, return_inverse=True)
-        each = [weights.weight(BehaviourEvent("e", "u", "rate", 0.0, item_id="i", value=float(v))) for v in values]
+        each = [weights.weight(BehaviourEvent(event_id="e", user_id="u", type="rate", ts=0.0, item_id="i",
+                                              value=float(v))) for v in values]
         return np.asarray(each, dtype=np.float64)[positions]
 
     return weigh
