@@ -118,7 +118,7 @@ def parse_event(payload: Any, limits: TimeLimits | None = None) -> BehaviourEven
 def _first_problem(error: ValidationError) -> InvalidEventError:
     """The InvalidEventError a field's check raised, or for a required field that is absent the one its check
     raises for null (absent and null are the same to the contract)."""
-    first = error.errors()[0]
+    first = error.errors(include_url=False, include_input=False)[0]
     if first["type"] == "missing":
         name = str(first["loc"][0])
         try:
