@@ -8,10 +8,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pulse import aws
 from pulse.catalog.build import InvalidCatalogError, publish_catalog, uploaded_objects
 from pulse.observability import observability
-from pulse.settings import settings
+from pulse.settings import CatalogSettings, load_settings
 from pulse.wiring import catalog_repository, encoder
 
 logger, tracer, metrics = observability()
+load_settings(CatalogSettings)  # at cold start: a bad setting fails the start, naming its variable
 
 
 @logger.inject_lambda_context
@@ -23,7 +24,7 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
         body = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
         try:
             published = publish_catalog(body.splitlines(), encoder(), catalog_repository(),
-                                        skip_invalid=settings().catalog_skip_invalid)
+                                        skip_invalid=load_settings(CatalogSettings).catalog_skip_invalid)
         except InvalidCatalogError as error:
             # Retrying cannot fix the file: report it next to the input and stop here.
             metrics.add_metric(name="CatalogFilesRejected", unit=MetricUnit.Count, value=1)

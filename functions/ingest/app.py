@@ -12,9 +12,11 @@ from pulse.errors import PulseError
 from pulse.events.stream import StreamRecord
 from pulse.ingest.pipeline import IngestPipeline, IngestReport
 from pulse.observability import observability
+from pulse.settings import IngestSettings, load_settings
 from pulse.wiring import ingest_pipeline
 
 logger, tracer, metrics = observability()
+load_settings(IngestSettings)  # at cold start: a bad setting fails the start, naming its variable
 
 
 class RecordNotAppliedError(PulseError):

@@ -5,20 +5,21 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from pulse.observability import observability
-from pulse.settings import settings
+from pulse.settings import TrainSettings, load_settings
 from pulse.training.job import deployment_options, train_catalog
 from pulse.wiring import catalog_repository
 
 logger, tracer, metrics = observability()
+load_settings(TrainSettings)  # at cold start: a bad setting fails the start, naming its variable
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
-    config = settings()
+    config = load_settings(TrainSettings)
     force = bool(isinstance(event, dict) and event.get("force") is True)
-    result = train_catalog(catalog_repository(), config.require("bucket", "PULSE_BUCKET"),
+    result = train_catalog(catalog_repository(), config.require("bucket"),
                            **deployment_options(config, force=force))
     metrics.add_metric(name="TrainingPublished" if result.published else "TrainingRefused", unit=MetricUnit.Count,
                        value=1)

@@ -6,7 +6,7 @@ from unittest import mock
 import pytest
 
 from pulse.serving.service import RecommendationService
-from pulse.settings import settings
+from pulse.settings import clear_settings
 from pulse.wiring import ingest_pipeline, reset_caches
 from tests.builders import behaviour, kinesis_event, sequence_number
 from tests.integration.conftest import table_items, upload_catalog
@@ -91,7 +91,7 @@ def test_the_profile_is_computed_as_of_the_given_time_with_the_closest_items_of_
 
 def test_the_catalogue_function_skips_invalid_lines_when_told_to(stack, catalog_function, monkeypatch):
     monkeypatch.setenv("PULSE_CATALOG_SKIP_INVALID", "true")
-    settings.cache_clear()
+    clear_settings()
     lines = [*catalog_lines(), '{"title": "no id"}', '{"item_id": "x1", "title": "fine"}']
     (entry,) = upload_catalog(stack, catalog_function, lines)["results"]
     assert entry["status"] == "published"

@@ -4,7 +4,7 @@ import pytest
 
 from pulse.authorization import AccessPolicy, Caller, ForbiddenError, UnauthorizedError
 from pulse.privacy import user_ref
-from pulse.settings import ConfigurationError, Settings
+from pulse.settings import ApiSettings, ConfigurationError
 
 
 def jwt_context(claims, scopes=None):
@@ -66,8 +66,8 @@ def test_the_caller_is_logged_by_reference_never_by_id():
 
 
 def test_settings_read_the_mode_claim_and_scope_and_reject_an_unknown_mode():
-    access = Settings.from_env({"PULSE_API_AUTH": "JWT", "PULSE_USER_ID_CLAIM": "username",
-                                "PULSE_ADMIN_SCOPE": "pulse/admin"}).access
+    access = ApiSettings.from_env({"PULSE_API_AUTH": "JWT", "PULSE_USER_ID_CLAIM": "username",
+                                   "PULSE_ADMIN_SCOPE": "pulse/admin"}).access
     assert (access.mode, access.user_id_claim, access.admin_scope) == ("jwt", "username", "pulse/admin")
     with pytest.raises(ConfigurationError, match="PULSE_API_AUTH"):
-        Settings.from_env({"PULSE_API_AUTH": "cognito"})
+        ApiSettings.from_env({"PULSE_API_AUTH": "cognito"})

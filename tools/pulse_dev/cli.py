@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     build = catalog.add_parser("build", help="validate, embed and publish a JSON Lines catalogue")
     build.add_argument("file", type=Path, help="JSON Lines: item_id, title, text, categories, available, ...")
     build.add_argument("--bucket", help="target bucket (default: $PULSE_BUCKET, else the local stack's)")
-    build.add_argument("--prefix", default=os.environ.get("PULSE_CATALOG_PREFIX", "catalog/"))
+    build.add_argument("--prefix", help="key prefix of the catalogue versions (default: $PULSE_CATALOG_PREFIX, "
+                                         "else the deployment's default)")
     build.add_argument("--skip-invalid", action="store_true", help="publish the valid lines, report the others")
     build.add_argument("--batch-size", type=int, default=256)
 
@@ -136,11 +137,11 @@ def main(argv: list[str] | None = None) -> int:
 def train(args: argparse.Namespace) -> int:
     """The training function's job, run here: settings (policy, pins) from the PULSE_* environment variables."""
     from pulse.catalog.store import S3CatalogRepository
-    from pulse.settings import Settings
+    from pulse.settings import TrainSettings
     from pulse.training.job import TrainingError, deployment_options, train_catalog
 
     bucket = target_bucket(args.bucket)
-    options = deployment_options(Settings.from_env(), force=args.force)
+    options = deployment_options(TrainSettings.from_env(), force=args.force)
     if args.days is not None:
         options["days"] = args.days
     try:
@@ -268,12 +269,13 @@ def catalog_build(args: argparse.Namespace) -> int:
 
     from pulse.catalog.build import InvalidCatalogError, parse_catalog_lines, publish_catalog
     from pulse.catalog.store import S3CatalogRepository
+    from pulse.settings import Settings
     from pulse_encoder import load_encoder
 
     if not args.file.is_file():
         raise SystemExit(f"{args.file}: no such file")
     lines = args.file.read_bytes().splitlines()
-    repository = S3CatalogRepository(target_bucket(args.bucket), args.prefix)
+    repository = S3CatalogRepository(target_bucket(args.bucket), args.prefix or Settings.from_env().catalog_prefix)
     items, _ = parse_catalog_lines(lines)
     try:
         with tqdm(total=len(items), desc="embedding items", unit="item") as progress:

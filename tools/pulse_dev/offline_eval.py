@@ -33,6 +33,7 @@ from pulse.interest.model import (
     decay_to,
     fold_events,
 )
+from pulse.settings import Settings
 from pulse.training.collaborative import Interactions, SpaceConfig, TrainedSpace, train
 from pulse.training.space_quality import (
     POPULARITY_WEIGHT_CHOICES,
@@ -44,6 +45,7 @@ from pulse_dev.evaluation import K, MethodResult, PopularityShares, results_tabl
 from pulse_dev.movielens import Movie, Rating, leave_last_out, load_movies, load_ratings
 
 HOUR, DAY = 3600.0, 86400.0
+MIN_STRENGTH: float = Settings.default("min_strength")  # the API's (PULSE_MIN_STRENGTH)
 STAGES = ("valid", "test")
 
 
@@ -194,7 +196,7 @@ def user_queries(stage: Stage, item_vectors: NDArray[Any], model: UserModel) -> 
 
 
 def rank(stage: Stage, split: Split, item_vectors: NDArray[Any] | None, queries: NDArray[Any] | None,
-         min_strength: float = 1e-3, prior: NDArray[Any] | None = None, popularity_weight: float = 0.0
+         min_strength: float = MIN_STRENGTH, prior: NDArray[Any] | None = None, popularity_weight: float = 0.0
          ) -> tuple[list[list[str]], int]:
     """Top 10 per user, seen items excluded, full ranking; score = cosine + popularity_weight x prior (users x
     items), as pulse.serving.recommend. As in the API, a user whose interest is weaker than min_strength gets the
@@ -222,7 +224,7 @@ def rank(stage: Stage, split: Split, item_vectors: NDArray[Any] | None, queries:
 
 
 def evaluate_offline(name: str, split: Split, stage_name: str, item_vectors: NDArray[Any] | None,
-                     model: UserModel | None = None, *, min_strength: float = 1e-3) -> MethodResult:
+                     model: UserModel | None = None, *, min_strength: float = MIN_STRENGTH) -> MethodResult:
     """Hit/NDCG/MRR@10, coverage, novelty of one item space under one user model (item_vectors None:
     the popularity baseline) on the 'valid' or 'test' events."""
     stage = split.stages[stage_name]

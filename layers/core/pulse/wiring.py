@@ -13,7 +13,7 @@ from pulse.ingest.pipeline import IngestPipeline
 from pulse.interest.store import DynamoInterestStore
 from pulse.privacy import log_key
 from pulse.serving.service import EventPublisher, RecommendationService
-from pulse.settings import settings
+from pulse.settings import ApiSettings, EncoderSettings, IngestSettings, Settings, clear_settings, load_settings
 
 if TYPE_CHECKING:
     from pulse_encoder import Encoder
@@ -38,19 +38,19 @@ def count_refused_catalog(reason: str) -> None:
 
 
 def catalog_repository() -> S3CatalogRepository:
-    config = settings()
-    return S3CatalogRepository(config.require("bucket", "PULSE_BUCKET"), config.catalog_prefix)
+    config = load_settings(Settings)
+    return S3CatalogRepository(config.require("bucket"), config.catalog_prefix)
 
 
 def encoder() -> Encoder:
     from pulse_encoder import load_encoder
 
-    return load_encoder(intra_op_threads=settings().encoder_threads)
+    return load_encoder(intra_op_threads=load_settings(EncoderSettings).encoder_threads)
 
 
 @lru_cache(maxsize=1)
 def live_catalog() -> LiveCatalog | None:
-    config = settings()
+    config = load_settings(Settings)
     if not config.bucket:
         return None
     return LiveCatalog(catalog_repository(), encoder_fingerprint(),
@@ -58,16 +58,16 @@ def live_catalog() -> LiveCatalog | None:
 
 
 def interest_store() -> DynamoInterestStore:
-    config = settings()
+    config = load_settings(Settings)
     return DynamoInterestStore(config.table_name, ttl_days=config.ttl_days, attempts=config.write_attempts,
                                tombstone_days=config.tombstone_days)
 
 
 @lru_cache(maxsize=1)
 def ingest_pipeline() -> IngestPipeline:
-    config = settings()
+    config = load_settings(IngestSettings)
     log_key()  # at the first invocation: a missing or unreadable key fails now, clearly
-    dead_letter_queue = config.require("dead_letter_queue_url", "PULSE_DLQ_URL")
+    dead_letter_queue = config.require("dead_letter_queue_url")
     catalog: CatalogReader = live_catalog() or EmptyCatalog()
     return IngestPipeline(store=interest_store(), load_embedder=encoder, catalog=catalog,
                           dead_letters=SqsDeadLetters(dead_letter_queue, config.bucket), settings=config)
@@ -75,9 +75,9 @@ def ingest_pipeline() -> IngestPipeline:
 
 @lru_cache(maxsize=1)
 def api_service() -> RecommendationService:
-    config = settings()
+    config = load_settings(ApiSettings)
     log_key()
-    config.require("bucket", "PULSE_BUCKET")
+    config.require("bucket")
     catalog = live_catalog()
     assert catalog is not None  # PULSE_BUCKET is set (required above)
     return RecommendationService(store=interest_store(), catalog=catalog, settings=config,
@@ -86,8 +86,8 @@ def api_service() -> RecommendationService:
 
 @lru_cache(maxsize=1)
 def event_publisher() -> EventPublisher:
-    config = settings()
-    return EventPublisher(config.require("stream_name", "PULSE_STREAM"), settings=config)
+    config = load_settings(ApiSettings)
+    return EventPublisher(config.require("stream_name"), settings=config)
 
 
 def reset_caches() -> None:
@@ -95,6 +95,7 @@ def reset_caches() -> None:
     from pulse import aws
     from pulse.interest.store import user_interest_model
 
-    for cache in (settings, live_catalog, ingest_pipeline, api_service, event_publisher, user_interest_model):
+    clear_settings()
+    for cache in (live_catalog, ingest_pipeline, api_service, event_publisher, user_interest_model):
         cache.cache_clear()
     aws.reset_clients()

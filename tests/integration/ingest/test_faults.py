@@ -18,7 +18,7 @@ from pulse.events.dead_letters import InMemoryDeadLetters
 from pulse.events.stream import StreamRecord
 from pulse.ingest.pipeline import IngestPipeline
 from pulse.interest.store import DynamoInterestStore
-from pulse.settings import settings
+from pulse.settings import IngestSettings, load_settings
 from pulse.wiring import ingest_pipeline
 from tests.builders import behaviour, kinesis_record
 from tests.integration.conftest import sample_event, table_items, upload_catalog, writes_failing_for
@@ -104,7 +104,7 @@ def test_a_concurrent_writer_is_a_conditional_check_conflict_retried_on_fresh_st
     store, _, attempts, hooks = store_saves
     other_writer = IngestPipeline(store=DynamoInterestStore(stack.name_of("AWS::DynamoDB::Table"), ttl_days=30),
                                   load_embedder=lambda: encoder, catalog=EmptyCatalog(),
-                                  dead_letters=InMemoryDeadLetters(), settings=settings())
+                                  dead_letters=InMemoryDeadLetters(), settings=load_settings(IngestSettings))
     # The same user's event from another shard (after a reshard), written between our read and our write.
     concurrent = behaviour("other-1", "22", type="search", ts=1_700_000_050, text="a concurrent search")
     hooks["22"] = lambda: other_writer.process(

@@ -32,7 +32,7 @@ from pulse.events.dead_letters import InMemoryDeadLetters, SqsDeadLetters
 from pulse.events.stream import StreamRecord
 from pulse.ingest.pipeline import IngestPipeline
 from pulse.interest.store import InMemoryInterestStore
-from pulse.settings import Settings
+from pulse.settings import IngestSettings, Settings
 from tests.builders import kinesis_record
 
 FUZZ = settings(max_examples=500, deadline=None, derandomize=True, database=None,
@@ -189,7 +189,7 @@ def test_every_record_of_any_batch_is_applied_or_parked_with_a_reason(encoder, c
     records = stream_records(batch)
     expected = {record.sequence_number: outcome(record.data, Settings().time_limits(NOW)) for record in records}
     store, dead_letters = InMemoryInterestStore(), InMemoryDeadLetters()
-    report = IngestPipeline(store, lambda: encoder, catalog, dead_letters, Settings(),
+    report = IngestPipeline(store, lambda: encoder, catalog, dead_letters, IngestSettings(),
                             clock=lambda: NOW).process(records)
 
     assert report.failed_sequence_numbers == []
@@ -246,6 +246,6 @@ def test_every_rejected_record_is_accepted_by_the_sqs_dead_letter_queue(encoder,
     monkeypatch.setattr("pulse.aws.client", lambda service: sqs)
     records = stream_records(batch)
     report = IngestPipeline(InMemoryInterestStore(), lambda: encoder, catalog, SqsDeadLetters("in-memory"),
-                            Settings()).process(records)
+                            IngestSettings()).process(records)
     assert report.failed_sequence_numbers == []
     assert [body["reason"] for body in sqs.bodies] == [reason for _, reason in report.rejections]

@@ -6,7 +6,6 @@ learned settings, the writer pool's bound, and the log lines operators act on.""
 import logging
 import threading
 import time
-from dataclasses import replace
 
 import pytest
 
@@ -15,7 +14,7 @@ from pulse.events.stream import StreamRecord
 from pulse.ingest.pipeline import IngestPipeline
 from pulse.interest.store import InMemoryInterestStore
 from pulse.privacy import user_ref
-from pulse.settings import Settings
+from pulse.settings import IngestSettings
 from tests.builders import behaviour, kinesis_record, sequence_number
 from tests.unit.ingest import test_ingest_pipeline as base
 
@@ -140,7 +139,7 @@ def test_an_encoder_answering_fewer_vectors_than_texts_retries_every_text_event(
         def encode(self, texts):
             return parts["encoder"].encode(texts)[:-1]
 
-    ingest = IngestPipeline(parts["store"], ShortEncoder, parts["catalog"], parts["dead_letters"], Settings())
+    ingest = IngestPipeline(parts["store"], ShortEncoder, parts["catalog"], parts["dead_letters"], IngestSettings())
     report = ingest.process(records([behaviour("a", "u1", type="search", text="crime"),
                                      behaviour("b", "u2", type="search", text="comedy"),
                                      behaviour("c", "u3", item_id="100")]))
@@ -248,7 +247,7 @@ def test_user_writes_run_on_at_most_write_concurrency_pulse_write_threads(parts)
         return real_update(user_id, mutate, known=known)
 
     store.update = slow_update
-    settings = replace(Settings(), write_concurrency=2)
+    settings = IngestSettings(write_concurrency=2)
     report = pipeline(parts, settings).process(records([behaviour(f"e{n}", f"u{n}", item_id="100")
                                                          for n in range(6)]))
     assert report.user_writes == 6

@@ -1,7 +1,6 @@
 """The ingest pipeline with in-memory stores: catalogue vs text embeddings, aggregation, fault handling."""
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from pulse.events.stream import StreamRecord
 from pulse.ingest.pipeline import IngestPipeline
 from pulse.interest.store import InMemoryInterestStore
 from pulse.serving.recommend import scale_vectors
-from pulse.settings import Settings
+from pulse.settings import IngestSettings, Settings
 from tests.builders import behaviour, kinesis_event, kinesis_record, sequence_number
 
 
@@ -42,7 +41,7 @@ def parts(encoder):
 
 def pipeline(parts, settings=None):
     return IngestPipeline(parts["store"], lambda: parts["encoder"], parts["catalog"], parts["dead_letters"],
-                          settings or Settings())
+                          settings or IngestSettings())
 
 
 def test_catalogue_items_need_no_encoder_and_texts_share_one_batched_call(parts):
@@ -93,7 +92,7 @@ def test_the_encoder_is_loaded_only_when_a_batch_has_texts(parts):
         loads.append(1)
         return parts["encoder"]
 
-    ingest = IngestPipeline(parts["store"], loader, parts["catalog"], parts["dead_letters"], Settings())
+    ingest = IngestPipeline(parts["store"], loader, parts["catalog"], parts["dead_letters"], IngestSettings())
     ingest.process(records([behaviour("a", "u", item_id="100")]))
     assert loads == []
     ingest.process(records([behaviour("b", "u", text="anything")], first_sequence=2))
@@ -160,7 +159,7 @@ def test_weights_follow_the_type_and_rating(parts):
 def test_history_keeps_the_newest_item_events_and_folds_the_rest_by_their_text(parts):
     """What leaves the history is not lost: its text vector joins the residual, so the state still sums every
     event (here exactly, since a text-only catalogue's rows are the text vectors)."""
-    settings = replace(Settings(), history_limit=2)
+    settings = IngestSettings(history_limit=2)
     batch = records([behaviour(f"e{n}", "u", item_id=item, ts=100 + n)
                      for n, item in enumerate(["100", "1", "100", "1"])])
     pipeline(parts, settings).process(batch)
@@ -187,7 +186,7 @@ def test_an_event_dated_beyond_the_clock_skew_is_parked_with_the_reason(parts):
                      behaviour("late", "u", item_id="1", ts=881250949),  # 1997: no age limit by default
                      behaviour("fine", "u", item_id="1", ts=now + 60)])
     report = IngestPipeline(parts["store"], lambda: parts["encoder"], parts["catalog"], parts["dead_letters"],
-                            Settings(), clock=lambda: now).process(batch)
+                            IngestSettings(), clock=lambda: now).process(batch)
     assert (report.accepted, report.rejected) == (2, 1)
     (letter,) = parts["dead_letters"].messages
     assert letter["reason"] == ("ts 1731536000.0 is 31536000 s in the future; the limit is 300 s "
@@ -195,7 +194,7 @@ def test_an_event_dated_beyond_the_clock_skew_is_parked_with_the_reason(parts):
     assert parts["store"].get("u").last_event_ts == now + 60
 
     aged = IngestPipeline(parts["store"], lambda: parts["encoder"], parts["catalog"], parts["dead_letters"],
-                          replace(Settings(), max_event_age_days=7), clock=lambda: now)
+                          IngestSettings(max_event_age_days=7), clock=lambda: now)
     assert aged.process(records([behaviour("old", "v", item_id="1", ts=881250949)])).rejected == 1
     assert "days old; the limit is 7 days (PULSE_MAX_EVENT_AGE_DAYS)" in parts["dead_letters"].messages[-1]["reason"]
 

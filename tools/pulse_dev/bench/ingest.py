@@ -90,7 +90,7 @@ def lambda_batches(events: Sequence[dict[str, Any]], batch: int) -> list[dict[st
 def bench_ingest(sizes: BenchSizes, batch: int, catalog: CatalogReader, encoder: Embedder) -> dict[str, Any]:
     from pulse.events.dead_letters import InMemoryDeadLetters
     from pulse.ingest.pipeline import IngestPipeline
-    from pulse.settings import Settings
+    from pulse.settings import IngestSettings
     from pulse_dev.local.functions import LambdaContext
     from pulse_dev.movielens import load_ratings, rating_event
 
@@ -105,7 +105,7 @@ def bench_ingest(sizes: BenchSizes, batch: int, catalog: CatalogReader, encoder:
     result: dict[str, Any] = {"batch": batch}
     for name, events in streams.items():
         pipeline = IngestPipeline(store=MeasuredStore(), load_embedder=lambda: encoder, catalog=catalog,
-                                  dead_letters=InMemoryDeadLetters(), settings=Settings.from_env({}))
+                                  dead_letters=InMemoryDeadLetters(), settings=IngestSettings())
         handler = ingest_handler(pipeline)
         warm_up = lambda_batches([{**events[0], "event_id": "warm-up", "user_id": "warm-up"}], 1)[0]
         handler(warm_up, context)  # imports, first encoder call
@@ -129,7 +129,7 @@ def writes_per_thousand(ratings: Sequence[Rating], catalog: CatalogReader, encod
     from pulse.events.dead_letters import InMemoryDeadLetters
     from pulse.events.stream import StreamRecord
     from pulse.ingest.pipeline import IngestPipeline
-    from pulse.settings import Settings
+    from pulse.settings import IngestSettings
     from pulse_dev.movielens import rating_event
 
     rows = []
@@ -137,7 +137,7 @@ def writes_per_thousand(ratings: Sequence[Rating], catalog: CatalogReader, encod
     for batch in (1, 100, 500):
         store = MeasuredStore()
         pipeline = IngestPipeline(store=store, load_embedder=lambda: encoder, catalog=catalog,
-                                  dead_letters=InMemoryDeadLetters(), settings=Settings.from_env({}))
+                                  dead_letters=InMemoryDeadLetters(), settings=IngestSettings())
         for invocation in lambda_batches(events, batch):
             pipeline.process([StreamRecord.from_lambda(record) for record in invocation["Records"]])
         rows.append({"batch": batch, "events": len(events),

@@ -58,7 +58,7 @@ def run(sizes: BenchSizes, out: Path, progress: Callable[[str], None] = print) -
     finally:
         stack.stop()
     report["seconds"] = round(time.perf_counter() - started, 1)
-    report["settings_note"] = f"ingest batch {batch} (IngestBatchSize); defaults {Settings.from_env({}).half_lives}"
+    report["settings_note"] = f"ingest batch {batch} (IngestBatchSize); defaults {Settings.default('half_lives')}"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     return report

@@ -30,7 +30,7 @@ from pulse.catalog.version import CatalogVersion, unit_rows
 from pulse.interest.model import blend
 from pulse.interest.store import DynamoInterestStore
 from pulse.serving.recommend import recommend, scale_vectors
-from pulse.settings import Settings
+from pulse.settings import TrainSettings
 from pulse.training.job import deployment_options, train_catalog
 from pulse_dev.evaluation import (
     MethodResult,
@@ -149,7 +149,7 @@ class Timeline:
         self.repository = S3CatalogRepository(self.bucket)
         self.store = DynamoInterestStore(runtime.stack.name_of("AWS::DynamoDB::Table"), ttl_days=3650)
         # the deployment's settings, as its training function gets them from the template
-        self.settings = Settings.from_env(runtime.stack.function("TrainFunction").environment)
+        self.settings = TrainSettings.from_env(runtime.stack.function("TrainFunction").environment)
         self.trainings: list[dict[str, Any]] = []
         self._versions: dict[str, CatalogVersion] = {}
         self._seen_items: dict[str, set[str]] = defaultdict(set)

@@ -98,6 +98,10 @@ def import_handler(path: Path, attribute: str, name: str) -> Handler:
         raise FileNotFoundError(f"{name}: handler file {path} not found")
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)  # its cold start: a bad setting fails here, naming its variable
+    except BaseException:
+        del sys.modules[name]  # as a failed import: the next invocation starts cold again
+        raise
     handler: Handler = getattr(module, attribute)
     return handler

@@ -26,7 +26,7 @@ from pulse.events.stream import StreamRecord
 from pulse.interest.model import ApplyResult, EmbeddedEvent, UserInterest, apply_user_events
 from pulse.interest.store import UNKNOWN, InterestStore
 from pulse.privacy import user_ref
-from pulse.settings import Settings
+from pulse.settings import IngestSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def describe(error: BaseException) -> str:
 
 class IngestPipeline:
     def __init__(self, store: InterestStore, load_embedder: Callable[[], Embedder], catalog: CatalogReader,
-                 dead_letters: DeadLetterSink, settings: Settings, clock: Callable[[], float] = time.time):
+                 dead_letters: DeadLetterSink, settings: IngestSettings, clock: Callable[[], float] = time.time):
         self.clock = clock
         self.store = store
         self._load_embedder = load_embedder
@@ -156,7 +156,7 @@ class IngestPipeline:
                     for index, vector in sorted(vectors.items())]
         return embedded, letters, not_embedded
 
-    def _serving_settings(self) -> Settings:
+    def _serving_settings(self) -> IngestSettings:
         """The configured settings with what the serving catalogue version learned (unless pinned)."""
         try:
             return self.settings.serving(self.catalog.learned_settings())

@@ -17,6 +17,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from pulse.catalog.version import hybrid_vectors
+from pulse.settings import TrainSettings
 
 # Pairs are flushed into the sparse matrix in chunks so memory stays bounded whatever the neighbour count.
 _PAIR_CHUNK = 2_000_000
@@ -168,9 +169,10 @@ def procrustes(new: NDArray[Any], old: NDArray[Any], shared_mask: NDArray[Any]) 
 @dataclass(frozen=True)
 class SpaceConfig:
     """Defaults chosen on MovieLens-100K validation events (pulse_dev.offline_eval): pairs within a day, weighted
-    with a ten-minute half-life, up to 40 neighbours apart; 128 plain eigenvectors of D^-1/2 C D^-1/2."""
+    with a ten-minute half-life, up to 40 neighbours apart; plain eigenvectors of D^-1/2 C D^-1/2. The dimensions
+    and the blocks' weights are the deployment's settings (pulse.settings.TrainSettings)."""
 
-    dim: int = 128
+    dim: int = TrainSettings.default("collab_dim")
     window_seconds: float = 86400.0
     half_life_seconds: float = 600.0
     max_neighbours: int = 40
@@ -179,8 +181,8 @@ class SpaceConfig:
     oversample: int = 64
     power_iterations: int = 8
     ridge_alpha: float = 1.0
-    text_weight: float = 0.25
-    collab_weight: float = 0.75
+    text_weight: float = TrainSettings.default("text_weight")
+    collab_weight: float = TrainSettings.default("collab_weight")
 
 
 @dataclass

@@ -36,7 +36,7 @@ from pulse.catalog.version import CatalogVersion, hybrid_vectors
 from pulse.errors import PulseError
 from pulse.events.archive import ArchiveReadStats, read_archive
 from pulse.events.behaviour import BehaviourEvent
-from pulse.settings import Settings, TrainingPolicy
+from pulse.settings import Settings, TrainingPolicy, TrainSettings
 from pulse.training.collaborative import Interactions, SpaceConfig, TrainedSpace, train
 from pulse.training.space_quality import (
     BLOCK_CHOICES,
@@ -85,11 +85,12 @@ class TrainingResult:
         return self.decision == "published"
 
 
-def train_catalog(repository: S3CatalogRepository, archive_bucket: str, *, days: int = 365,
-                  max_events: int = 1_000_000,
+def train_catalog(repository: S3CatalogRepository, archive_bucket: str, *,
+                  days: int = TrainSettings.default("training_days"),
+                  max_events: int = TrainSettings.default("training_max_events"),
                   until: dt.date | None = None, before: float | None = None, since: float | None = None,
                   config: SpaceConfig | None = None,
-                  seed: int = 0, policy: TrainingPolicy | None = None, serving_settings: Any = None,
+                  seed: int = 0, policy: TrainingPolicy | None = None, serving_settings: Settings | None = None,
                   pinned: InterestModel | None = None, pinned_names: frozenset[str] = frozenset(),
                   pinned_blocks: tuple[float, float] | None = None,
                   clock: Callable[[], float] = time.time) -> TrainingResult:
@@ -198,8 +199,8 @@ def train_catalog(repository: S3CatalogRepository, archive_bucket: str, *, days:
     return finish("published", reason, version, int(final.warm_mask.sum()), final.peak_bytes_estimate)
 
 
-def deployment_options(settings: Any, *, force: bool = False) -> dict[str, Any]:
-    """train_catalog's keyword arguments for a deployment's pulse.settings.Settings: its space, its policy, and
+def deployment_options(settings: TrainSettings, *, force: bool = False) -> dict[str, Any]:
+    """train_catalog's keyword arguments for a deployment's pulse.settings.TrainSettings: its space, its policy, and
     what it pinned (left out of the settings search)."""
     return {"config": replace(SpaceConfig(), dim=settings.collab_dim, text_weight=settings.text_weight,
                               collab_weight=settings.collab_weight),
@@ -207,7 +208,7 @@ def deployment_options(settings: Any, *, force: bool = False) -> dict[str, Any]:
             "policy": replace(settings.training_policy, force=force),
             "serving_settings": settings,
             "pinned": InterestModel(dict(settings.half_lives), dict(settings.blend_weights),
-                                    settings.type_weights.rating_weighting, settings.popularity_weight),
+                                    settings.rating_weighting, settings.popularity_weight),
             "pinned_names": settings.pinned,
             "pinned_blocks": (settings.text_weight, settings.collab_weight) if "blocks" in settings.pinned else None}
 
@@ -253,11 +254,11 @@ def _interactions(events: list[Interaction]) -> Interactions:
                         np.array([e.ts for e in events], dtype=np.float64))
 
 
-def _serving_model(base: CatalogVersion, serving_settings: Any) -> InterestModel:
+def _serving_model(base: CatalogVersion, serving_settings: Settings | None) -> InterestModel:
     if serving_settings is None:
         serving_settings = Settings()
     config = serving_settings.serving(base.learned_settings())
-    return InterestModel(dict(config.half_lives), dict(config.blend_weights), config.type_weights.rating_weighting,
+    return InterestModel(dict(config.half_lives), dict(config.blend_weights), config.rating_weighting,
                          config.popularity_weight)
 
 
