@@ -110,7 +110,7 @@ def parse_event(payload: Any, limits: TimeLimits | None = None) -> BehaviourEven
     if not isinstance(payload, dict):
         raise InvalidEventError(f"an event must be a JSON object, got {_json_type(payload)}")
     try:
-        return BehaviourEvent.model_validate(payload, context=limits and {"limits": limits})
+        return BehaviourEvent.model_validate(payload, context=None if limits is None else {"limits": limits})
     except ValidationError as error:
         raise _first_problem(error) from None
 
@@ -316,7 +316,7 @@ class BehaviourEvent(BaseModel):
          "description": "free text to embed (the query of a search; an item's text when the catalogue does not "
                         "have it); not only spaces"})] = None
     value: Annotated[float | None, PlainValidator(_value), WithJsonSchema(
-        {"type": "number", "description": "the rating (required for rate); finite"})] = None
+        {"type": "number", "description": "finite: the rating for rate (required), dwell seconds for view"})] = None
     ts: Annotated[float, PlainValidator(_timestamp), WithJsonSchema(
         {"anyOf": [{"type": "number", "minimum": 0, "maximum": MAX_EPOCH_SECONDS},
                    {"type": "string", "format": "date-time"}],
