@@ -29,7 +29,7 @@ from pulse.serving.api_models import (
 )
 from pulse.serving.recommend import MAX_K
 from pulse.serving.service import BadRequestError, NotFoundError, path_identifier
-from pulse.settings import settings
+from pulse.settings import ApiSettings, load_settings
 from pulse.wiring import api_service, event_publisher
 
 logger, tracer, metrics = observability()
@@ -67,7 +67,7 @@ def errors(*statuses: int) -> dict:
 
 def authorized(action: str, *user_ids: str) -> Caller:
     """The verified caller, if it may `action` every one of user_ids (README, "Authorization")."""
-    policy = settings().access
+    policy = load_settings(ApiSettings).access
     caller = policy.caller(app.current_event.raw_event.get("requestContext"))
     policy.require(caller, user_ids, action)
     logger.append_keys(actor=caller.ref)  # who acted, as a log reference: never a raw id
@@ -84,7 +84,7 @@ def recommendations(user_id: UserId, k: K = 10, exclude_seen: bool = True,
     logger.append_keys(user=user_ref(user_id))  # never the id itself
     authorized("read the recommendations of", user_id)
     answer = api_service().recommendations(user_id, k=k, exclude_seen=exclude_seen, category=category, at=at)
-    metrics.add_metric(name=f"Recommendations{answer['strategy'].title()}", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name=f"Recommendations{answer.strategy.title()}", unit=MetricUnit.Count, value=1)
     return answer
 
 
@@ -111,7 +111,7 @@ def forget(user_id: UserId) -> ForgetResponse:
     logger.append_keys(user=user_ref(user_id))
     authorized("forget", user_id)
     answer = api_service().forget(user_id)
-    logger.info("user forgotten" if answer["forgotten"] else "forget: nothing stored for this user")
+    logger.info("user forgotten" if answer.forgotten else "forget: nothing stored for this user")
     return answer
 
 
@@ -121,9 +121,9 @@ def forget(user_id: UserId) -> ForgetResponse:
 def post_events(body: EventsRequest) -> Response[EventsResponse]:
     authorized("post events for", *{event["user_id"] for event in body.events
                                     if isinstance(event, dict) and isinstance(event.get("user_id"), str)})
-    answer = event_publisher().publish(body.model_dump())
-    metrics.add_metric(name="EventsReceived", unit=MetricUnit.Count, value=answer["accepted"])
-    return Response(202, content_types.APPLICATION_JSON, EventsResponse(**answer))
+    answer = event_publisher().publish(body)
+    metrics.add_metric(name="EventsReceived", unit=MetricUnit.Count, value=answer.accepted)
+    return Response(202, content_types.APPLICATION_JSON, answer)
 
 
 @app.get("/health", summary="Catalogue version, item count, encoder fingerprint")
