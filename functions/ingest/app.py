@@ -11,25 +11,25 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pulse.errors import PulseError
 from pulse.events.stream import StreamRecord
 from pulse.ingest.pipeline import IngestPipeline, IngestReport
-from pulse.observability import observability
-from pulse.settings import IngestSettings, load_settings
-from pulse.wiring import ingest_pipeline
+from pulse.observability import lambda_entry, observability
+from pulse.settings import IngestSettings
+from pulse.wiring import ingest_pipeline, ingest_settings
 
 logger, tracer, metrics = observability()
-load_settings(IngestSettings)  # at cold start: a bad setting fails the start, naming its variable
 
 
 class RecordNotAppliedError(PulseError):
     """Reported to Lambda as a batch item failure: it retries from the lowest such record."""
 
 
-def make_handler(pipeline: Callable[[], IngestPipeline] = ingest_pipeline) -> Callable[[dict, LambdaContext], dict]:
+def make_handler(pipeline: Callable[[], IngestPipeline] = ingest_pipeline,
+                 settings: Callable[[], IngestSettings] = ingest_settings) -> Callable[[dict, LambdaContext], dict]:
     """The handler, with the pipeline it applies batches through (by default the container's, built on first use
-    from the environment; the bench and tests pass their own)."""
+    from the environment; the bench and tests pass their own). The settings are read now, at cold start: a bad
+    value fails the start, naming its variable."""
+    settings()
 
-    @logger.inject_lambda_context
-    @tracer.capture_lambda_handler
-    @metrics.log_metrics
+    @lambda_entry(logger, tracer, metrics)
     def lambda_handler(event: dict, context: LambdaContext) -> dict:
         started = time.perf_counter()
         report = pipeline().process([StreamRecord.from_lambda(record) for record in event["Records"]])

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import pytest
 
 from pulse.wiring import reset_caches
-from pulse_dev.local.functions import LambdaContext, function_environment, load_handler
+from pulse_dev.local.functions import LambdaContext, function_environment, import_handler, load_handler
 from pulse_dev.local.stack import LocalStack
 from pulse_dev.local.template import provision
 from tests.paths import REPO_ROOT
@@ -95,29 +95,50 @@ def table_items(stack) -> dict[str, dict]:
     return {item["user_id"]["S"]: item for item in items}
 
 
-@contextmanager
-def writes_failing_for(user_id, message="injected: DynamoDB unavailable"):
-    """The ingest function's store fails every write of one user (the others go through)."""
-    from unittest import mock
+class FailingWrites:
+    """An interest store whose writes of one user fail (the others, and every read, go to the real store)."""
 
+    def __init__(self, store, user_id, message="injected: DynamoDB unavailable"):
+        self.store, self.user_id, self.message = store, user_id, message
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def update(self, user, mutate, **options):
+        if self.user_id is None or user == self.user_id:
+            raise RuntimeError(self.message)
+        return self.store.update(user, mutate, **options)
+
+
+class CrashingEncoder:
+    """An encoder that fails every call."""
+
+    def encode(self, texts, *args, **options):
+        raise RuntimeError("injected: encoder crashed")
+
+
+@contextmanager
+def ingest_with(stack, *, metrics=False, **replacements):
+    """The real ingest handler (functions/ingest/app.py's make_handler) around the container's pipeline with some
+    of its parts replaced: how a test injects a fault. Each replacement is a function of the real pipeline, e.g.
+    `store=lambda real: FailingWrites(real.store, "186")` or `load_embedder=lambda real: CrashingEncoder`."""
+    from pulse.ingest.pipeline import IngestPipeline
     from pulse.wiring import ingest_pipeline
 
-    store = ingest_pipeline().store
-    real_update = store.update
-
-    def flaky(user, mutate, **options):
-        if user == user_id:
-            raise RuntimeError(message)
-        return real_update(user, mutate, **options)
-
-    with mock.patch.object(store, "update", side_effect=flaky):
-        yield
+    with function_handler(stack, "IngestFunction", metrics=metrics, attribute="make_handler") as make_handler:
+        real = ingest_pipeline()
+        parts = {"store": real.store, "load_embedder": lambda: real.embedder, "catalog": real.catalog,
+                 "dead_letters": real.dead_letters, "settings": real.settings}
+        pipeline = IngestPipeline(**{**parts, **{name: replace(real) for name, replace in replacements.items()}})
+        handler = make_handler(lambda: pipeline)
+        yield lambda event: handler(event, LambdaContext("IngestFunction"))
 
 
 @contextmanager
-def function_handler(stack, logical_id, *, metrics=False):
+def function_handler(stack, logical_id, *, metrics=False, attribute=None):
     """The real handler of a template function, in its environment (catalogue checked on every call).
-    `metrics`: Powertools prints each invocation's metrics to stdout, as on Lambda (see `emitted_metrics`)."""
+    `metrics`: Powertools prints each invocation's metrics to stdout, as on Lambda (see `emitted_metrics`).
+    `attribute`: another name of the handler's module instead (its factory, `make_handler`), as it is."""
     from aws_lambda_powertools import Metrics
 
     function = stack.function(logical_id)
@@ -125,6 +146,10 @@ def function_handler(stack, logical_id, *, metrics=False):
                                          "PULSE_CATALOG_CHECK_SECONDS": "0"}):
         if metrics:
             Metrics().clear_metrics()  # values kept by earlier handlers that ran with metrics disabled
+        if attribute is not None:
+            yield import_handler(function.code_dir / f"{function.module.replace('.', '/')}.py", attribute,
+                                 f"pulse_function_{logical_id}")
+            return
         handler = load_handler(function)
         yield lambda event: handler(event, LambdaContext(logical_id))
 

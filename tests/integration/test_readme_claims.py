@@ -7,9 +7,9 @@ import pytest
 
 from pulse.serving.service import RecommendationService
 from pulse.settings import clear_settings
-from pulse.wiring import ingest_pipeline, reset_caches
+from pulse.wiring import reset_caches
 from tests.builders import behaviour, kinesis_event, sequence_number
-from tests.integration.conftest import table_items, upload_catalog
+from tests.integration.conftest import CrashingEncoder, ingest_with, table_items, upload_catalog
 from tests.integration.privacy.test_privacy import lambda_log_lines
 from tests.scenarios import GENRE_TITLES, catalog_items, catalog_lines, item_id_of
 
@@ -30,10 +30,8 @@ def test_an_encoder_failure_retries_the_text_records_and_applies_the_item_record
               behaviour("i2", "reader", type="like", item_id=SCI_FI[1], ts=T0 + 1),
               behaviour("t2", "searcher", type="search", text="robots", ts=T0 + 1)]
     event = kinesis_event(events)
-    pipeline = ingest_pipeline()
-    with mock.patch.object(type(pipeline), "embedder", new_callable=mock.PropertyMock) as embedder:
-        embedder.return_value.encode.side_effect = RuntimeError("injected: encoder crashed")
-        response = ingest(event)
+    with ingest_with(stack, load_embedder=lambda real: CrashingEncoder) as crashing:
+        response = crashing(event)
     assert [failure["itemIdentifier"] for failure in response["batchItemFailures"]] == [
         sequence_number(2), sequence_number(4)]  # the text records, retried
     stored = table_items(stack)

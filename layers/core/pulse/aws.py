@@ -11,6 +11,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from pulse.container import on_reset
+
 CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 6}, connect_timeout=5, read_timeout=20)
 
 
@@ -19,6 +21,7 @@ def client(service: str) -> Any:
     return boto3.session.Session().client(service, config=CLIENT_CONFIG)
 
 
+@on_reset
 def reset_clients() -> None:
-    """Forget cached clients (tests that move the endpoint)."""
+    """Forget cached clients: the next ones follow the environment (AWS_ENDPOINT_URL, region) again."""
     client.cache_clear()

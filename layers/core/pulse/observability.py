@@ -5,12 +5,14 @@ lines carry the same keys (service, cold start, request id, the user reference a
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 
 PACKAGE_LOGGER = "pulse"
+Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
 def observability(**logger_options: Any) -> tuple[Logger, Tracer, Metrics]:
@@ -22,3 +24,15 @@ def observability(**logger_options: Any) -> tuple[Logger, Tracer, Metrics]:
         logging.getLogger(PACKAGE_LOGGER)  # registered, so the copy below finds it
         copy_config_to_registered_loggers(source_logger=logger, include={PACKAGE_LOGGER})
     return logger, Tracer(), Metrics()
+
+
+def lambda_entry(logger: Logger, tracer: Tracer, metrics: Metrics, **context_options: Any
+                 ) -> Callable[[Handler], Handler]:
+    """Powertools' three handler decorators, in the order every function uses: the Lambda context in each log line
+    (`context_options`: a correlation id path, clear_state), the X-Ray segment, the metrics flushed at the end."""
+
+    def wrap(handler: Handler) -> Handler:
+        traced = tracer.capture_lambda_handler(metrics.log_metrics(handler))
+        return cast(Handler, logger.inject_lambda_context(traced, **context_options))
+
+    return wrap

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from pydantic.fields import FieldInfo
 
 from pulse.authorization import AUTH_MODES, AccessPolicy
+from pulse.container import on_reset
 from pulse.errors import PulseError
 from pulse.events.behaviour import DEFAULT_MAX_CLOCK_SKEW_SECONDS, EVENT_TYPES, TimeLimits
 from pulse.interest.model import (
@@ -320,8 +321,9 @@ def load_settings(kind: type[S]) -> S:
     return config
 
 
+@on_reset
 def clear_settings() -> None:
-    """Forget the settings read (tests and the local stack change the environment)."""
+    """Forget the settings read: the next call reads the environment again, as a new container would."""
     _loaded.clear()
 
 

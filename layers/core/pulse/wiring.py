@@ -1,11 +1,14 @@
-"""Wiring the real dependencies, once per container (lazily: nothing connects at import time)."""
+"""Wiring the real dependencies, once per container (lazily: nothing connects at import time).
+
+The handlers in functions/ take these builders as the defaults of their factories (`make_handler`,
+`create_app`); tests and the bench pass their own instead."""
 
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from pulse import container
 from pulse.catalog.store import LiveCatalog, S3CatalogRepository
 from pulse.catalog.version import CatalogReader, EmptyCatalog
 from pulse.events.dead_letters import SqsDeadLetters
@@ -13,13 +16,21 @@ from pulse.ingest.pipeline import IngestPipeline
 from pulse.interest.store import DynamoInterestStore
 from pulse.privacy import log_key
 from pulse.serving.service import EventPublisher, RecommendationService
-from pulse.settings import ApiSettings, EncoderSettings, IngestSettings, Settings, clear_settings, load_settings
+from pulse.settings import (
+    ApiSettings,
+    CatalogSettings,
+    EncoderSettings,
+    IngestSettings,
+    Settings,
+    TrainSettings,
+    load_settings,
+)
 
 if TYPE_CHECKING:
     from pulse_encoder import Encoder
 
 
-@lru_cache(maxsize=1)
+@container.once_per_container
 def encoder_fingerprint() -> str | None:
     """The deployed encoder's fingerprint, read from its manifest (no model loaded)."""
     try:
@@ -37,6 +48,22 @@ def count_refused_catalog(reason: str) -> None:
     Metrics().add_metric(name="CatalogRefused", unit=MetricUnit.Count, value=1)
 
 
+def ingest_settings() -> IngestSettings:
+    return load_settings(IngestSettings)
+
+
+def api_settings() -> ApiSettings:
+    return load_settings(ApiSettings)
+
+
+def catalog_settings() -> CatalogSettings:
+    return load_settings(CatalogSettings)
+
+
+def train_settings() -> TrainSettings:
+    return load_settings(TrainSettings)
+
+
 def catalog_repository() -> S3CatalogRepository:
     config = load_settings(Settings)
     return S3CatalogRepository(config.require("bucket"), config.catalog_prefix)
@@ -48,7 +75,7 @@ def encoder() -> Encoder:
     return load_encoder(intra_op_threads=load_settings(EncoderSettings).encoder_threads)
 
 
-@lru_cache(maxsize=1)
+@container.once_per_container
 def live_catalog() -> LiveCatalog | None:
     config = load_settings(Settings)
     if not config.bucket:
@@ -63,9 +90,9 @@ def interest_store() -> DynamoInterestStore:
                                tombstone_days=config.tombstone_days)
 
 
-@lru_cache(maxsize=1)
+@container.once_per_container
 def ingest_pipeline() -> IngestPipeline:
-    config = load_settings(IngestSettings)
+    config = ingest_settings()
     log_key()  # at the first invocation: a missing or unreadable key fails now, clearly
     dead_letter_queue = config.require("dead_letter_queue_url")
     catalog: CatalogReader = live_catalog() or EmptyCatalog()
@@ -73,9 +100,9 @@ def ingest_pipeline() -> IngestPipeline:
                           dead_letters=SqsDeadLetters(dead_letter_queue, config.bucket), settings=config)
 
 
-@lru_cache(maxsize=1)
+@container.once_per_container
 def api_service() -> RecommendationService:
-    config = load_settings(ApiSettings)
+    config = api_settings()
     log_key()
     config.require("bucket")
     catalog = live_catalog()
@@ -84,18 +111,13 @@ def api_service() -> RecommendationService:
                                  encoder_fingerprint=encoder_fingerprint())
 
 
-@lru_cache(maxsize=1)
+@container.once_per_container
 def event_publisher() -> EventPublisher:
-    config = load_settings(ApiSettings)
+    config = api_settings()
     return EventPublisher(config.require("stream_name"), settings=config)
 
 
 def reset_caches() -> None:
-    """Forget everything built from the environment (tests and the local stack change it)."""
-    from pulse import aws
-    from pulse.interest.store import user_interest_model
-
-    clear_settings()
-    for cache in (live_catalog, ingest_pipeline, api_service, event_publisher, user_interest_model):
-        cache.cache_clear()
-    aws.reset_clients()
+    """Forget everything built from the environment, as a new container would (tests and the local stack change
+    it): every cache registered with pulse.container, these builders', the settings' and the clients' alike."""
+    container.reset()

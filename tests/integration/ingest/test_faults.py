@@ -21,7 +21,7 @@ from pulse.interest.store import DynamoInterestStore
 from pulse.settings import IngestSettings, load_settings
 from pulse.wiring import ingest_pipeline
 from tests.builders import behaviour, kinesis_record
-from tests.integration.conftest import sample_event, table_items, upload_catalog, writes_failing_for
+from tests.integration.conftest import FailingWrites, ingest_with, sample_event, table_items, upload_catalog
 from tests.integration.ingest.test_ingest_handler import assert_state
 from tests.scenarios import catalog_lines, valid_batch
 
@@ -119,8 +119,9 @@ def test_a_concurrent_writer_is_a_conditional_check_conflict_retried_on_fresh_st
 
 def test_a_crash_in_the_middle_of_a_batch_then_full_redelivery_equals_a_clean_run(stack, ingest, encoder):
     event = sample_event("ingest-valid-batch")
-    with writes_failing_for("186", "injected: the function crashed here"):
-        assert ingest(event)["batchItemFailures"]
+    crashed = "injected: the function crashed here"
+    with ingest_with(stack, store=lambda real: FailingWrites(real.store, "186", crashed)) as crashing:
+        assert crashing(event)["batchItemFailures"]
     assert set(table_items(stack)) == {"196", "22"}  # some users were written before the crash
     assert ingest(event) == {"batchItemFailures": []}  # the whole batch again (a retry after a timeout)
     recovered = without_clocks(table_items(stack))

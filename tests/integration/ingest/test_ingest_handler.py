@@ -11,17 +11,19 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 
 from pulse import aws
 from pulse.events.behaviour import parse_event
+from pulse.events.dead_letters import SqsDeadLetters
 from pulse.interest.model import DEFAULT_TYPE_WEIGHTS, TypeWeights
 from pulse.settings import DEFAULT_HALF_LIVES
-from pulse.wiring import ingest_pipeline
 from tests.builders import behaviour, kinesis_event, kinesis_record, sequence_number
 from tests.integration.conftest import (
+    CrashingEncoder,
+    FailingWrites,
     dead_letters,
     emitted_metrics,
     function_handler,
+    ingest_with,
     sample_event,
     table_items,
-    writes_failing_for,
 )
 from tests.scenarios import (
     OTHER_EVENTS,
@@ -160,8 +162,8 @@ def test_many_users_in_one_batch(stack, ingest):
 
 def test_a_failed_user_write_is_retried_from_its_records_and_converges(stack, ingest, encoder):
     event = sample_event("ingest-valid-batch")
-    with writes_failing_for("186"):
-        response = ingest(event)
+    with ingest_with(stack, store=lambda real: FailingWrites(real.store, "186")) as failing:
+        response = failing(event)
     failed = [failure["itemIdentifier"] for failure in response["batchItemFailures"]]
     assert failed == [sequence_number(4), sequence_number(5)]
     assert "186" not in table_items(stack)
@@ -177,11 +179,9 @@ def test_a_failed_user_write_is_retried_from_its_records_and_converges(stack, in
 
 def test_an_encoder_failure_fails_the_batch_for_retry_then_recovers(stack, ingest):
     event = sample_event("ingest-valid-batch")
-    pipeline = ingest_pipeline()
-    with mock.patch.object(type(pipeline), "embedder", new_callable=mock.PropertyMock) as embedder:
-        embedder.return_value.encode.side_effect = RuntimeError("injected: encoder crashed")
-        with pytest.raises(BatchProcessingError):  # every record failed: Lambda retries the whole batch
-            ingest(event)
+    with ingest_with(stack, load_embedder=lambda real: CrashingEncoder) as crashing, \
+            pytest.raises(BatchProcessingError):  # every record failed: Lambda retries the whole batch
+        crashing(event)
     assert table_items(stack) == {}
     assert ingest(event) == {"batchItemFailures": []}
     assert len(table_items(stack)) == 3
@@ -189,8 +189,9 @@ def test_an_encoder_failure_fails_the_batch_for_retry_then_recovers(stack, inges
 
 def test_records_whose_dead_letter_cannot_be_sent_are_retried(stack, ingest):
     event = sample_event("ingest-poison-batch")
-    with mock.patch.object(ingest_pipeline().dead_letters, "queue_url", "http://127.0.0.1:1/nowhere"):
-        response = ingest(event)
+    unreachable = SqsDeadLetters("http://127.0.0.1:1/nowhere", None)
+    with ingest_with(stack, dead_letters=lambda real: unreachable) as parking_fails:
+        response = parking_fails(event)
     failed = {failure["itemIdentifier"] for failure in response["batchItemFailures"]}
     assert failed == {event["Records"][position - 1]["kinesis"]["sequenceNumber"] for position in POISON_REASONS}
     assert dead_letters(stack) == []
@@ -265,7 +266,7 @@ def test_the_ingest_emits_its_counters_and_latency_as_cloudwatch_metrics_per_bat
     """Each invocation prints one embedded-metric-format line (namespace Pulse) with the batch's counts."""
     from pulse.wiring import interest_store
 
-    def counters(event, **expected):
+    def counters(handler, event, **expected):
         capsys.readouterr()
         handler(event)
         emitted = emitted_metrics(capsys.readouterr().out)
@@ -275,12 +276,13 @@ def test_the_ingest_emits_its_counters_and_latency_as_cloudwatch_metrics_per_bat
 
     with function_handler(stack, "IngestFunction", metrics=True) as handler:
         valid = sample_event("ingest-valid-batch")
-        with writes_failing_for("186"):
-            counters(valid, EventsAccepted=6, RecordsFailed=2, UserWrites=2)
-        counters({"Records": valid["Records"][3:]}, EventsAccepted=2, RecordsRedelivered=3, UserWrites=1)
-        counters(sample_event("ingest-duplicate-event-ids"), EventsAccepted=3, EventsDeduplicated=2, UserWrites=1)
-        counters(sample_event("ingest-poison-batch"), EventsAccepted=2, EventsRejected=len(POISON_REASONS),
+        with ingest_with(stack, metrics=True, store=lambda real: FailingWrites(real.store, "186")) as failing:
+            counters(failing, valid, EventsAccepted=6, RecordsFailed=2, UserWrites=2)
+        counters(handler, {"Records": valid["Records"][3:]}, EventsAccepted=2, RecordsRedelivered=3, UserWrites=1)
+        counters(handler, sample_event("ingest-duplicate-event-ids"), EventsAccepted=3, EventsDeduplicated=2,
+                 UserWrites=1)
+        counters(handler, sample_event("ingest-poison-batch"), EventsAccepted=2, EventsRejected=len(POISON_REASONS),
                  UserWrites=1)
         assert interest_store().delete("305") is True
         late = behaviour("late-305", "305", type="search", ts=T0 + 20, text="made before the deletion")
-        counters(kinesis_event([late], first_sequence=100), EventsOfForgottenUsers=1)
+        counters(handler, kinesis_event([late], first_sequence=100), EventsOfForgottenUsers=1)

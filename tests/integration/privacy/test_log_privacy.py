@@ -14,10 +14,9 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 
 from pulse import aws
 from pulse.privacy import LogKeyUnavailableError, user_ref
-from pulse.wiring import ingest_pipeline
 from pulse_dev.local.template import provision
 from tests.builders import behaviour, kinesis_event, kinesis_record
-from tests.integration.conftest import dead_letters, function_handler, upload_catalog
+from tests.integration.conftest import FailingWrites, dead_letters, function_handler, ingest_with, upload_catalog
 from tests.scenarios import catalog_items, catalog_lines
 
 PERSON = "alice.smith@example.com"
@@ -91,10 +90,9 @@ def test_no_raw_user_id_in_any_log_line_of_the_ingest_and_the_api(stack, ingest,
     invalid.append(kinesis_record(behaviour("future", VALID_IDS[1], item_id=items[0], ts=4e10), 62))
     assert ingest({"Records": kinesis_event(valid)["Records"] + invalid})["batchItemFailures"] == []
     assert len(dead_letters(stack)) >= len(INVALID_IDS)
-    store = ingest_pipeline().store
-    with mock.patch.object(store, "update", side_effect=RuntimeError("injected: write failed")), \
+    with ingest_with(stack, store=lambda real: FailingWrites(real.store, None, "injected: write failed")) as failing, \
             pytest.raises(BatchProcessingError):
-        ingest(kinesis_event([behaviour("w1", PERSON, type="search", text="space opera")], first_sequence=70))
+        failing(kinesis_event([behaviour("w1", PERSON, type="search", text="space opera")], first_sequence=70))
 
     for user in VALID_IDS:
         assert api("GET", f"/users/{user}/recommendations")[0] == 200
@@ -130,11 +128,11 @@ def test_the_key_is_a_secret_generated_per_deployment_and_read_once(stack, inges
             calls.append(service)
         return real_client(service)
 
-    with mock.patch.object(aws, "client", side_effect=counting):
+    with mock.patch.object(aws, "client", side_effect=counting), \
+            ingest_with(stack, store=lambda real: FailingWrites(real.store, None, "injected")) as failing:
         for first in (1, 10, 20):  # three invocations of one container, each logging a user's reference
-            with mock.patch.object(ingest_pipeline().store, "update", side_effect=RuntimeError("injected")), \
-                    pytest.raises(BatchProcessingError):
-                ingest(kinesis_event([behaviour(f"k{first}", PERSON, type="search", text="x")], first_sequence=first))
+            with pytest.raises(BatchProcessingError):
+                failing(kinesis_event([behaviour(f"k{first}", PERSON, type="search", text="x")], first_sequence=first))
     assert len(calls) <= 1  # read at most once (at the first invocation), never per log line
     logged = {line.split("'user': '")[1][:18] for line in captured[0].lines if "'user': 'u:" in line}
     expected = "u:" + hmac.new(value.encode(), PERSON.encode(), hashlib.sha256).hexdigest()[:16]

@@ -31,6 +31,7 @@ from pynamodb.attributes import (
 from pynamodb.exceptions import DoesNotExist, PutError
 from pynamodb.models import Model
 
+from pulse.container import on_reset
 from pulse.errors import PulseError
 from pulse.interest.model import Engagement, ScaleState, UserInterest, forget_user, history_json, recent_items_json
 
@@ -109,6 +110,9 @@ def user_interest_model(table_name: str) -> type[UserInterestItem]:
     """The model bound to a table, created lazily so tests and the local stack can point it anywhere."""
     meta = type("Meta", (), {"table_name": table_name, "max_retry_attempts": 8, "base_backoff_ms": 25})
     return type("BoundUserInterestItem", (UserInterestItem,), {"Meta": meta})
+
+
+on_reset(user_interest_model.cache_clear)  # PynamoDB binds the model's connection at first use
 
 
 class DynamoInterestStore:

@@ -26,14 +26,6 @@ class NotFoundError(PulseError, LookupError):
     """The thing asked about does not exist (answered with 404)."""
 
 
-class BadRequestError(PulseError, ValueError):
-    """The request is well-formed HTTP but asks for something invalid (answered with 400)."""
-
-    def __init__(self, message: str, detail: Any = None):
-        super().__init__(message)
-        self.detail = detail
-
-
 def path_identifier(raw: str, name: str) -> str:
     """An id from the request path, normalised like the events' ids (NFC, bytes). One the event contract refuses
     (format, unassigned or private-use characters, over the byte limit) names nothing that can exist: 404, with
