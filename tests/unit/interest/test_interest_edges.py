@@ -25,9 +25,8 @@ from pulse.interest.model import (
     history_json,
     recent_items_json,
 )
+from tests.unit.interest.test_interest import HALF_LIVES, HOUR
 
-HOUR = 3600.0
-HALF_LIVES = {"short": 1800.0, "long": 30 * 86400.0}
 DIM = 4
 
 
