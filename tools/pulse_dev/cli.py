@@ -13,6 +13,8 @@ LOCAL_RUNTIME_FILE = Path(".pulse/local.json")
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pulse.settings import TrainSettings  # the defaults the help names
+
     parser = argparse.ArgumentParser(prog="pulse", description="Pulse: real-time interest capture")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -81,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     trainer = commands.add_parser("train", help="learn the hybrid item space from the event archive and publish it")
     trainer.add_argument("--bucket", help="catalogue/archive bucket (default: $PULSE_BUCKET, else the local stack's)")
     trainer.add_argument("--days", type=int, help="archive window in days, ending today (default: "
-                         "$PULSE_TRAINING_DAYS, else 365; the newest $PULSE_TRAINING_MAX_EVENTS events of it)")
+                         f"$PULSE_TRAINING_DAYS, else {TrainSettings.default('training_days')}; the newest "
+                         "$PULSE_TRAINING_MAX_EVENTS events of it)")
     trainer.add_argument("--until", type=lambda text: __import__("datetime").date.fromisoformat(text),
                          help="last archive day (YYYY-MM-DD, default today, UTC)")
     trainer.add_argument("--seed", type=int, default=0, help="random seed of the factorization (default 0)")

@@ -416,7 +416,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     test = split.stages["test"]
     for family, (key, model) in chosen.items():
         _, fallbacks = rank(test, split, spaces[key], user_queries(test, spaces[key], model))
-        print(f"{family}: {fallbacks} of {len(test.users)} test users' interest had faded below 1e-3 (popular items)")
+        print(f"{family}: {fallbacks} of {len(test.users)} test users' interest had faded below {MIN_STRENGTH:g} "
+              "(popular items)")
     (family_key, hybrid_model) = chosen["hybrid"]
     retrained, _ = train_measured(split, text, config, seed=1, previous=space)
     unaligned, _ = train_measured(split, text, config, seed=1)

@@ -29,7 +29,9 @@ from pulse.interest.model import (
     MAX_RECENT_ITEMS,
     MAX_SCALE_NAME_BYTES,
     MAX_TIME_SCALES,
+    MIN_STRENGTH,
     RATING_WEIGHTINGS,
+    WRITE_ATTEMPTS,
     InterestSettings,
     TypeWeights,
 )
@@ -110,8 +112,8 @@ class Settings(BaseModel):
                                le=MAX_HISTORY_EVENTS)
     ttl_days: float = Field(default=180.0, validation_alias="PULSE_TTL_DAYS", gt=0)
     # The interest store's optimistic writes: the ingest's, and the API's forget.
-    write_attempts: int = Field(default=6, validation_alias="PULSE_WRITE_ATTEMPTS", ge=1)
-    min_strength: float = Field(default=1e-3, validation_alias="PULSE_MIN_STRENGTH", ge=0)
+    write_attempts: int = Field(default=WRITE_ATTEMPTS, validation_alias="PULSE_WRITE_ATTEMPTS", ge=1)
+    min_strength: float = Field(default=MIN_STRENGTH, validation_alias="PULSE_MIN_STRENGTH", ge=0)
     # The cosine's companion: weight x the serving version's trending prior (0 until a training learns one).
     popularity_weight: float = Field(default=0.0, validation_alias="PULSE_POPULARITY_WEIGHT", ge=0,
                                      le=MAX_POPULARITY_WEIGHT)

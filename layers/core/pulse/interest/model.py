@@ -132,6 +132,10 @@ DEFAULT_TYPE_WEIGHTS: dict[str, float] = {
 RATING_WEIGHTINGS = ("stars", "flat")
 # Personal scores are cosines (at most 1); a popularity weight above 1 would let the trend outvote any interest.
 MAX_POPULARITY_WEIGHT = 1.0
+# Interest weaker than this has faded: the user is served the popular items (PULSE_MIN_STRENGTH's default).
+MIN_STRENGTH = 1e-3
+# Conditional writes of one user's state before its records are retried (PULSE_WRITE_ATTEMPTS's default).
+WRITE_ATTEMPTS = 6
 
 
 def event_digest(event_id: str) -> bytes:

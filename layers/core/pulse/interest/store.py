@@ -33,7 +33,15 @@ from pynamodb.models import Model
 
 from pulse.container import on_reset
 from pulse.errors import PulseError
-from pulse.interest.model import Engagement, ScaleState, UserInterest, forget_user, history_json, recent_items_json
+from pulse.interest.model import (
+    WRITE_ATTEMPTS,
+    Engagement,
+    ScaleState,
+    UserInterest,
+    forget_user,
+    history_json,
+    recent_items_json,
+)
 
 
 class Outcome(Protocol):
@@ -116,7 +124,7 @@ on_reset(user_interest_model.cache_clear)  # PynamoDB binds the model's connecti
 
 
 class DynamoInterestStore:
-    def __init__(self, table_name: str, *, ttl_days: float, attempts: int = 6,
+    def __init__(self, table_name: str, *, ttl_days: float, attempts: int = WRITE_ATTEMPTS,
                  clock: Callable[[], float] = time.time, tombstone_days: float | None = None):
         self.model = user_interest_model(table_name)
         self.ttl = timedelta(days=ttl_days)
@@ -258,7 +266,7 @@ def _expiry(user: UserInterest, now: float, ttl: timedelta, tombstone_ttl: timed
 class InMemoryInterestStore:
     """Same semantics as DynamoInterestStore (copies in and out, version bumps, counted writes)."""
 
-    def __init__(self, *, attempts: int = 6, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, attempts: int = WRITE_ATTEMPTS, clock: Callable[[], float] = time.time) -> None:
         self.items: dict[str, UserInterest] = {}
         self.writes = 0
         self.conflicts = 0

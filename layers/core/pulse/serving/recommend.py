@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pulse.catalog.version import CatalogVersion
-from pulse.interest.model import DEFAULT_TYPE_WEIGHTS, TypeWeights, UserInterest, blend, decay_to
+from pulse.interest.model import DEFAULT_TYPE_WEIGHTS, MIN_STRENGTH, TypeWeights, UserInterest, blend, decay_to
 
 MAX_K = 100
 TOP_K_BLOCK = 256
@@ -121,7 +121,7 @@ def allowed_mask(catalog: CatalogVersion, *, exclude: set[str] | frozenset[str] 
 
 def recommend(catalog: CatalogVersion, user: UserInterest | None, *, k: int, at: float,
               half_lives: Mapping[str, float], blend_weights: Mapping[str, float], exclude_seen: bool = True,
-              category: str | None = None, min_strength: float = 1e-3,
+              category: str | None = None, min_strength: float = MIN_STRENGTH,
               type_weights: TypeWeights = DEFAULT_WEIGHTS, query: NDArray[Any] | None = None,
               popularity_weight: float = 0.0) -> Recommendations:
     """Score = cosine with the user's interest + popularity_weight x the version's trending prior.
