@@ -127,6 +127,18 @@ def test_first_and_last_event_times_span_every_batch_whatever_their_order():
     assert spans == [(300.0, 300.0), (100.0, 300.0), (100.0, 300.0)]
 
 
+def test_two_events_alike_but_for_a_value_one_has_and_the_other_lacks_are_both_kept():
+    """Found by the soak: a view with a dwell time and one without, same item, same second, made the history's
+    sort compare a number with None, so that user's records failed on every retry."""
+    config = InterestSettings(half_lives=HALF_LIVES)
+    user = new_user()
+    apply_user_events(user, [item_event(1, 100.0, "i1", value=30.0)], config)
+    apply_user_events(user, [item_event(2, 100.0, "i1"), item_event(3, 100.0, "i1", value=5.0)], config)
+    assert [(entry.ts, entry.value) for entry in user.history] == [(100.0, None), (100.0, 5.0), (100.0, 30.0)]
+    assert sorted([Engagement(1.0, "a", "view", 2.0), Engagement(1.0, "a", "view", None)]) == [
+        Engagement(1.0, "a", "view", None), Engagement(1.0, "a", "view", 2.0)]
+
+
 def test_a_late_event_does_not_move_an_items_latest_time_back():
     config = InterestSettings(half_lives=HALF_LIVES)
     user = new_user()

@@ -15,6 +15,7 @@ Everything here is pure NumPy: no AWS, no clocks.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -158,15 +159,22 @@ class EmbeddedEvent:
     embedding: NDArray[np.float64] | None
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@functools.total_ordering
+@dataclass(frozen=True, slots=True)
 class Engagement:
     """One item event of the history (ordered by time, then the other fields, so any order of arrival keeps
-    the same newest ones)."""
+    the same newest ones; an event without a value sorts before the same event with one)."""
 
     ts: float
     item_id: str
     type: str
     value: float | None = None
+
+    def __lt__(self, other: Engagement) -> bool:
+        return self._order() < other._order()
+
+    def _order(self) -> tuple[float, str, str, bool, float]:
+        return self.ts, self.item_id, self.type, self.value is not None, 0.0 if self.value is None else self.value
 
     def weight(self, weights: TypeWeights) -> float:
         return weights.weight_of(self.type, self.value)
