@@ -1,6 +1,7 @@
 """Settings: a base every function reads and one class per function; defaults written once (in the fields),
 overrides and errors that name the variable, read at each handler's cold start."""
 
+import re
 import sys
 
 import pytest
@@ -220,7 +221,7 @@ def test_each_field_is_defined_once_with_one_variable_and_one_default():
 def test_an_unset_admin_scope_is_the_templates_default_and_an_empty_one_means_none():
     assert ApiSettings.from_env({}).access.admin_scope == "pulse/admin"
     assert ApiSettings.from_env({"PULSE_ADMIN_SCOPE": ""}).access.admin_scope == ""
-    assert ApiSettings.from_env({"PULSE_USER_ID_CLAIM": " "}).access.user_id_claim == "sub"  # empty: the default
+    assert ApiSettings.from_env({"PULSE_USER_ID_CLAIM": ""}).access.user_id_claim == "sub"  # empty: the default
 
 
 def test_without_pulse_table_the_table_name_is_the_default_name():
@@ -268,3 +269,18 @@ def test_a_bad_setting_fails_the_handlers_cold_start_naming_the_variable(monkeyp
     finally:
         sys.modules.pop(module, None)
         clear_settings()
+
+
+@pytest.mark.parametrize(("kind", "environ", "message"), [
+    (ApiSettings, {"PULSE_API_AUTH": "  "}, "PULSE_API_AUTH='' must be one of jwt, iam, none"),
+    (ApiSettings, {"PULSE_USER_ID_CLAIM": " "}, "PULSE_USER_ID_CLAIM is blank"),
+    (CatalogSettings, {"PULSE_CATALOG_SKIP_INVALID": " "}, "PULSE_CATALOG_SKIP_INVALID='' must be true or false"),
+    (IngestSettings, {"PULSE_WRITE_CONCURRENCY": "1.0"}, "PULSE_WRITE_CONCURRENCY='1.0' is not a whole number"),
+    (TrainSettings, {"PULSE_TRAINING_DAYS": "30.5"}, "PULSE_TRAINING_DAYS='30.5' is not a whole number"),
+])
+def test_spaces_for_a_choice_and_a_fraction_for_a_count_are_refused_not_defaulted(kind, environ, message):
+    """Found by review of the pydantic rewrite: PULSE_API_AUTH=' ' had become the open mode, and '1.0' a count."""
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        kind.from_env(environ)
+    assert ApiSettings.from_env({"PULSE_API_AUTH": ""}).api_auth == ApiSettings().api_auth  # empty: the default
+    assert IngestSettings.from_env({"PULSE_DEDUP_WINDOW": " 1_000 "}).dedup_window == 1000  # as int() reads it

@@ -278,7 +278,9 @@ def catalog_build(args: argparse.Namespace) -> int:
     if not args.file.is_file():
         raise SystemExit(f"{args.file}: no such file")
     lines = args.file.read_bytes().splitlines()
-    repository = S3CatalogRepository(target_bucket(args.bucket), args.prefix or Settings.from_env().catalog_prefix)
+    prefix = args.prefix if args.prefix is not None else (os.environ.get("PULSE_CATALOG_PREFIX", "").strip()
+                                                          or Settings.default("catalog_prefix"))
+    repository = S3CatalogRepository(target_bucket(args.bucket), prefix)
     items, _ = parse_catalog_lines(lines)
     try:
         with tqdm(total=len(items), desc="embedding items", unit="item") as progress:

@@ -46,6 +46,8 @@ PINNABLE = {"half_lives": "PULSE_HALF_LIVES", "blend_weights": "PULSE_BLEND_WEIG
             "popularity_weight": "PULSE_POPULARITY_WEIGHT"}
 # Set but empty is a value of its own here (no admin scope); any other empty variable is as good as unset.
 EMPTY_IS_A_VALUE = frozenset({"PULSE_ADMIN_SCOPE"})
+# Unset or empty: the default; but spaces alone are a mistake for these (an access mode never falls back to open).
+BLANK_IS_AN_ERROR = frozenset({"PULSE_API_AUTH", "PULSE_USER_ID_CLAIM", "PULSE_CATALOG_SKIP_INVALID"})
 
 
 @dataclass(frozen=True)
@@ -131,16 +133,26 @@ class Settings(BaseModel):
         variable and the problem."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
+        problems: list[str] = []
         for name, field in cls.model_fields.items():
-            raw = env.get(variable_of(field) or "")
-            if raw is not None and (raw.strip() or variable_of(field) in EMPTY_IS_A_VALUE):
-                values[name] = raw
+            variable = variable_of(field) or ""
+            raw = env.get(variable)
+            if raw is None or not (raw.strip() or variable in EMPTY_IS_A_VALUE
+                                   or (raw and variable in BLANK_IS_AN_ERROR)):
+                continue
+            if field.annotation is int and not _whole_number(raw):
+                problems.append(f"{variable}={raw!r} is not a whole number")
+                continue
+            values[name] = raw
         values["pinned"] = frozenset(name for name, variables in PINNABLE.items()
                                      if any((env.get(variable) or "").strip() for variable in variables.split()))
         try:
-            return cls.model_validate(values)
+            config = cls.model_validate(values)
         except ValidationError as error:
-            raise configuration_error(cls, error) from None
+            problems.append(str(configuration_error(cls, error)))
+        if problems:
+            raise ConfigurationError("; ".join(problems))
+        return config
 
     @classmethod
     def default(cls, name: str) -> Any:
@@ -282,6 +294,14 @@ class ApiSettings(Settings):
     def _stripped(cls, raw: Any) -> Any:
         return raw.strip() if isinstance(raw, str) else raw
 
+    @field_validator("user_id_claim")
+    @classmethod
+    def _a_claim(cls, claim: str) -> str:
+        if not claim:
+            raise ConfigurationError(f"{cls.variable('user_id_claim')} is blank: name the token claim that holds "
+                                     "the user id (e.g. sub)")
+        return claim
+
     @property
     def access(self) -> AccessPolicy:
         return AccessPolicy(self.api_auth, self.user_id_claim, self.admin_scope)
@@ -327,6 +347,15 @@ def load_settings(kind: type[S]) -> S:
 def clear_settings() -> None:
     """Forget the settings read: the next call reads the environment again, as a new container would."""
     _loaded.clear()
+
+
+def _whole_number(raw: str) -> bool:
+    """As int() reads it ("12", " 12 ", "1_000"), not "12.0": a count is written as one."""
+    try:
+        int(raw)
+    except ValueError:
+        return False
+    return True
 
 
 def variable_of(field: FieldInfo) -> str | None:

@@ -129,6 +129,19 @@ def test_post_events_puts_valid_events_to_kinesis_and_reports_the_rest(stack, ap
     assert record["PartitionKey"] == "web" and json.loads(record["Data"])["event_id"] == "a1"
 
 
+def test_a_lone_surrogate_in_type_or_ts_rejects_that_event_and_the_rest_of_the_batch_is_put(stack, api, published):
+    """Found by review: JSON can carry a lone UTF-16 surrogate ("\\ud800"); quoted in the event's error it made
+    the validation itself fail, and the request answered 500 with nothing put."""
+    events = [behaviour("s1", "web", type="view", item_id="m1", ts=T0),
+              behaviour("s2", "web", type="\ud800", item_id="m1", ts=T0),
+              behaviour("s3", "web", type="view", item_id="m1", ts="2024-01-01T00:00:00\udc80")]
+    status, answer = api("POST", "/events", body={"events": events})
+    assert status == 202
+    assert answer["accepted"] == 1
+    assert [(rejection["index"], rejection["error"][:21]) for rejection in answer["rejected"]] == [
+        (1, "unknown type '\\ud800'"), (2, "ts '2024-01-01T00:00:")]
+
+
 def test_each_recommendations_answer_counts_once_in_the_metric_of_its_strategy(stack, ingest, published, capsys):
     ingest(kinesis_event([behaviour(f"s{i}", "fan", type="like", item_id=item_id_of(title), ts=T0 + i)
                           for i, title in enumerate(GENRE_TITLES["Sci-Fi"][:3])]))

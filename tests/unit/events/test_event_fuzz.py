@@ -141,7 +141,7 @@ def stream_records(batch: list[bytes]) -> list[StreamRecord]:
 def decode_and_parse(data: bytes) -> BehaviourEvent | InvalidEventError:
     result = outcome(data)
     if isinstance(result, InvalidEventError):
-        assert str(result), "InvalidEvent without a message"
+        assert str(result), "InvalidEventError without a message"
     else:
         assert_within_contract(result)
     return result

@@ -282,3 +282,16 @@ def test_json_nested_too_deeply_has_an_exact_reason():
     with pytest.raises(InvalidEventError) as error:
         decode_record_data(b"[" * 60_000)
     assert str(error.value) == "record data is not valid JSON: nested too deeply"
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"type": "\ud800"}, "unknown type '\\ud800'; expected one of"),
+    ({"ts": "\ud800x"}, "ts '\\ud800x' is not an ISO-8601 date-time"),
+    ({"ts": "2024-01-01T00:00:00\udc80"}, "ts '2024-01-01T00:00:00\\udc80' is not an ISO-8601 date-time"),
+])
+def test_a_lone_surrogate_is_quoted_escaped_in_the_error_never_a_crash(changes, message):
+    """JSON carries lone surrogates in plain ASCII ("\\ud800"); the error quotes them escaped, as valid text."""
+    with pytest.raises(InvalidEventError) as raised:
+        parse_event({**behaviour("e1", "u1", item_id="m1", ts=1_700_000_000), **changes})
+    assert str(raised.value).startswith(message)
+    str(raised.value).encode("utf-8")  # valid UTF-8: fit for SQS, the logs and a JSON answer

@@ -113,6 +113,8 @@ def parse_event(payload: Any, limits: TimeLimits | None = None) -> BehaviourEven
         return BehaviourEvent.model_validate(payload, context=None if limits is None else {"limits": limits})
     except ValidationError as error:
         raise _first_problem(error) from None
+    except UnicodeEncodeError:  # a message that quotes a lone surrogate; _clip escapes those it builds
+        raise InvalidEventError("the event holds a lone UTF-16 surrogate, which is not text") from None
 
 
 def _first_problem(error: ValidationError) -> InvalidEventError:
@@ -266,7 +268,10 @@ def _json_type(raw: Any) -> str:
 
 
 def _clip(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
+    """The start of a raw value for a message, printable as UTF-8 whatever it holds (a lone surrogate, which JSON
+    can carry as "\\ud800", is shown escaped: pydantic, SQS and the logs need valid text)."""
+    shown = text if len(text) <= limit else text[:limit] + "…"
+    return shown.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _timestamp(raw: Any, info: ValidationInfo) -> float:
