@@ -25,3 +25,17 @@ def test_catalog_build_publishes_and_reports_bad_lines_with_their_number(stack, 
     assert main(["catalog", "build", str(bad), "--bucket", bucket, "--skip-invalid"]) == 0
     captured = capsys.readouterr()
     assert "already published" in captured.out and ":33: skipped" in captured.err
+
+
+def test_catalog_build_finds_its_prefix_without_reading_the_other_settings(stack, tmp_path, capsys, monkeypatch):
+    """Found by review: without --prefix, a bad unrelated PULSE_* variable in the shell stopped the build."""
+    bucket = stack.name_of("AWS::S3::Bucket")
+    lines = tmp_path / "movies.jsonl"
+    lines.write_text("\n".join(catalog_lines()) + "\n")
+    monkeypatch.setenv("PULSE_TTL_DAYS", "soon")
+    monkeypatch.setenv("PULSE_CATALOG_PREFIX", "shop/")
+    assert main(["catalog", "build", str(lines), "--bucket", bucket]) == 0
+    assert f"s3://{bucket}/shop/" in capsys.readouterr().out
+    monkeypatch.delenv("PULSE_CATALOG_PREFIX")
+    assert main(["catalog", "build", str(lines), "--bucket", bucket]) == 0
+    assert f"s3://{bucket}/catalog/" in capsys.readouterr().out
