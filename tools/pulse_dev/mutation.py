@@ -25,6 +25,7 @@ from pulse_dev.local.project import ProjectNotFoundError, project_root
 # module -> the fast tests that cover it (none is marked slow; each file takes under 25 s).
 TESTS = {
     "events.behaviour": [
+        "tests/unit/catalog/test_catalog.py",
         "tests/unit/events/test_events.py",
         "tests/unit/events/test_event_fuzz.py",
         "tests/unit/ingest/test_ingest_pipeline.py",

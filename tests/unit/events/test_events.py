@@ -295,3 +295,15 @@ def test_a_lone_surrogate_is_quoted_escaped_in_the_error_never_a_crash(changes, 
         parse_event({**behaviour("e1", "u1", item_id="m1", ts=1_700_000_000), **changes})
     assert str(raised.value).startswith(message)
     str(raised.value).encode("utf-8")  # valid UTF-8: fit for SQS, the logs and a JSON answer
+
+
+def test_the_published_schema_of_the_event_changes_only_on_purpose():
+    """/openapi.json documents the event with this schema; clients generate code from it. A change to the
+    contract's document shows here first: update tests/fixtures/behaviour_event.schema.json with the README."""
+    from pulse.events.behaviour import BehaviourEvent
+    from tests.paths import REPO_ROOT
+
+    published = json.loads((REPO_ROOT / "tests" / "fixtures" / "behaviour_event.schema.json").read_text())
+    assert BehaviourEvent.model_json_schema() == published
+    assert published["required"] == ["event_id", "user_id", "type", "ts"]
+    assert published["anyOf"] == [{"required": ["item_id"]}, {"required": ["text"]}]

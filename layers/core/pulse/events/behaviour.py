@@ -113,8 +113,6 @@ def parse_event(payload: Any, limits: TimeLimits | None = None) -> BehaviourEven
         return BehaviourEvent.model_validate(payload, context=None if limits is None else {"limits": limits})
     except ValidationError as error:
         raise _first_problem(error) from None
-    except UnicodeEncodeError:  # a message that quotes a lone surrogate; _clip escapes those it builds
-        raise InvalidEventError("the event holds a lone UTF-16 surrogate, which is not text") from None
 
 
 def _first_problem(error: ValidationError) -> InvalidEventError:
@@ -127,10 +125,10 @@ def _first_problem(error: ValidationError) -> InvalidEventError:
             _REQUIRED[name](None)
         except InvalidEventError as problem:
             return problem
-    cause = first.get("ctx", {}).get("error")
-    if isinstance(cause, InvalidEventError):
-        return cause
-    return InvalidEventError(f"{'.'.join(map(str, first['loc'])) or 'event'}: {first['msg']}")  # not expected
+    cause = first["ctx"]["error"]  # every field's check raises an InvalidEventError
+    if not isinstance(cause, InvalidEventError):
+        raise error  # not a problem of the event: a bug here, shown as it is
+    return cause
 
 
 def parse_timestamp(raw: Any) -> float:
