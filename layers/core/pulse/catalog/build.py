@@ -54,7 +54,7 @@ class CatalogItem:
 def parse_item(payload: Any) -> CatalogItem:
     if not isinstance(payload, dict):
         raise InvalidEventError("an item must be a JSON object")
-    item_id = identifier(payload, "item_id", required=True)
+    item_id = identifier(payload, "item_id")
     title, text = _optional_text(payload, "title"), _optional_text(payload, "text")
     if title is None and text is None:
         raise InvalidEventError("an item needs a title or a text to embed")

@@ -11,7 +11,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal, cast, get_args, overload
+from typing import Annotated, Any, Literal, cast, get_args
 
 from pydantic import (
     BaseModel,
@@ -154,16 +154,9 @@ def parse_timestamp(raw: Any) -> float:
     return seconds
 
 
-@overload
-def identifier(payload: dict[str, Any], field: str, *, required: Literal[True]) -> str: ...
-
-
-@overload
-def identifier(payload: dict[str, Any], field: str, *, required: bool) -> str | None: ...
-
-
-def identifier(payload: dict[str, Any], field: str, *, required: bool) -> str | None:
-    return _required_id(payload.get(field), field) if required else _optional_id(payload.get(field), field)
+def identifier(payload: dict[str, Any], field: str) -> str:
+    """A required id of another document (a catalogue line's item_id), checked and normalised like an event's."""
+    return _required_id(payload.get(field), field)
 
 
 def _required_id(raw: Any, field: str) -> str:
@@ -294,7 +287,7 @@ _ID_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_ID_BYTES,
 def _event_schema(schema: dict[str, Any]) -> None:
     """The rules between fields, in JSON Schema (OpenAPI 3.1): item_id and/or text; text for search, value for
     rate."""
-    schema["description"] = " ".join(schema.get("description", "").split())  # the docstring, on one line
+    schema["description"] = " ".join(schema["description"].split())  # the model's docstring, on one line
     schema["anyOf"] = [{"required": ["item_id"]}, {"required": ["text"]}]
     schema["allOf"] = [{"if": {"properties": {"type": {"const": kind}}, "required": ["type"]},
                         "then": {"required": [needed]}}
