@@ -10,6 +10,7 @@ import pytest
 
 from pulse.wiring import reset_caches
 from pulse_dev.local.functions import LambdaContext, function_environment, import_handler, load_handler
+from pulse_dev.local.runtime import LocalRuntime
 from pulse_dev.local.stack import LocalStack
 from pulse_dev.local.template import provision
 from tests.paths import REPO_ROOT
@@ -241,3 +242,14 @@ def dynamodb_requests():
 
     with mock.patch.object(Connection, "dispatch", record):
         yield sent
+
+
+@contextmanager
+def running_runtime(**options):
+    """A whole local runtime (moto, the functions, the API over HTTP) on free ports, stopped afterwards: what a
+    module of tests shares, each test then entering `runtime.stack.activated()`."""
+    running = LocalRuntime(aws_port=0, api_port=0, **options).start()
+    try:
+        yield running
+    finally:
+        running.stop()

@@ -14,9 +14,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from pulse_dev.local.gateway_auth import LocalIssuer, sign
-from pulse_dev.local.runtime import LocalRuntime
 from pulse_dev.local.stack import LOCAL_CREDENTIALS
-from tests.integration.conftest import http_request
+from tests.integration.conftest import http_request, running_runtime
 
 pytestmark = pytest.mark.slow  # two local runtimes of its own
 
@@ -30,10 +29,9 @@ def call(url, method="GET", body=None, token=None, headers=None):
 
 @pytest.fixture(scope="module")
 def jwt_stack(tmp_path_factory):
-    running = LocalRuntime(aws_port=0, api_port=0, train_every_seconds=0, local_issuer=True,
-                           issuer_key=tmp_path_factory.mktemp("issuer") / "key.pem").start()
-    yield running
-    running.stop()
+    with running_runtime(train_every_seconds=0, local_issuer=True,
+                         issuer_key=tmp_path_factory.mktemp("issuer") / "key.pem") as running:
+        yield running
 
 
 @pytest.fixture
@@ -120,9 +118,8 @@ def test_forged_expired_and_foreign_tokens_are_refused_by_the_authorizer(stack, 
 
 @pytest.fixture(scope="module")
 def started_iam_stack():
-    running = LocalRuntime(aws_port=0, api_port=0, train_every_seconds=0, parameters={"OpenApi": "false"}).start()
-    yield running
-    running.stop()
+    with running_runtime(train_every_seconds=0, parameters={"OpenApi": "false"}) as running:
+        yield running
 
 
 def signed(url, method="GET", secret=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"], body=None):

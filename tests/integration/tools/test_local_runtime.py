@@ -10,10 +10,9 @@ import pytest
 
 from pulse_dev.local.client import Progress
 from pulse_dev.local.evaluate import EvalOptions, run_evaluation
-from pulse_dev.local.runtime import LocalRuntime
 from pulse_dev.local.template import PLAYED_LOCALLY, PROVISIONED, load_template
 from tests.integration.conftest import http_get as get
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import running_runtime, wait_for
 from tests.paths import REPO_ROOT
 from tests.scenarios import catalog_lines
 
@@ -33,9 +32,8 @@ def test_every_resource_type_of_the_template_is_created_or_played_locally():
 
 @pytest.fixture(scope="module")
 def started_runtime():
-    running = LocalRuntime(aws_port=0, api_port=0).start()
-    yield running
-    running.stop()
+    with running_runtime() as running:
+        yield running
 
 
 @pytest.fixture
