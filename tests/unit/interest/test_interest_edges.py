@@ -1,6 +1,8 @@
 """The interest model at its edges: byte budgets to the byte, history entries leaving for the residual, blends of
 empty or unweighted scales, ratings outside the scale, and the stored JSON forms."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -137,6 +139,20 @@ def test_two_events_alike_but_for_a_value_one_has_and_the_other_lacks_are_both_k
     assert [(entry.ts, entry.value) for entry in user.history] == [(100.0, None), (100.0, 5.0), (100.0, 30.0)]
     assert sorted([Engagement(1.0, "a", "view", 2.0), Engagement(1.0, "a", "view", None)]) == [
         Engagement(1.0, "a", "view", None), Engagement(1.0, "a", "view", 2.0)]
+
+
+def test_events_without_a_stream_position_count_before_positioned_ones_whatever_the_shard_names():
+    """The order decides which of two events sharing an event_id counts (the other is a duplicate): events without
+    a position (the offline tools') first, in the order given, then by shard and sequence number."""
+    config = InterestSettings(half_lives=HALF_LIVES)
+    for shard in ("", "A", "shardId-000000000000"):
+        user = new_user()
+        positioned = item_event(1, 100.0, "with-position", shard=shard, sequence=0)
+        unpositioned = replace(item_event(1, 100.0, "without-position"), position=None)
+        later = replace(item_event(1, 100.0, "without-position-too"), position=None)
+        result = apply_user_events(user, [positioned, later, unpositioned], config)
+        assert (result.applied, result.duplicates) == (1, 2)
+        assert [entry.item_id for entry in user.history] == ["without-position-too"]
 
 
 def test_a_late_event_does_not_move_an_items_latest_time_back():

@@ -396,7 +396,9 @@ def _forget_old_shards(user: UserInterest, limit: int) -> None:
         user.applied_sequence = dict(kept)
 
 
-def _stream_order(item: EmbeddedEvent) -> tuple[str, int]:
+def _stream_order(item: EmbeddedEvent) -> tuple[str | int, ...]:
+    """Events without a stream position (the offline tools') first, in the order given; then by shard and
+    sequence number (an empty tuple sorts before every other)."""
     if item.position is None:
-        return ("", 0)
+        return ()
     return (item.position.shard_id, int(item.position.sequence_number))
