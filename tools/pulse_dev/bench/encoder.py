@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from pulse_dev.bench.measure import BenchSizes, behaviour_texts, seconds_of, summary, timings_ms
 from pulse_dev.local.project import project_root
 
-if TYPE_CHECKING:
-    pass
-
+# The encoder build's virtualenv (Python 3.11, torch 2.13.0; the Makefile's BUILD_VENV), relative to the project.
+BUILD_PYTHON = Path(".venv") / "encoder-build" / "bin" / "python"
 
 def bench_encoder(sizes: BenchSizes, batch: int) -> dict[str, Any]:
     from pulse_dev.encoder_build import DEFAULT_FP32_OUT
@@ -70,30 +69,18 @@ def cold_start_encoder(model_file: str) -> dict[str, float]:
 
 
 def bench_pytorch(texts: Sequence[str]) -> dict[str, Any]:
-    """The PyTorch reference (all-MiniLM-L6-v2 fp32 with mean pooling, as sentence-transformers runs it)."""
-    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
-        return {"skipped": "torch/transformers not installed (pip install -e '.[build]')"}
+    """The PyTorch reference (pulse_dev.torch_reference), run in the encoder build's virtualenv, where torch is."""
+    root = project_root()
+    python = root / BUILD_PYTHON
+    if not python.is_file():
+        return {"skipped": f"no PyTorch: {BUILD_PYTHON} is missing (make encoder creates it)"}
+    path = os.pathsep.join(str(root / part) for part in ("layers/encoder", "tools"))
+    environment = {**os.environ, "PYTHONPATH": path}
     try:
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
-        from pulse_dev.encoder_build import source_model_dir
-
-        source = source_model_dir()
-    except Exception as error:  # noqa: BLE001 - the reference is optional
-        return {"skipped": f"PyTorch reference unavailable: {error}"}
-    torch.set_num_threads(1)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModel.from_pretrained(source).eval()
-
-    def encode(text: str) -> None:
-        with torch.inference_mode():
-            tokens = tokenizer([text], return_tensors="pt", truncation=True, max_length=256)
-            hidden = model(**tokens).last_hidden_state
-            mask = tokens["attention_mask"].unsqueeze(-1)
-            torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1)
-
-    latencies = np.array([timings_ms(partial(encode, text), 1, warmup=0)[0] for text in texts])
+        out = subprocess.run([str(python), "-m", "pulse_dev.torch_reference"], input=json.dumps(list(texts)),
+                             capture_output=True, text=True, check=True, env=environment, timeout=600)
+    except (subprocess.SubprocessError, OSError) as error:  # the reference is optional
+        return {"skipped": f"PyTorch reference failed: {getattr(error, 'stderr', '') or error}"[:500]}
+    latencies = np.array(json.loads(out.stdout.strip().splitlines()[-1]))
     return {"batch1_texts_per_s": round(1000 / float(np.mean(latencies)), 1),
             **{f"batch1_{key}": value for key, value in summary(latencies).items()}}
-

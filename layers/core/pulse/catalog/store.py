@@ -151,7 +151,7 @@ class S3CatalogRepository:
                 files["text_to_collab.npy"] = _npy(catalog.text_to_collab)
             if training_state is not None:
                 buffer = io.BytesIO()
-                np.savez(buffer, **training_state)
+                np.savez(buffer, allow_pickle=False, **training_state)
                 files["training.npz"] = buffer.getvalue()
             for name, body in files.items():
                 self._put(base + name, body)

@@ -160,7 +160,8 @@ class CatalogVersion:
 def unit_rows(matrix: NDArray[Any]) -> NDArray[np.float64]:
     matrix = np.asarray(matrix, dtype=np.float64)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
+    unit: NDArray[np.float64] = np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
+    return unit
 
 
 def hybrid_vectors(text: NDArray[Any], collab: NDArray[Any], text_weight: float, collab_weight: float

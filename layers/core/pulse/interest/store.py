@@ -169,7 +169,7 @@ RETRYABLE_WRITE_ERRORS = frozenset({
 })
 
 
-def _optimistic_update(user_id: str, mutate: Callable[[UserInterest], Result],
+def _optimistic_update[Result: Outcome](user_id: str, mutate: Callable[[UserInterest], Result],
                        known: UserInterest | None | _Unknown, attempts: int,
                        read: Callable[[str], UserInterest | None],
                        write: Callable[[UserInterest, int], bool]) -> Result:
