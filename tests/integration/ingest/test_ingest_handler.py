@@ -39,6 +39,13 @@ from tests.scenarios import (
 WEIGHTS = TypeWeights(DEFAULT_TYPE_WEIGHTS)
 
 
+def stored_state(item):
+    """(history, recent items, applied sequence numbers) of a raw DynamoDB item, as the store reads them."""
+    from pulse.interest.store import read_state, user_interest_model
+
+    return read_state(user_interest_model("pulse-raw-items").from_raw_data(item))
+
+
 def stored_vectors(item) -> dict[str, tuple[np.ndarray, float]]:
     return {scale["M"]["name"]["S"]: (np.frombuffer(scale["M"]["vector"]["B"], dtype="<f4"),
                                       float(scale["M"]["t"]["N"]))
@@ -82,8 +89,10 @@ def test_a_valid_batch_is_applied_with_one_write_per_user(stack, ingest, encoder
         assert int(item["event_count"]["N"]) == len(payloads)
         assert int(item["version"]["N"]) == 1  # one conditional write per user per batch
         assert int(item["expires_at"]["N"]) > float(item["updated_at"]["N"])
-    assert list(json.loads(items["22"]["recent_items"]["S"])) == ["100", "288", "313"]
-    assert items["196"]["applied_sequence"]["M"] == {"shardId-000000000000": {"S": sequence_number(3)}}
+    # The history, recent items and stream positions travel in one compressed attribute (store.pack_state).
+    assert "recent_items" not in items["22"] and "history" not in items["22"]
+    assert list(stored_state(items["22"])[1]) == ["100", "288", "313"]
+    assert stored_state(items["196"])[2] == {"shardId-000000000000": sequence_number(3)}
     assert dead_letters(stack) == []
 
 

@@ -225,3 +225,58 @@ def test_get_many_returns_only_the_users_that_exist():
         memory.update(user_id, add_engagement)
     assert sorted(memory.get_many(["a", "b", "c", "d"])) == ["a", "c"]
     assert memory.get("b") is None and memory.get_many([]) == {}
+
+
+# --- what a write costs ---------------------------------------------------------------------------
+
+
+def test_a_realistic_stream_writes_items_of_at_most_2_kb_on_average():
+    """MovieLens in time order (the bench's replay, first 5,000 ratings) through the pipeline with the default
+    settings, one write per user per batch of 100: the mean item must stay within 2 KB and 2 write units a write,
+    where the JSON history, recent items and sequence map made it 4.8 KB (5.3 write units a write)."""
+    from pulse.catalog.version import in_memory_catalog
+    from pulse_dev.movielens import load_movies, load_ratings, rating_event
+    from pulse_dev.write_cost import replay_write_cost
+
+    movies = load_movies()
+    vectors = np.random.default_rng(0).standard_normal((len(movies), 8)).astype(np.float32)
+    catalog = in_memory_catalog([movie.item_id for movie in movies], vectors, fingerprint="unit")
+    cost = replay_write_cost([rating_event(rating) for rating in load_ratings()[:5000]], catalog, 100)
+    assert cost["writes"] > 100
+    assert cost["mean_item_kb"] <= 2.0
+    assert cost["write_units_per_write"] <= 2.0
+
+
+def test_history_recent_items_and_positions_travel_in_one_compressed_attribute():
+    item = _to_item(MODEL, full_user(), NOW, TTL)
+    assert item.history is None and item.recent_items is None and item.applied_sequence is None
+    assert item.state is not None and item.state[:1] == b"\x78"  # a zlib stream
+    serialized = item.serialize()
+    assert {"history", "recent_items", "applied_sequence"}.isdisjoint(serialized)
+
+
+def test_an_item_written_before_the_compressed_state_reads_back_the_same_user():
+    """Items of a deployment that ran the earlier release keep their plain attributes until their next write."""
+    user = full_user()
+    legacy = MODEL.from_raw_data({
+        **{key: value for key, value in _to_item(MODEL, user, NOW, TTL).serialize().items() if key != "state"},
+        "history": {"S": '[[1799999980.0,"a","view",null],[1799999990.0,"b","rating",4.5]]'},
+        "recent_items": {"S": '{"a":1799999980.0,"b":1799999990.0}'},
+        "applied_sequence": {"M": {"shardId-000000000000": {"S": user.applied_sequence["shardId-000000000000"]}}},
+    })
+    assert_same_user(_to_domain(legacy), user)
+    assert_same_user(stored_round_trip(_to_domain(legacy)), user)  # and its next write uses the new form
+
+
+@pytest.mark.parametrize("times", [
+    [NOW - 20, NOW - 10, NOW],  # whole seconds: stored as differences
+    [0.1, 0.3, 0.7, 1e9 + 0.123456789],  # differences that do not add back bit for bit: stored as they are
+    [NOW, NOW - 3600.5, NOW + 0.25],  # out of order (recent items keep insertion order)
+])
+def test_times_read_back_bit_for_bit_whatever_their_values(times):
+    user = UserInterest(user_id="t", scales={}, history=[Engagement(ts, f"i{n}", "view") for n, ts in
+                                                        enumerate(sorted(times))],
+                        recent_items={f"i{n}": ts for n, ts in enumerate(times)})
+    back = stored_round_trip(user)
+    assert [entry.ts for entry in back.history] == sorted(times)
+    assert list(back.recent_items.items()) == list(user.recent_items.items())

@@ -1,6 +1,8 @@
 """Where user interest lives: a small interface, a DynamoDB implementation (PynamoDB) and an in-memory fake.
 
-Each update is one conditional write per user (optimistic locking on `version`), retried on conflict.
+Each update is one conditional write per user (optimistic locking on `version`), retried on conflict. The
+history, the recent items and the stream positions travel as one zlib-compressed JSON attribute (`state`):
+a MovieLens-like stream writes items of ~1.6 KB (2 write units) instead of ~5 KB as plain attributes.
 A deletion is such a write too: it replaces the user with a tombstone (the deletion time, a new version), so a
 write prepared from what was read before it fails its condition and its retry reads the tombstone.
 """
@@ -9,10 +11,12 @@ from __future__ import annotations
 
 import base64
 import copy
+import itertools
 import json
 import random
 import threading
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -39,8 +43,6 @@ from pulse.interest.model import (
     ScaleState,
     UserInterest,
     forget_user,
-    history_json,
-    recent_items_json,
 )
 
 
@@ -51,6 +53,7 @@ class Outcome(Protocol):
 
 Result = TypeVar("Result", bound=Outcome)
 DIGEST_BYTES = 8
+STATE_COMPRESSION_LEVEL = 9  # ~40 µs to compress a 4 KB state; level 6 saves ~2% of the time and costs ~3% bytes
 
 
 class WriteConflictError(PulseError, RuntimeError):
@@ -100,11 +103,14 @@ class UserInterestItem(Model):
     user_id = UnicodeAttribute(hash_key=True)
     version = VersionAttribute()
     scales = ListAttribute(of=ScaleAttribute, default=list)
-    recent_items = UnicodeAttribute(null=True)  # compact JSON {item_id: event time}: hundreds of entries
-    history = UnicodeAttribute(null=True)  # compact JSON [[event time, item_id, type, value], ...], oldest first
+    # zlib of compact JSON {"history": [[event time, item_id, type, value], ...] oldest first,
+    # "recent_items": {item_id: event time}, "applied_sequence": {shard_id: sequence number}} (pack_state)
+    state = BinaryAttribute(legacy_encoding=False, null=True)
     recent_event_ids = BinaryAttribute(legacy_encoding=False, null=True)  # 8-byte digests, oldest first
-    # shard_id -> sequence number (string); pynamodb leaves MapAttribute's __init__ unannotated
-    applied_sequence: MapAttribute[str, str] = MapAttribute(default=dict)  # type: ignore[no-untyped-call]
+    # Items written before `state` keep these three as plain attributes until their next write (read_state).
+    recent_items = UnicodeAttribute(null=True)
+    history = UnicodeAttribute(null=True)
+    applied_sequence: MapAttribute[str, str] = MapAttribute(null=True)  # type: ignore[no-untyped-call]
     event_count = NumberAttribute(default=0)
     first_event_ts = NumberAttribute(null=True)
     last_event_ts = NumberAttribute(null=True)
@@ -188,16 +194,64 @@ def _backoff(attempt: int) -> None:
     time.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
 
 
+def pack_state(user: UserInterest) -> bytes | None:
+    """The history, recent items and stream positions as stored: zlib of one compact JSON object in columns
+    (times as differences, ids, types and values each in a list, which compress far better than rows), its
+    empty parts left out; None when all three are empty. read_state gives back exactly what went in."""
+    body: dict[str, Any] = {}
+    if user.history:
+        body["history"] = {**_pack_times([entry.ts for entry in user.history]),
+                           "item_id": [entry.item_id for entry in user.history],
+                           "type": [entry.type for entry in user.history],
+                           "value": [entry.value for entry in user.history]}
+    if user.recent_items:
+        body["recent_items"] = {"item_id": list(user.recent_items), **_pack_times(list(user.recent_items.values()))}
+    if user.applied_sequence:
+        body["applied_sequence"] = user.applied_sequence
+    if not body:
+        return None
+    encoded = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return zlib.compress(encoded, STATE_COMPRESSION_LEVEL)
+
+
+def read_state(item: UserInterestItem) -> tuple[list[Engagement], dict[str, float], dict[str, str]]:
+    """The history, recent items and stream positions of an item: from `state` (pack_state), or from the plain
+    attributes of an item written before it."""
+    if item.state:
+        body = json.loads(zlib.decompress(item.state))
+        history, recent = body.get("history"), body.get("recent_items")
+        return ([Engagement(*row) for row in zip(_unpack_times(history), history["item_id"], history["type"],
+                                                  history["value"], strict=True)] if history else [],
+                dict(zip(recent["item_id"], _unpack_times(recent), strict=True)) if recent else {},
+                body.get("applied_sequence", {}))
+    sequences = item.applied_sequence.as_dict() if item.applied_sequence else {}  # type: ignore[no-untyped-call]  # pynamodb: as_dict is unannotated
+    return ([Engagement(*row) for row in json.loads(item.history)] if item.history else [],
+            json.loads(item.recent_items) if item.recent_items else {},
+            {str(shard): str(sequence) for shard, sequence in sequences.items()})
+
+
+def _pack_times(times: list[float]) -> dict[str, list[float]]:
+    """`ts_steps` (the first time, then each difference to the one before) when adding them up gives every time
+    back bit for bit; else the times themselves as `ts`."""
+    steps = [times[0], *(later - earlier for earlier, later in itertools.pairwise(times))]
+    return {"ts_steps": steps} if list(itertools.accumulate(steps)) == times else {"ts": times}
+
+
+def _unpack_times(column: dict[str, Any]) -> list[float]:
+    return list(itertools.accumulate(column["ts_steps"])) if "ts_steps" in column else list(column["ts"])
+
+
 def _to_domain(item: UserInterestItem) -> UserInterest:
     digests = item.recent_event_ids or b""
+    history, recent_items, applied_sequence = read_state(item)
     return UserInterest(
         user_id=item.user_id,
         scales={scale.name: ScaleState(np.frombuffer(scale.vector, dtype="<f4").astype(np.float64), scale.t)
                 for scale in item.scales},
-        recent_items=json.loads(item.recent_items) if item.recent_items else {},
-        history=[Engagement(*entry) for entry in json.loads(item.history)] if item.history else [],
+        recent_items=recent_items,
+        history=history,
         recent_event_ids=[digests[i:i + DIGEST_BYTES] for i in range(0, len(digests), DIGEST_BYTES)],
-        applied_sequence={str(shard): str(seq) for shard, seq in item.applied_sequence.as_dict().items()},  # type: ignore[no-untyped-call]  # pynamodb: as_dict is unannotated
+        applied_sequence=applied_sequence,
         event_count=int(item.event_count),
         first_event_ts=item.first_event_ts,
         last_event_ts=item.last_event_ts,
@@ -213,10 +267,8 @@ def _to_item(model: type[UserInterestItem], user: UserInterest, now: float, ttl:
         user.user_id,
         scales=[ScaleAttribute(name=name, vector=state.vector.astype("<f4").tobytes(), t=state.t)  # type: ignore[no-untyped-call]
                 for name, state in user.scales.items()],
-        recent_items=recent_items_json(user.recent_items) if user.recent_items else None,
-        history=history_json(user.history) if user.history else None,
+        state=pack_state(user),
         recent_event_ids=b"".join(user.recent_event_ids) or None,
-        applied_sequence=MapAttribute(**user.applied_sequence),  # type: ignore[no-untyped-call]
         event_count=user.event_count,
         first_event_ts=user.first_event_ts,
         last_event_ts=user.last_event_ts,
