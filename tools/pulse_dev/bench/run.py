@@ -17,6 +17,7 @@ from pulse_dev.bench.api import bench_api
 from pulse_dev.bench.encoder import bench_encoder
 from pulse_dev.bench.ingest import bench_ingest
 from pulse_dev.bench.measure import QUICK, BenchSizes, read_bandwidth_gb_s
+from pulse_dev.bench.sizing import format_sizing, sizing
 from pulse_dev.bench.topk import bench_catalog_load, bench_topk, patient_s3
 from pulse_dev.local.project import project_root
 
@@ -57,6 +58,7 @@ def run(sizes: BenchSizes, out: Path, progress: Callable[[str], None] = print) -
         report["api"] = bench_api(sizes, stack)
     finally:
         stack.stop()
+    report["sizing"] = sizing(report)
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["settings_note"] = f"ingest batch {batch} (IngestBatchSize); defaults {Settings.default('half_lives')}"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -124,8 +126,10 @@ def format_report(report: dict[str, Any]) -> str:
     lines += ["", f"API GET /users/{{id}}/recommendations, warm, {api['items']} items, through the handler "
                   f"(DynamoDB in moto): p50 {api['p50_ms']} ms, p99 {api['p99_ms']} ms ({api['n']} requests)",
               f"API cold start (new process): imports {cold['import_ms']} ms + first request with catalogue load "
-              f"{cold['first_request_ms']} ms = {cold['total_ms']} ms",
-              "", f"whole run {report['seconds']} s"]
+              f"{cold['first_request_ms']} ms = {cold['total_ms']} ms"]
+    if "sizing" in report:
+        lines += format_sizing(report["sizing"])
+    lines += ["", f"whole run {report['seconds']} s"]
     return "\n".join(lines)
 
 

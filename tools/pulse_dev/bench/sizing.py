@@ -1,0 +1,131 @@
+"""7. Sizing and cost: what a deployment needs and pays, from this run's own measurements and AWS list prices.
+
+Pure arithmetic over the report (`sizing(report)`): no AWS call, nothing measured here. Every price is in PRICES,
+with where it comes from; every throughput and latency comes from the same `make bench` run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+# AWS list prices, us-east-1, x86, on-demand, no free tier. From the services' pricing pages
+# (aws.amazon.com/lambda/pricing, /kinesis/data-streams/pricing, /dynamodb/pricing/on-demand, /api-gateway/pricing,
+# /s3/pricing); written down 2026-12-01. DynamoDB's on-demand rates are those after its November 2024 price cut.
+# Check the pages before budgeting: prices change, and other Regions differ.
+PRICES_DATE = "2026-12-01"
+PRICES: dict[str, float] = {
+    "lambda_gb_second": 0.0000166667,
+    "lambda_request": 0.20 / 1e6,
+    "kinesis_shard_hour": 0.015,  # provisioned mode: 1 MB/s or 1,000 records/s in, per shard
+    "kinesis_put_unit": 0.014 / 1e6,  # per 25 KB PUT payload unit (one event is one)
+    "dynamodb_write_unit": 0.625 / 1e6,  # write request unit: 1 KB of the item written
+    "dynamodb_read_unit": 0.125 / 1e6,  # read request unit: 4 KB strongly consistent
+    "http_api_request": 1.00 / 1e6,  # API Gateway HTTP API, first 300 million a month
+    "s3_get": 0.0004 / 1e3,
+}
+SECONDS_PER_MONTH = 730 * 3600
+KINESIS_RECORDS_PER_SHARD = 1000  # records/s in per shard
+MAX_PARALLELIZATION_FACTOR = 10  # concurrent batches per shard for one event source mapping
+LAMBDA_MAX_MEMORY_MB = 10_240
+LAMBDA_DEFAULT_CONCURRENCY = 1000  # per account and Region, raisable
+API_LATENCY_BUDGET_MS = 100  # what a synchronous recommendations call can spend on scoring, by our choice
+RUNTIME_OVERHEAD_MB = 350  # the API function's Python, NumPy, Powertools and pydantic, measured resident
+EVENT_RATES = (1_000, 10_000, 100_000)
+CATALOGUE_SIZES = (1_000_000, 10_000_000, 100_000_000)
+
+
+def vcpu_gb(memory_mb: float) -> float:
+    return memory_mb / 1024
+
+
+def sizing(report: dict[str, Any], *, text_share: float = 0.1, ingest_memory_mb: int = 1769,
+           api_memory_mb: int = 1769, dim: int = 384) -> dict[str, Any]:
+    """Cost per million events and recommendation requests, and the resources 1k-100k events/s and 1M-100M
+    items take. `text_share`: the share of events that carry a text (searches) and go through the encoder."""
+    ingest = report["ingest"]
+    item_rate = ingest["item events (catalogue vectors)"]["events_per_cpu_second"]
+    text_rate = ingest["text events (encoder)"]["events_per_cpu_second"]
+    writes = next(row for row in ingest["dynamodb_writes"] if row["batch"] == ingest["batch"])
+    cpu_per_event = (1 - text_share) / item_rate + text_share / text_rate
+    write_units = writes["write_units_per_1000_events"] / 1000
+    reads = writes["writes_per_1000_events"] / 1000 * math.ceil(writes["mean_item_kb"] / 4)  # one read per write
+    per_event = {
+        "lambda": cpu_per_event * vcpu_gb(ingest_memory_mb) * PRICES["lambda_gb_second"]
+        + PRICES["lambda_request"] / ingest["batch"],
+        "dynamodb": write_units * PRICES["dynamodb_write_unit"] + reads * PRICES["dynamodb_read_unit"],
+        "kinesis_puts": PRICES["kinesis_put_unit"],
+    }
+    events = {
+        "text_share": text_share, "cpu_ms_per_event": round(cpu_per_event * 1000, 4),
+        "write_units_per_event": write_units,
+        "usd_per_million_events": {key: round(value * 1e6, 3) for key, value in per_event.items()}
+        | {"total (without shard-hours)": round(sum(per_event.values()) * 1e6, 3)},
+        "rates": [event_rate(rate, cpu_per_event, sum(per_event.values()), write_units) for rate in EVENT_RATES],
+    }
+    api = report["api"]
+    largest = max(report["topk"], key=lambda row: row["items"])  # scoring time grows with the items read
+    per_item_ms = largest["p50_ms"] / largest["items"]
+    base_ms = max(0.0, api["p50_ms"] - per_item_ms * api["items"])
+    requests = {
+        "handler_ms_without_scoring": round(base_ms, 2),
+        "catalogues": [catalogue_size(items, dim, base_ms, per_item_ms, api_memory_mb) for items in CATALOGUE_SIZES],
+    }
+    return {"prices_date": PRICES_DATE, "prices": PRICES, "events": events, "requests": requests}
+
+
+def event_rate(rate: int, cpu_per_event: float, usd_per_event: float, write_units: float) -> dict[str, Any]:
+    shards = math.ceil(rate / KINESIS_RECORDS_PER_SHARD)
+    vcpus = rate * cpu_per_event
+    factor = max(1, math.ceil(vcpus / shards))  # one batch per shard at a time uses one vCPU at most
+    monthly = usd_per_event * rate * SECONDS_PER_MONTH + shards * 730 * PRICES["kinesis_shard_hour"]
+    takes_over = None
+    if factor > MAX_PARALLELIZATION_FACTOR:
+        takes_over = "more shards than the records need (the encoder's CPU, not Kinesis, limits a shard)"
+    elif shards * factor > LAMBDA_DEFAULT_CONCURRENCY:
+        takes_over = "a raised Lambda concurrency quota"
+    return {"events_per_s": rate, "shards": shards, "vcpus_busy": round(vcpus, 1), "parallelization_factor": factor,
+            "ingest_concurrency": shards * factor, "dynamodb_write_units_per_s": round(rate * write_units),
+            "usd_per_month": round(monthly), "needs": takes_over}
+
+
+def catalogue_size(items: int, dim: int, base_ms: float, per_item_ms: float, memory_mb: int) -> dict[str, Any]:
+    matrix_mb = items * dim * 4 / 1e6
+    memory_needed = matrix_mb + RUNTIME_OVERHEAD_MB
+    scoring_ms = items * per_item_ms
+    request_ms = base_ms + scoring_ms
+    fits = memory_needed <= LAMBDA_MAX_MEMORY_MB
+    memory = max(memory_mb, math.ceil(memory_needed / 64) * 64) if fits else LAMBDA_MAX_MEMORY_MB
+    per_request = (request_ms / 1000 * vcpu_gb(memory) * PRICES["lambda_gb_second"] + PRICES["lambda_request"]
+                   + PRICES["http_api_request"] + PRICES["dynamodb_read_unit"])
+    if not fits:
+        shards = math.ceil(memory_needed / (LAMBDA_MAX_MEMORY_MB - RUNTIME_OVERHEAD_MB))
+        verdict = (f"past one Lambda's 10 GB: shard the catalogue over {shards}+ functions (scatter-gather) or "
+                   "serve it from an approximate nearest-neighbour index (Amazon OpenSearch Service k-NN)")
+    elif scoring_ms > API_LATENCY_BUDGET_MS:
+        verdict = (f"fits in memory but exact scoring takes {scoring_ms:.0f} ms: shard it over functions in "
+                   "parallel, or an approximate index (Amazon OpenSearch Service k-NN)")
+    else:
+        verdict = "one Lambda"
+    return {"items": items, "matrix_mb": round(matrix_mb), "memory_mb": memory if fits else None,
+            "p50_ms": round(request_ms, 1), "usd_per_million_requests": round(per_request * 1e6, 2),
+            "verdict": verdict}
+
+
+def format_sizing(result: dict[str, Any]) -> list[str]:
+    events = result["events"]
+    costs = events["usd_per_million_events"]
+    lines = ["", f"sizing and cost (AWS list prices us-east-1 of {result['prices_date']}, "
+                 f"{events['text_share']:.0%} of events with a text; bench/sizing.py)",
+             "  per million events: " + ", ".join(f"{name} ${value}" for name, value in costs.items()),
+             "    events/s   shards   vCPUs busy   parallelization   ingest concurrency   DynamoDB WRU/s   $/month"]
+    for row in events["rates"]:
+        lines.append(f"  {row['events_per_s']:>10} {row['shards']:>8} {row['vcpus_busy']:>12} "
+                     f"{row['parallelization_factor']:>17} {row['ingest_concurrency']:>20} "
+                     f"{row['dynamodb_write_units_per_s']:>16} {row['usd_per_month']:>9}"
+                     + (f"  needs {row['needs']}" if row["needs"] else ""))
+    lines.append("       items   matrix MB   memory MB   p50 ms   $/million requests   verdict")
+    for row in result["requests"]["catalogues"]:
+        lines.append(f"  {row['items']:>10} {row['matrix_mb']:>11} {row['memory_mb'] or '-':>11} {row['p50_ms']:>8}"
+                     f" {row['usd_per_million_requests']:>20}   {row['verdict']}")
+    return lines
