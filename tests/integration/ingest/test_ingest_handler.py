@@ -47,9 +47,16 @@ def stored_state(item):
 
 
 def stored_vectors(item) -> dict[str, tuple[np.ndarray, float]]:
-    return {scale["M"]["name"]["S"]: (np.frombuffer(scale["M"]["vector"]["B"], dtype="<f4"),
-                                      float(scale["M"]["t"]["N"]))
-            for scale in item["scales"]["L"]}
+    """Each scale's residual as stored (exact length, float16 direction) and its time."""
+    from pulse.interest.store import _to_domain, user_interest_model
+
+    user = _to_domain(user_interest_model("pulse-raw-items").from_raw_data(item))
+    return {name: (state.vector, state.t) for name, state in user.scales.items()}
+
+
+def assert_close_vector(actual, expected):
+    """Equal up to the stored direction's float16 rounding (2^-11 of the vector's length per component)."""
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=2.0**-11 * float(np.linalg.norm(expected)) + 1e-9)
 
 
 def expected_vectors(encoder, payloads) -> dict[str, tuple[np.ndarray, float]]:
@@ -68,7 +75,7 @@ def assert_state(item, encoder, payloads):
     assert stored.keys() == expected.keys()
     for name, (vector, horizon) in expected.items():
         assert stored[name][1] == horizon
-        np.testing.assert_allclose(stored[name][0], vector, rtol=1e-5, atol=1e-6)
+        assert_close_vector(stored[name][0], vector)
 
 
 def test_sample_events_are_generated_from_the_builders():
@@ -157,7 +164,7 @@ def test_events_older_than_the_stored_state_are_discounted_to_its_time(stack, in
     other = table_items(stack)["78"]
     assert_state(other, encoder, newest_first)
     for name, (vector, horizon) in stored_vectors(item).items():
-        np.testing.assert_allclose(stored_vectors(other)[name][0], vector, rtol=1e-5, atol=1e-6)
+        assert_close_vector(stored_vectors(other)[name][0], vector)
         assert stored_vectors(other)[name][1] == horizon
 
 

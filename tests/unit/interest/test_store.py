@@ -2,6 +2,7 @@
 the item <-> domain round trip, the retry backoff's bounds, and the in-memory store's copy/version semantics (the
 same as DynamoInterestStore's)."""
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -44,7 +45,7 @@ def full_user() -> UserInterest:
         scales={"short": ScaleState(np.array([0.5, -1.25, 3.0]), NOW - 10), "long": ScaleState(np.zeros(3), None)},
         history=[Engagement(NOW - 20, "a", "view"), Engagement(NOW - 10, "b", "rating", 4.5)],
         recent_items={"a": NOW - 20, "b": NOW - 10},
-        recent_event_ids=[b"digest01", b"digest02", b"digest03"],
+        recent_event_ids=[b"digest1", b"digest2", b"digest3"],
         applied_sequence={"shardId-000000000000": "49650000000000000000000000000000000000000000000000000001"},
         event_count=2,
         first_event_ts=NOW - 20,
@@ -59,12 +60,18 @@ def stored_round_trip(user: UserInterest) -> UserInterest:
     return _to_domain(MODEL.from_raw_data(_to_item(MODEL, user, NOW, TTL).serialize()))
 
 
+def assert_same_vector(actual: np.ndarray, expected: np.ndarray) -> None:
+    """Equal up to the stored direction's float16 rounding (its length is exact)."""
+    assert actual.shape == expected.shape
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=2.0**-11 * float(np.linalg.norm(expected)))
+
+
 def assert_same_user(actual: UserInterest, expected: UserInterest) -> None:
     assert actual.scales.keys() == expected.scales.keys()
     for name, state in expected.scales.items():
         assert actual.scales[name].t == state.t
         assert actual.scales[name].vector.dtype == np.float64
-        np.testing.assert_array_equal(actual.scales[name].vector, state.vector)
+        assert_same_vector(actual.scales[name].vector, state.vector)
     rest = ("user_id", "history", "recent_items", "recent_event_ids", "applied_sequence", "event_count",
             "first_event_ts", "last_event_ts", "version", "forgotten_at")
     assert {key: getattr(actual, key) for key in rest} == {key: getattr(expected, key) for key in rest}
@@ -85,10 +92,19 @@ def test_a_user_with_nothing_recorded_reads_back_empty_not_with_placeholder_valu
     assert back.recent_event_ids == [] and back.history == [] and back.last_event_ts is None
 
 
-def test_event_digests_are_stored_as_one_binary_of_8_byte_digests_and_split_back_in_order():
+def test_event_digests_are_stored_as_one_binary_of_7_byte_digests_and_split_back_in_order():
     item = _to_item(MODEL, full_user(), NOW, TTL)
-    assert item.recent_event_ids == b"digest01digest02digest03"
-    assert stored_round_trip(full_user()).recent_event_ids == [b"digest01", b"digest02", b"digest03"]
+    assert item.event_digests == b"digest1digest2digest3" and item.recent_event_ids is None
+    assert stored_round_trip(full_user()).recent_event_ids == [b"digest1", b"digest2", b"digest3"]
+
+
+def test_an_earlier_releases_8_byte_digests_still_recognise_their_events():
+    from pulse.interest.model import event_digest
+
+    legacy_digest = hashlib.blake2b(b"e-1", digest_size=8).digest()  # what the earlier release stored
+    legacy = MODEL.from_raw_data({"user_id": {"S": "old"}, "version": {"N": "1"}, "event_count": {"N": "1"},
+                                  "recent_event_ids": {"B": legacy_digest + b"\x00" * 8}})
+    assert _to_domain(legacy).recent_event_ids == [event_digest("e-1"), b"\x00" * 7]
 
 
 def test_a_tombstone_without_its_own_ttl_expires_ttl_after_the_deletion():
@@ -239,7 +255,7 @@ def test_a_realistic_stream_writes_items_of_at_most_2_kb_on_average():
     from pulse_dev.write_cost import replay_write_cost
 
     movies = load_movies()
-    vectors = np.random.default_rng(0).standard_normal((len(movies), 8)).astype(np.float32)
+    vectors = np.random.default_rng(0).standard_normal((len(movies), 384)).astype(np.float32)
     catalog = in_memory_catalog([movie.item_id for movie in movies], vectors, fingerprint="unit")
     cost = replay_write_cost([rating_event(rating) for rating in load_ratings()[:5000]], catalog, 100)
     assert cost["writes"] > 100
@@ -280,3 +296,22 @@ def test_times_read_back_bit_for_bit_whatever_their_values(times):
     back = stored_round_trip(user)
     assert [entry.ts for entry in back.history] == sorted(times)
     assert list(back.recent_items.items()) == list(user.recent_items.items())
+
+
+def test_a_scale_is_stored_as_its_exact_length_and_a_float16_direction():
+    vector = np.random.default_rng(3).standard_normal(384) * 1e6  # far past float16's range: the length keeps it
+    user = UserInterest(user_id="s", scales={"long": ScaleState(vector, NOW)})
+    (stored,) = _to_item(MODEL, user, NOW, TTL).scales
+    assert stored.vector is None and len(stored.direction) == 2 * 384
+    assert float(stored.length) == float(np.linalg.norm(vector))
+    back = stored_round_trip(user).scales["long"].vector
+    assert_same_vector(back, vector)
+    assert float(back @ vector) / (np.linalg.norm(back) * np.linalg.norm(vector)) > 1 - 1e-6
+
+
+def test_a_scale_written_as_float32_before_reads_back_exactly():
+    vector = np.array([0.5, -1.25, 3.0])
+    legacy = MODEL.from_raw_data({"user_id": {"S": "old"}, "version": {"N": "1"}, "event_count": {"N": "1"},
+                                  "scales": {"L": [{"M": {"name": {"S": "short"}, "t": {"N": str(NOW)},
+                                                          "vector": {"B": vector.astype("<f4").tobytes()}}}]}})
+    np.testing.assert_array_equal(_to_domain(legacy).scales["short"].vector, vector)
