@@ -48,9 +48,16 @@ def test_bench_quick_run_reports_every_figure(tmp_path):
     assert all(row["local_npy_ms"] > 0 and row["s3_ms"] > 0 for row in report["catalog_load"])
     api = report["api"]
     assert 0 < api["p50_ms"] <= api["p99_ms"] and api["cold_start"]["status"] == 200
+    # the user's DynamoDB read is timed on its own, once per request, and is part of the request's time
+    assert api["store"]["n"] == api["without_store"]["n"] == api["n"]
+    assert 0 < api["store"]["p50_ms"] < api["p50_ms"] and 0 < api["without_store"]["p50_ms"] < api["p50_ms"]
+    sizing = report["sizing"]
+    assert [row["events_per_s"] for row in sizing["events"]["rates"]] == [1_000, 10_000, 100_000]
+    assert [row["items"] for row in sizing["requests"]["catalogues"]] == [1_000_000, 10_000_000, 100_000_000]
     cold = api["cold_start"]
     assert cold["total_ms"] == round(cold["import_ms"] + cold["first_request_ms"], 1) > 0
-    assert "x bound" in run.stdout and "API cold start" in run.stdout
+    assert "x bound" in run.stdout and "API cold start" in run.stdout and "user's DynamoDB read" in run.stdout
+    assert "sizing and cost" in run.stdout
 
 
 def test_dynamodb_item_size_follows_the_documented_rules():

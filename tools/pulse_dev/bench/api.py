@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,11 +48,36 @@ def bench_api(sizes: BenchSizes, stack: LocalStack) -> dict[str, Any]:
                 for n in range(sizes.api_requests)]
     stack.invoke("ApiFunction", requests[0])  # cold in this process: imports, catalogue load
     answers: list[int] = []
-    samples = timings_ms(lambda: answers.append(stack.invoke("ApiFunction", requests[len(answers) % len(requests)])
-                                                ["statusCode"]), sizes.api_requests, warmup=0)
-    if set(answers) != {200}:
-        raise RuntimeError(f"API benchmark: answers {sorted(set(answers))}")
-    return {"items": sizes.api_items, **summary(samples), "cold_start": api_cold_start(stack, users[0])}
+    with store_reads_timed() as store_ms:
+        samples = timings_ms(lambda: answers.append(stack.invoke("ApiFunction", requests[len(answers) % len(requests)])
+                                                    ["statusCode"]), sizes.api_requests, warmup=0)
+    if set(answers) != {200} or len(store_ms) != len(samples):
+        raise RuntimeError(f"API benchmark: answers {sorted(set(answers))}, {len(store_ms)} store reads")
+    reads = np.array(store_ms)
+    return {"items": sizes.api_items, **summary(samples), "store": summary(reads),
+            "without_store": summary(np.asarray(samples) - reads), "cold_start": api_cold_start(stack, users[0])}
+
+
+@contextmanager
+def store_reads_timed() -> Iterator[list[float]]:
+    """Milliseconds of each DynamoDB read of a user (the store's share of a request), while in the block."""
+    from pulse.interest.store import DynamoInterestStore
+
+    durations: list[float] = []
+    real_get = DynamoInterestStore.get
+
+    def get(self: DynamoInterestStore, user_id: str) -> UserInterest | None:
+        started = time.perf_counter()
+        try:
+            return real_get(self, user_id)
+        finally:
+            durations.append((time.perf_counter() - started) * 1000)
+
+    DynamoInterestStore.get = get  # type: ignore[method-assign]
+    try:
+        yield durations
+    finally:
+        DynamoInterestStore.get = real_get  # type: ignore[method-assign]
 
 
 def api_cold_start(stack: LocalStack, user: str) -> dict[str, Any]:
