@@ -375,3 +375,23 @@ def test_the_ingest_reader_answers_from_the_version_served_and_as_an_empty_catal
     assert list(live.text_vectors_for(["a", "b"])) == ["a"]
     np.testing.assert_array_equal(live.embed_texts(text), served.embed_texts(text))
     assert live.embed_texts(text).shape == (1, 6)
+
+
+def test_a_served_version_leaves_the_collectors_view_and_the_version_it_replaced_is_freed():
+    import gc
+    import weakref
+
+    repository, clock = MemoryRepository(), Clock()
+    live = LiveCatalog(repository, "enc-1", check_interval=30, clock=clock)
+    try:
+        repository.publish(version("v1"))
+        clock.now = 31
+        first = weakref.ref(live.current())
+        assert gc.get_freeze_count() > 0  # what the container holds is out of the collector's generations
+        repository.publish(version("v2"))
+        del repository.versions["v1"]  # the repository's own reference
+        clock.now = 62
+        assert live.current().version == "v2"
+        assert first() is None
+    finally:
+        gc.unfreeze()

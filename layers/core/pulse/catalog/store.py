@@ -9,6 +9,7 @@ Layout under the prefix (default `catalog/`):
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import io
 import json
@@ -220,6 +221,16 @@ def _npy(matrix: NDArray[Any]) -> bytes:
 EMPTY_CHECK_SECONDS = 1.0
 
 
+def settle_heap() -> None:
+    """Move what the container holds now (a served version's ids, index and titles: a few objects per item) out
+    of the cyclic collector's view. Without it the collector walks them again and again as requests allocate:
+    pauses of 15-65 ms at 100k items, the API's p99. Unfrozen and collected first, so a replaced version's
+    cycles are freed; refcounting frees the rest as before."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 class LiveCatalog:
     """The version a container serves: loaded once, re-checked against CURRENT at most every
     `check_interval` seconds, swapped atomically. A bad new version is refused (and never downloaded again by
@@ -306,6 +317,7 @@ class LiveCatalog:
             return
         self._deferred.clear()
         self._serving = loaded  # one reference assignment: readers see the old or the new version, whole
+        settle_heap()
         log.info("serving catalogue %s (%d items)", loaded.version, len(loaded))
 
     def _refuse(self, version: str, reason: str) -> None:
