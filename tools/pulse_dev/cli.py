@@ -13,6 +13,11 @@ LOCAL_RUNTIME_FILE = Path(".pulse/local.json")
 
 
 def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["bench"]:  # before anything imports NumPy: the bench pins BLAS to one thread first
+        from pulse_dev.bench import main as bench
+
+        return bench(arguments[1:])
     from pulse.settings import TrainSettings  # the defaults the help names
 
     parser = argparse.ArgumentParser(prog="pulse", description="Pulse: real-time interest capture")
@@ -110,10 +115,6 @@ def main(argv: list[str] | None = None) -> int:
 
     if argv is None:
         argv = sys.argv[1:]
-    if argv[:1] == ["bench"]:
-        from pulse_dev.bench import main as bench
-
-        return bench(argv[1:])
     if argv[:1] == ["soak"]:
         from pulse_dev.local.soak import main as soak
 

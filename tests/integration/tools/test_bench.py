@@ -51,6 +51,9 @@ def test_bench_quick_run_reports_every_figure(tmp_path):
     # the user's DynamoDB read is timed on its own, once per request, and is part of the request's time
     assert api["store"]["n"] == api["without_store"]["n"] == api["n"]
     assert 0 < api["store"]["p50_ms"] < api["p50_ms"] and 0 < api["without_store"]["p50_ms"] < api["p50_ms"]
+    # one thread throughout, in every BLAS and OpenMP library the run loaded (NumPy's first of all)
+    assert report["machine"]["thread_pools"] and set(report["machine"]["thread_pools"].values()) == {1}
+    assert any("openblas" in library for library in report["machine"]["thread_pools"])
     sizing = report["sizing"]
     assert [row["events_per_s"] for row in sizing["events"]["rates"]] == [1_000, 10_000, 100_000]
     assert [row["items"] for row in sizing["requests"]["catalogues"]] == [1_000_000, 10_000_000, 100_000_000]

@@ -4,9 +4,13 @@ onnxruntime), as a 1,769 MB Lambda has one vCPU. Tests never assert these number
 """
 
 import os
+import sys
 
-# BLAS reads its thread count when NumPy loads: before any module of the bench imports NumPy.
-for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+# BLAS reads its thread count when NumPy loads: before any module of the bench imports NumPy. If NumPy came first
+# (something imported it before this package), `pulse bench` starts again in a fresh interpreter (run.main).
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+BLAS_LOADED_UNPINNED = "numpy" in sys.modules and any(os.environ.get(name) != "1" for name in BLAS_THREAD_VARIABLES)
+for _variable in BLAS_THREAD_VARIABLES:
     os.environ.setdefault(_variable, "1")
 
 from pulse_dev.bench.measure import DIM, QUICK, BenchSizes  # noqa: E402

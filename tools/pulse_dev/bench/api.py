@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pulse_dev.bench.measure import DIM, BenchSizes, summary, timings_ms, unit_catalog_matrix
+from pulse_dev.bench.measure import DIM, BenchSizes, unit_catalog_matrix
 
 if TYPE_CHECKING:
     from pulse.interest.model import UserInterest
@@ -26,7 +26,6 @@ def bench_api(sizes: BenchSizes, stack: LocalStack) -> dict[str, Any]:
     from pulse.catalog.version import CatalogVersion
     from pulse.interest.model import ApplyResult, ScaleState
     from pulse.interest.store import DynamoInterestStore
-    from pulse_dev.local.http import api_gateway_event
 
     bucket = stack.name_of("AWS::S3::Bucket")
     catalog = CatalogVersion(f"api-bench-{sizes.api_items}", [f"item-{n}" for n in range(sizes.api_items)],
@@ -43,19 +42,27 @@ def bench_api(sizes: BenchSizes, stack: LocalStack) -> dict[str, Any]:
             return ApplyResult(applied=50)
 
         store.update(user, mutate)
-    stack.use_function_environments("WARNING")
-    requests = [api_gateway_event("GET", f"/users/{users[n % len(users)]}/recommendations", query="k=10")
-                for n in range(sizes.api_requests)]
-    stack.invoke("ApiFunction", requests[0])  # cold in this process: imports, catalogue load
-    answers: list[int] = []
-    with store_reads_timed() as store_ms:
-        samples = timings_ms(lambda: answers.append(stack.invoke("ApiFunction", requests[len(answers) % len(requests)])
-                                                    ["statusCode"]), sizes.api_requests, warmup=0)
-    if set(answers) != {200} or len(store_ms) != len(samples):
-        raise RuntimeError(f"API benchmark: answers {sorted(set(answers))}, {len(store_ms)} store reads")
-    reads = np.array(store_ms)
-    return {"items": sizes.api_items, **summary(samples), "store": summary(reads),
-            "without_store": summary(np.asarray(samples) - reads), "cold_start": api_cold_start(stack, users[0])}
+    return {"items": sizes.api_items, **api_container(stack, users, sizes.api_requests)}
+
+
+def api_container(stack: LocalStack, users: list[str], requests: int) -> dict[str, Any]:
+    """The API function in a process of its own, as in a Lambda container (nothing of the bench's own heap,
+    threads or collector in its way): imports, the first request (which loads the catalogue), then `requests`
+    warm ones, each timed with the user's DynamoDB read timed on its own."""
+    from pulse_dev.local.functions import function_environment
+    from pulse_dev.local.stack import LOCAL_ENVIRONMENT
+
+    spec = stack.function("ApiFunction")
+    handler_file = spec.code_dir / f"{spec.module.replace('.', '/')}.py"
+    arguments = [str(handler_file), spec.attribute, str(requests), *users]
+    # Tracing off as everywhere on the local stack: there is no X-Ray daemon to send segments to.
+    with function_environment(spec, {**LOCAL_ENVIRONMENT, "POWERTOOLS_LOG_LEVEL": "WARNING"}):
+        out = subprocess.run([sys.executable, "-m", "pulse_dev.api_container", *arguments], capture_output=True,
+                             text=True, env=dict(os.environ))
+    if out.returncode != 0:
+        raise RuntimeError(f"API benchmark failed: {out.stderr[-2000:]}")
+    figures: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return figures
 
 
 @contextmanager
@@ -78,31 +85,6 @@ def store_reads_timed() -> Iterator[list[float]]:
         yield durations
     finally:
         DynamoInterestStore.get = real_get  # type: ignore[method-assign]
-
-
-def api_cold_start(stack: LocalStack, user: str) -> dict[str, Any]:
-    """A new process as a new Lambda container: import the handler, then the first request (catalogue load)."""
-    from pulse_dev.local.functions import function_environment
-
-    spec = stack.function("ApiFunction")
-    handler_file = spec.code_dir / f"{spec.module.replace('.', '/')}.py"
-    code = ("import json, sys, time; started = time.perf_counter()\n"
-            "from pathlib import Path\n"
-            "from pulse_dev.local.functions import LambdaContext, import_handler\n"
-            "from pulse_dev.local.http import api_gateway_event\n"
-            f"handler = import_handler(Path({str(handler_file)!r}), {spec.attribute!r}, 'app')\n"
-            "imported = time.perf_counter()\n"
-            f"answer = handler(api_gateway_event('GET', '/users/{user}/recommendations', query='k=10'), "
-            "LambdaContext('ApiFunction', 1769, 29)); done = time.perf_counter()\n"
-            "print(json.dumps({'import_ms': round((imported - started) * 1000, 1), "
-            "'first_request_ms': round((done - imported) * 1000, 1), 'status': answer['statusCode']}))")
-    with function_environment(spec, {"POWERTOOLS_METRICS_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "WARNING"}):
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
-    if out.returncode != 0:
-        raise RuntimeError(f"API cold start failed: {out.stderr[-2000:]}")
-    figures: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    figures["total_ms"] = round(figures["import_ms"] + figures["first_request_ms"], 1)
-    return figures
 
 
 def _fingerprint() -> str:

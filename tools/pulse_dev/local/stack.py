@@ -92,6 +92,12 @@ class LocalStack:
         os.environ.update(values)
         reset_caches()
 
+    def __enter__(self) -> LocalStack:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.terminate()
