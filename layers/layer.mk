@@ -6,9 +6,11 @@
 # imports against what its layers hold), and no layer carries boto3 or botocore, which Lambda's runtime provides.
 PYTHON ?= python3
 LAYER_PYTHON_DIR = $(ARTIFACTS_DIR)/python
-# Wheels for Lambda's python3.13 runtime (Amazon Linux 2023, glibc 2.34), whatever machine builds the layer.
+# Wheels for Lambda's python3.13 runtime (Amazon Linux 2023, glibc 2.34), whatever machine builds the layer:
+# pip takes only the tags it is given, so every glibc from 2.17 to 2.34 is listed.
 LAMBDA_PLATFORM = --only-binary=:all: --implementation cp --python-version 3.13 \
-	--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
+	$(foreach glibc,34 33 32 31 30 29 28 27 26 25 24 17,--platform manylinux_2_$(glibc)_x86_64) \
+	--platform manylinux2014_x86_64
 
 # $(call install_layer,<layer source folder>,<package folders to copy>)
 define install_layer

@@ -384,14 +384,19 @@ def test_a_served_version_leaves_the_collectors_view_and_the_version_it_replaced
     repository, clock = MemoryRepository(), Clock()
     live = LiveCatalog(repository, "enc-1", check_interval=30, clock=clock)
     try:
-        repository.publish(version("v1"))
+        old = version("v1")
+        object.__setattr__(old, "itself", old)  # a reference cycle: only the collector can free it
+        repository.publish(old)
         clock.now = 31
-        first = weakref.ref(live.current())
-        assert gc.get_freeze_count() > 0  # what the container holds is out of the collector's generations
+        served = live.current()
+        # Frozen: the collector's generations no longer hold what the served version holds.
+        assert not any(candidate is served.item_ids for candidate in gc.get_objects())
+        first = weakref.ref(served)
+        del old, served
         repository.publish(version("v2"))
         del repository.versions["v1"]  # the repository's own reference
         clock.now = 62
         assert live.current().version == "v2"
-        assert first() is None
+        assert first() is None  # unfrozen and collected when the next version went into service
     finally:
         gc.unfreeze()

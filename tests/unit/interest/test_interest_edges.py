@@ -104,8 +104,8 @@ def test_ratings_beyond_the_scale_count_no_more_than_its_ends():
     assert high_neutral.weight_of("rate", 1.0) == pytest.approx(-DEFAULT_TYPE_WEIGHTS["rate"])
 
 
-def test_an_event_digest_is_eight_bytes_and_stable():
-    """The de-duplication window's size bound (test_state_bounds) counts 8 bytes per id."""
+def test_an_event_digest_is_seven_bytes_and_stable():
+    """The de-duplication window's size bound (test_state_bounds) counts 7 bytes per id."""
     assert len(event_digest("e1")) == 7 and event_digest("e1") == event_digest("e1") != event_digest("e2")
 
 

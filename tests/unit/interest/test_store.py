@@ -284,15 +284,21 @@ def test_an_item_written_before_the_compressed_state_reads_back_the_same_user():
     assert_same_user(stored_round_trip(_to_domain(legacy)), user)  # and its next write uses the new form
 
 
-@pytest.mark.parametrize("times", [
-    [NOW - 20, NOW - 10, NOW],  # whole seconds: stored as differences
-    [0.1, 0.3, 0.7, 1e9 + 0.123456789],  # differences that do not add back bit for bit: stored as they are
-    [NOW, NOW - 3600.5, NOW + 0.25],  # out of order (recent items keep insertion order)
+@pytest.mark.parametrize(("times", "column"), [
+    ([NOW - 20, NOW - 10, NOW], "ts_steps"),  # whole seconds: stored as differences
+    ([0.1, 0.3, 0.7, 1e9 + 0.123456789], "ts_steps"),  # differences that happen to add back bit for bit
+    ([0.1, 1e9, 0.2], "ts"),  # differences that do not add back bit for bit: stored as they are
+    ([NOW, NOW - 3600.5, NOW + 0.25], "ts_steps"),  # out of order (recent items keep insertion order)
 ])
-def test_times_read_back_bit_for_bit_whatever_their_values(times):
+def test_times_read_back_bit_for_bit_whatever_their_values(times, column):
+    import json
+    import zlib
+
     user = UserInterest(user_id="t", scales={}, history=[Engagement(ts, f"i{n}", "view") for n, ts in
                                                         enumerate(sorted(times))],
                         recent_items={f"i{n}": ts for n, ts in enumerate(times)})
+    stored = json.loads(zlib.decompress(_to_item(MODEL, user, NOW, TTL).state))
+    assert column in stored["recent_items"]
     back = stored_round_trip(user)
     assert [entry.ts for entry in back.history] == sorted(times)
     assert list(back.recent_items.items()) == list(user.recent_items.items())
@@ -315,3 +321,14 @@ def test_a_scale_written_as_float32_before_reads_back_exactly():
                                   "scales": {"L": [{"M": {"name": {"S": "short"}, "t": {"N": str(NOW)},
                                                           "vector": {"B": vector.astype("<f4").tobytes()}}}]}})
     np.testing.assert_array_equal(_to_domain(legacy).scales["short"].vector, vector)
+
+
+def test_a_residual_decayed_below_float32s_range_is_stored_as_zero_not_as_a_number_dynamodb_refuses():
+    """A 9-11 day gap on a 30-minute scale leaves lengths like 3e-145; DynamoDB refuses numbers below 1e-130."""
+    vector = np.full(384, 1e-146)
+    user = UserInterest(user_id="faded", scales={"short": ScaleState(vector, NOW)})
+    (stored,) = _to_item(MODEL, user, NOW, TTL).scales
+    assert float(stored.length) == 0.0
+    assert _to_item(MODEL, user, NOW, TTL).serialize()["scales"]["L"][0]["M"]["length"] == {"N": "0.0"}
+    back = stored_round_trip(user).scales["short"]
+    assert back.vector.shape == (384,) and not back.vector.any() and back.t == NOW

@@ -22,25 +22,37 @@ def report(item_rate=10_000.0, text_rate=500.0, write_units=70.0, writes=40.0, m
     }
 
 
-def test_the_cost_of_a_million_events_adds_up_cpu_writes_reads_and_puts():
+def test_the_cost_of_a_million_events_adds_up_duration_writes_reads_puts_and_the_archive():
     result = sizing(report(), text_share=0.1)
     cpu_seconds = 0.9 / 10_000 + 0.1 / 500  # per event
     assert result["events"]["cpu_ms_per_event"] == pytest.approx(cpu_seconds * 1000, abs=1e-4)
-    costs = result["events"]["usd_per_million_events"]
-    assert costs["lambda"] == pytest.approx(round(1e6 * (cpu_seconds * 1769 / 1024 * PRICES["lambda_gb_second"]
+    costs = result["events"]["usd_per_million_events"]["sessions"]
+    # billed duration: the CPU, plus 0.04 writes an event 8 at a time and one batch read per 100 events, 5 ms each
+    waiting = (0.04 * 5 / 8 + 10 / 100) / 1000
+    assert costs["lambda"] == pytest.approx(round(1e6 * ((cpu_seconds + waiting) * 1769 / 1024
+                                                         * PRICES["lambda_gb_second"]
                                                          + PRICES["lambda_request"] / 100), 3))
-    # 0.07 write units and 0.04 reads of one 4 KB unit per event (the batch the template deploys, not batch 1)
+    # 0.07 write units and 0.04 reads of one 4 KB unit per event (the batch the template deploys)
     assert costs["dynamodb"] == pytest.approx(round(0.07 * 0.625 + 0.04 * 0.125, 3))
     assert costs["kinesis_puts"] == pytest.approx(0.014)
-    assert costs["total (without shard-hours)"] == pytest.approx(costs["lambda"] + costs["dynamodb"] + 0.014, abs=2e-3)
+    assert costs["archive"] == pytest.approx(round(5 * 1024 / 1024**3 * 0.029 * 1e6, 3))  # 5 KB per record
+    parts = costs["lambda"] + costs["dynamodb"] + costs["kinesis_puts"] + costs["archive"]
+    assert costs["total (without shard-hours)"] == pytest.approx(parts, abs=2e-3)
+
+
+def test_interleaved_users_cost_one_write_per_event():
+    costs = sizing(report())["events"]["usd_per_million_events"]
+    # the batch-1 row: 1,000 writes and 1e6 write units per 1,000 events, items of 9 KB (3 read units each)
+    assert costs["interleaved"]["dynamodb"] == pytest.approx(round(1000 * 0.625 + 1 * 3 * 0.125, 3))
+    assert costs["interleaved"]["total (without shard-hours)"] > costs["sessions"]["total (without shard-hours)"]
 
 
 def test_each_event_rate_gets_its_shards_concurrency_and_monthly_bill():
     rates = {row["events_per_s"]: row for row in sizing(report(), text_share=0.1)["events"]["rates"]}
     assert [rates[rate]["shards"] for rate in (1_000, 10_000, 100_000)] == [1, 10, 100]
-    assert rates[10_000]["dynamodb_write_units_per_s"] == 700
-    per_event = sum(sizing(report())["events"]["usd_per_million_events"][key] for key in
-                    ("lambda", "dynamodb", "kinesis_puts")) / 1e6
+    assert rates[10_000]["dynamodb_write_units_per_s"] == {"sessions": 700, "interleaved": 10_000_000}
+    per_event = sum(value for key, value in sizing(report())["events"]["usd_per_million_events"]["sessions"].items()
+                    if key != "total (without shard-hours)") / 1e6
     assert rates[1_000]["usd_per_month"] == pytest.approx(per_event * 1_000 * SECONDS_PER_MONTH + 730 * 0.015, abs=3)
 
 
@@ -56,9 +68,11 @@ def test_a_shard_whose_events_need_more_than_one_vcpu_gets_a_parallelization_fac
 def test_catalogues_past_one_lambdas_memory_or_latency_say_what_takes_over():
     rows = {row["items"]: row for row in sizing(report())["requests"]["catalogues"]}
     assert rows[1_000_000]["verdict"] == "one Lambda" and rows[1_000_000]["matrix_mb"] == 1536
+    # at its peak a container holds three matrices (a load's body and array, the version it replaces) and the ids
+    assert rows[1_000_000]["memory_mb"] >= 3 * 1536 + 250 + 350
     assert rows[1_000_000]["p50_ms"] == pytest.approx(14.0 - 5.0 + 50.0)
     assert rows[10_000_000]["memory_mb"] is None
-    assert "shard the catalogue over 2+ functions" in rows[10_000_000]["verdict"]
+    assert "shard the catalogue over 5+ functions" in rows[10_000_000]["verdict"]
     assert "OpenSearch" in rows[100_000_000]["verdict"]
     fast_memory_slow_scoring = sizing(report(topk_1m=150.0))["requests"]["catalogues"][0]
     assert fast_memory_slow_scoring["verdict"].startswith("fits in memory but exact scoring takes 150 ms")

@@ -11,7 +11,7 @@ import sys
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 BLAS_LOADED_UNPINNED = "numpy" in sys.modules and any(os.environ.get(name) != "1" for name in BLAS_THREAD_VARIABLES)
 for _variable in BLAS_THREAD_VARIABLES:
-    os.environ.setdefault(_variable, "1")
+    os.environ[_variable] = "1"  # even if set otherwise: the bench's figures are one thread's
 
 from pulse_dev.bench.measure import DIM, QUICK, BenchSizes  # noqa: E402
 from pulse_dev.bench.run import main, run  # noqa: E402

@@ -22,8 +22,14 @@ PRICES: dict[str, float] = {
     "dynamodb_write_unit": 0.625 / 1e6,  # write request unit: 1 KB of the item written
     "dynamodb_read_unit": 0.125 / 1e6,  # read request unit: 4 KB strongly consistent
     "http_api_request": 1.00 / 1e6,  # API Gateway HTTP API, first 300 million a month
+    "firehose_gb": 0.029,  # Data Firehose (the archive), per GB ingested, each record rounded up to 5 KB
     "s3_get": 0.0004 / 1e3,
 }
+FIREHOSE_RECORD_BYTES = 5 * 1024  # what Firehose bills a record of up to 5 KB as
+# Lambda bills the duration, not the CPU: the ingest also waits for DynamoDB (single-digit ms on AWS; 5 ms taken
+# here), its writes PULSE_WRITE_CONCURRENCY (8) at a time, and one BatchGetItem per batch.
+DYNAMODB_MS = 5.0
+WRITE_CONCURRENCY = 8
 SECONDS_PER_MONTH = 730 * 3600
 KINESIS_RECORDS_PER_SHARD = 1000  # records/s in per shard
 MAX_PARALLELIZATION_FACTOR = 10  # concurrent batches per shard for one event source mapping
@@ -31,6 +37,10 @@ LAMBDA_MAX_MEMORY_MB = 10_240
 LAMBDA_DEFAULT_CONCURRENCY = 1000  # per account and Region, raisable
 API_LATENCY_BUDGET_MS = 100  # what a synchronous recommendations call can spend on scoring, by our choice
 RUNTIME_OVERHEAD_MB = 350  # the API function's Python, NumPy, Powertools and pydantic, measured resident
+# While a version loads, its S3 body and the array read from it are both alive, and while it replaces another the
+# old one still serves: up to 3 matrices at once. Ids, index and titles cost ~250 bytes of Python objects an item.
+MATRIX_COPIES_AT_PEAK = 3
+OBJECT_BYTES_PER_ITEM = 250
 EVENT_RATES = (1_000, 10_000, 100_000)
 CATALOGUE_SIZES = (1_000_000, 10_000_000, 100_000_000)
 
@@ -46,22 +56,23 @@ def sizing(report: dict[str, Any], *, text_share: float = 0.1, ingest_memory_mb:
     ingest = report["ingest"]
     item_rate = ingest["item events (catalogue vectors)"]["events_per_cpu_second"]
     text_rate = ingest["text events (encoder)"]["events_per_cpu_second"]
-    writes = next(row for row in ingest["dynamodb_writes"] if row["batch"] == ingest["batch"])
+    rows = {row["batch"]: row for row in ingest["dynamodb_writes"]}
     cpu_per_event = (1 - text_share) / item_rate + text_share / text_rate
-    write_units = writes["write_units_per_1000_events"] / 1000
-    reads = writes["writes_per_1000_events"] / 1000 * math.ceil(writes["mean_item_kb"] / 4)  # one read per write
-    per_event = {
-        "lambda": cpu_per_event * vcpu_gb(ingest_memory_mb) * PRICES["lambda_gb_second"]
-        + PRICES["lambda_request"] / ingest["batch"],
-        "dynamodb": write_units * PRICES["dynamodb_write_unit"] + reads * PRICES["dynamodb_read_unit"],
-        "kinesis_puts": PRICES["kinesis_put_unit"],
-    }
+    # Sessions (MovieLens: a user's events arrive together, 37.5 writes per 1,000 events at batch 100) against
+    # fully interleaved users (every event another user's: one write per event, the batch-1 row).
+    traffic = {"sessions": rows[ingest["batch"]], "interleaved": rows[1]}
+    per_event = {name: event_cost(cpu_per_event, row, ingest["batch"], ingest_memory_mb)
+                 for name, row in traffic.items()}
+    sessions = per_event["sessions"]
     events = {
         "text_share": text_share, "cpu_ms_per_event": round(cpu_per_event * 1000, 4),
-        "write_units_per_event": write_units,
-        "usd_per_million_events": {key: round(value * 1e6, 3) for key, value in per_event.items()}
-        | {"total (without shard-hours)": round(sum(per_event.values()) * 1e6, 3)},
-        "rates": [event_rate(rate, cpu_per_event, sum(per_event.values()), write_units) for rate in EVENT_RATES],
+        "write_units_per_event": {name: row["write_units_per_1000_events"] / 1000 for name, row in traffic.items()},
+        "usd_per_million_events": {name: {key: round(value * 1e6, 3) for key, value in cost.items()}
+                                   | {"total (without shard-hours)": round(sum(cost.values()) * 1e6, 3)}
+                                   for name, cost in per_event.items()},
+        "rates": [event_rate(rate, cpu_per_event, sum(sessions.values()),
+                             {name: row["write_units_per_1000_events"] / 1000 for name, row in traffic.items()})
+                  for rate in EVENT_RATES],
     }
     api = report["api"]
     largest = max(report["topk"], key=lambda row: row["items"])  # scoring time grows with the items read
@@ -74,7 +85,23 @@ def sizing(report: dict[str, Any], *, text_share: float = 0.1, ingest_memory_mb:
     return {"prices_date": PRICES_DATE, "prices": PRICES, "events": events, "requests": requests}
 
 
-def event_rate(rate: int, cpu_per_event: float, usd_per_event: float, write_units: float) -> dict[str, Any]:
+def event_cost(cpu_per_event: float, writes: dict[str, Any], batch: int, memory_mb: int) -> dict[str, float]:
+    """Dollars per event: the ingest's billed duration, DynamoDB writes and reads, the Kinesis put, the archive."""
+    writes_per_event = writes["writes_per_1000_events"] / 1000
+    waiting = (writes_per_event * DYNAMODB_MS / WRITE_CONCURRENCY + DYNAMODB_MS * 2 / batch) / 1000
+    reads = writes_per_event * math.ceil(writes["mean_item_kb"] / 4)  # one consistent read per user written
+    return {
+        "lambda": (cpu_per_event + waiting) * vcpu_gb(memory_mb) * PRICES["lambda_gb_second"]
+        + PRICES["lambda_request"] / batch,
+        "dynamodb": writes["write_units_per_1000_events"] / 1000 * PRICES["dynamodb_write_unit"]
+        + reads * PRICES["dynamodb_read_unit"],
+        "kinesis_puts": PRICES["kinesis_put_unit"],
+        "archive": FIREHOSE_RECORD_BYTES / 1024**3 * PRICES["firehose_gb"],
+    }
+
+
+def event_rate(rate: int, cpu_per_event: float, usd_per_event: float, write_units: dict[str, float]
+               ) -> dict[str, Any]:
     shards = math.ceil(rate / KINESIS_RECORDS_PER_SHARD)
     vcpus = rate * cpu_per_event
     factor = max(1, math.ceil(vcpus / shards))  # one batch per shard at a time uses one vCPU at most
@@ -85,13 +112,14 @@ def event_rate(rate: int, cpu_per_event: float, usd_per_event: float, write_unit
     elif shards * factor > LAMBDA_DEFAULT_CONCURRENCY:
         takes_over = "a raised Lambda concurrency quota"
     return {"events_per_s": rate, "shards": shards, "vcpus_busy": round(vcpus, 1), "parallelization_factor": factor,
-            "ingest_concurrency": shards * factor, "dynamodb_write_units_per_s": round(rate * write_units),
+            "ingest_concurrency": shards * factor,
+            "dynamodb_write_units_per_s": {name: round(rate * units) for name, units in write_units.items()},
             "usd_per_month": round(monthly), "needs": takes_over}
 
 
 def catalogue_size(items: int, dim: int, base_ms: float, per_item_ms: float, memory_mb: int) -> dict[str, Any]:
     matrix_mb = items * dim * 4 / 1e6
-    memory_needed = matrix_mb + RUNTIME_OVERHEAD_MB
+    memory_needed = MATRIX_COPIES_AT_PEAK * matrix_mb + items * OBJECT_BYTES_PER_ITEM / 1e6 + RUNTIME_OVERHEAD_MB
     scoring_ms = items * per_item_ms
     request_ms = base_ms + scoring_ms
     fits = memory_needed <= LAMBDA_MAX_MEMORY_MB
@@ -99,7 +127,7 @@ def catalogue_size(items: int, dim: int, base_ms: float, per_item_ms: float, mem
     per_request = (request_ms / 1000 * vcpu_gb(memory) * PRICES["lambda_gb_second"] + PRICES["lambda_request"]
                    + PRICES["http_api_request"] + PRICES["dynamodb_read_unit"])
     if not fits:
-        shards = math.ceil(memory_needed / (LAMBDA_MAX_MEMORY_MB - RUNTIME_OVERHEAD_MB))
+        shards = math.ceil((memory_needed - RUNTIME_OVERHEAD_MB) / (LAMBDA_MAX_MEMORY_MB - RUNTIME_OVERHEAD_MB))
         verdict = (f"past one Lambda's 10 GB: shard the catalogue over {shards}+ functions (scatter-gather) or "
                    "serve it from an approximate nearest-neighbour index (Amazon OpenSearch Service k-NN)")
     elif scoring_ms > API_LATENCY_BUDGET_MS:
@@ -114,15 +142,17 @@ def catalogue_size(items: int, dim: int, base_ms: float, per_item_ms: float, mem
 
 def format_sizing(result: dict[str, Any]) -> list[str]:
     events = result["events"]
-    costs = events["usd_per_million_events"]
     lines = ["", f"sizing and cost (AWS list prices us-east-1 of {result['prices_date']}, "
-                 f"{events['text_share']:.0%} of events with a text; bench/sizing.py)",
-             "  per million events: " + ", ".join(f"{name} ${value}" for name, value in costs.items()),
-             "    events/s   shards   vCPUs busy   parallelization   ingest concurrency   DynamoDB WRU/s   $/month"]
+                 f"{events['text_share']:.0%} of events with a text; bench/sizing.py)"]
+    for name, costs in events["usd_per_million_events"].items():
+        lines.append(f"  per million events, {name}: " + ", ".join(f"{key} ${value}" for key, value in costs.items()))
+    lines.append("    events/s   shards   vCPUs busy   parallelization   ingest concurrency   WRU/s sessions"
+                 "   WRU/s interleaved   $/month (sessions)")
     for row in events["rates"]:
+        units = row["dynamodb_write_units_per_s"]
         lines.append(f"  {row['events_per_s']:>10} {row['shards']:>8} {row['vcpus_busy']:>12} "
                      f"{row['parallelization_factor']:>17} {row['ingest_concurrency']:>20} "
-                     f"{row['dynamodb_write_units_per_s']:>16} {row['usd_per_month']:>9}"
+                     f"{units['sessions']:>16} {units['interleaved']:>19} {row['usd_per_month']:>20}"
                      + (f"  needs {row['needs']}" if row["needs"] else ""))
     lines.append("       items   matrix MB   memory MB   p50 ms   $/million requests   verdict")
     for row in result["requests"]["catalogues"]:

@@ -90,8 +90,8 @@ class InterestStore(Protocol):
 
 
 class ScaleAttribute(MapAttribute[str, Any]):
-    """One time scale's residual: its length exactly, its direction in float16 (half the bytes of float32; a
-    relative error of at most 2^-11 per component, and no overflow whatever the length)."""
+    """One time scale's residual: its length exactly, its direction in float16 (half the bytes of float32; each
+    component off by at most 2^-11 of the vector's length, and no overflow whatever the length)."""
 
     name = UnicodeAttribute()
     length = NumberAttribute(null=True)
@@ -100,9 +100,17 @@ class ScaleAttribute(MapAttribute[str, Any]):
     t = NumberAttribute(null=True)
 
 
+# DynamoDB refuses numbers below 1e-130 in magnitude (a ValidationException no retry mends): a residual that
+# has decayed below float32's smallest normal number (what the float32 form stored as zeros) is stored as zero.
+SMALLEST_LENGTH = float(np.finfo(np.float32).tiny)
+
+
 def pack_scale(name: str, state: ScaleState) -> ScaleAttribute:
     length = float(np.linalg.norm(state.vector))
-    direction = state.vector / length if length > 0 else state.vector  # a zero vector keeps its dimension
+    if not length >= SMALLEST_LENGTH:
+        length = 0.0
+    # a zero vector keeps its dimension
+    direction = state.vector / length if length > 0 else np.zeros_like(state.vector)
     # pynamodb leaves MapAttribute.__init__ unannotated
     return ScaleAttribute(name=name, length=length, direction=direction.astype("<f2").tobytes(),  # type: ignore[no-untyped-call]
                           t=state.t)
