@@ -75,7 +75,7 @@ def shipped_packages(root: Path) -> set[str]:
     for entry in root.iterdir():
         if entry.name.endswith((".dist-info", ".libs")) or entry.name.startswith((".", "_distutils_hack")):
             continue
-        if entry.is_dir() and any(entry.glob("*.py")) or entry.is_dir() and any(entry.glob("*.so")):
+        if entry.is_dir() and (any(entry.glob("*.py")) or any(entry.glob("*.so"))):
             names.add(entry.name)
         elif entry.suffix in (".py", ".so"):
             names.add(entry.name.split(".")[0])

@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -302,8 +303,9 @@ class ApiSettings(Settings):
                                      "the user id (e.g. sub)")
         return claim
 
-    @property
+    @cached_property
     def access(self) -> AccessPolicy:
+        """Built once per settings object (once per container), not per request."""
         return AccessPolicy(self.api_auth, self.user_id_claim, self.admin_scope)
 
 
