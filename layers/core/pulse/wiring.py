@@ -15,6 +15,7 @@ from pulse.events.dead_letters import SqsDeadLetters
 from pulse.ingest.pipeline import IngestPipeline
 from pulse.interest.store import DynamoInterestStore
 from pulse.privacy import log_key
+from pulse.serving.int8_scan import prepare_for_serving
 from pulse.serving.service import EventPublisher, RecommendationService
 from pulse.settings import (
     ApiSettings,
@@ -107,6 +108,7 @@ def api_service() -> RecommendationService:
     config.require("bucket")
     catalog = live_catalog()
     assert catalog is not None  # PULSE_BUCKET is set (required above)
+    catalog.prepare_with(prepare_for_serving)
     return RecommendationService(store=interest_store(), catalog=catalog, settings=config,
                                  encoder_fingerprint=encoder_fingerprint())
 

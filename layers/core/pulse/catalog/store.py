@@ -254,6 +254,15 @@ class LiveCatalog:
         self._unreachable = False  # the last check could not reach the store
         self._checked_at: float | None = None
         self._lock = threading.Lock()
+        self._prepare: Callable[[CatalogVersion], CatalogVersion] | None = None
+
+    def prepare_with(self, prepare: Callable[[CatalogVersion], CatalogVersion]) -> None:
+        """Turn every version into its serving form before it serves (the API: the int8 scan), the one already
+        serving included."""
+        with self._lock:
+            self._prepare = prepare
+            if self._serving is not None:
+                self._serving = self._prepared(self._serving)
 
     def current(self) -> CatalogVersion:
         """The version to serve; raises CatalogUnavailableError when there is none."""
@@ -316,9 +325,19 @@ class LiveCatalog:
             log.warning("loading catalogue version %s failed; retrying in %.0f s: %s", version, backoff, error)
             return
         self._deferred.clear()
+        loaded = self._prepared(loaded)
         self._serving = loaded  # one reference assignment: readers see the old or the new version, whole
         settle_heap()
         log.info("serving catalogue %s (%d items)", loaded.version, len(loaded))
+
+    def _prepared(self, version: CatalogVersion) -> CatalogVersion:
+        if self._prepare is None:
+            return version
+        try:
+            return self._prepare(version)
+        except Exception:  # noqa: BLE001 - the plain version still serves (float32 scores, rows in memory)
+            log.exception("preparing catalogue %s for serving failed; serving it unprepared", version.version)
+            return version
 
     def _refuse(self, version: str, reason: str) -> None:
         self._refused.add(version)

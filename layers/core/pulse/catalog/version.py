@@ -105,6 +105,9 @@ class CatalogVersion:
                            if self.trending.any() else None)
 
     index: dict[str, int] = field(init=False, repr=False)
+    # The API's int8 codes of the rows (pulse.serving.int8_scan.Int8Scan), attached when it starts serving the
+    # version; None: every score is a float32 product over `embeddings`.
+    scan: Any = field(default=None, init=False, repr=False)
     trend32: NDArray[np.float32] | None = field(init=False, repr=False)
     category_rows: dict[str, NDArray[Any]] = field(init=False, repr=False)
 

@@ -1,6 +1,7 @@
 """Scoring the catalogue against a user's interest: pure NumPy, no AWS.
 
-One matrix-vector product over the whole catalogue, masks for the filters, `argpartition` for the top k.
+One matrix-vector product over the whole catalogue (float32, or the API's int8 scan with an exact float32 rescoring
+of its shortlist), masks for the filters, a block-maximum pass and `argpartition` for the top k.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from numpy.typing import NDArray
 
 from pulse.catalog.version import CatalogVersion
 from pulse.interest.model import DEFAULT_TYPE_WEIGHTS, MIN_STRENGTH, TypeWeights, UserInterest, blend, decay_to
+from pulse.serving.int8_scan import shortlist_size
 
 MAX_K = 100
 TOP_K_BLOCK = 256
@@ -135,14 +137,37 @@ def recommend(catalog: CatalogVersion, user: UserInterest | None, *, k: int, at:
     # A zero interest has no direction to score with, whatever min_strength (0 is allowed): as offline_eval.rank.
     if strength < max(min_strength, 1e-300) or query.shape != (catalog.dim,):
         return popular(catalog, allowed, k, category)
-    scores: NDArray[Any] = catalog.embeddings @ (query / strength).astype(np.float32)
-    if popularity_weight and catalog.trend32 is not None:
-        scores += np.float32(popularity_weight) * catalog.trend32
-    scores = np.where(allowed, scores, -np.inf)
-    best = top_k(scores, k)
+    prior = np.float32(popularity_weight) * catalog.trend32 \
+        if popularity_weight and catalog.trend32 is not None else None
+    best, scores = best_rows(catalog, (query / strength).astype(np.float32), allowed, k, prior)
     reasons = _personal_reasons(catalog, user, best)
-    return Recommendations("personal", [ScoredItem(catalog.item_ids[row], round(float(scores[row]), 6), reason)
-                                        for row, reason in zip(best, reasons, strict=True)])
+    return Recommendations("personal", [ScoredItem(catalog.item_ids[row], round(float(score), 6), reason)
+                                        for row, score, reason in zip(best, scores, reasons, strict=True)])
+
+
+def best_rows(catalog: CatalogVersion, query: NDArray[np.float32], allowed: NDArray[np.bool_], k: int,
+              prior: NDArray[np.float32] | None = None) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """The k allowed rows with the highest float32 `rows . query (+ prior)`, best first (ties: lower row first),
+    and those scores. With the version's int8 scan: the approximate scores pick a shortlist, which is rescored
+    exactly, so the scores returned are always the float32 ones."""
+    scan = catalog.scan
+    if scan is None or len(catalog) <= shortlist_size(k):
+        scores = catalog.embeddings @ query
+        if prior is not None:
+            scores += prior
+        scores = np.where(allowed, scores, -np.inf)
+        rows = top_k(scores, k)
+        return rows, scores[rows]
+    approximate = scan.scores(query)
+    if prior is not None:
+        approximate += prior
+    approximate[~allowed] = -np.inf
+    shortlist = top_k(approximate, shortlist_size(k))
+    exact: NDArray[np.float32] = catalog.embeddings[shortlist] @ query
+    if prior is not None:
+        exact += prior[shortlist]
+    order = np.lexsort((shortlist, -exact))[:k]
+    return shortlist[order], exact[order]
 
 
 def popular(catalog: CatalogVersion, allowed: NDArray[np.bool_], k: int, category: str | None = None
@@ -163,10 +188,10 @@ def similar_items(catalog: CatalogVersion, item_id: str, k: int) -> list[ScoredI
     row = catalog.index[item_id]
     allowed = catalog.available.copy()
     allowed[row] = False
-    scores = np.where(allowed, catalog.embeddings @ catalog.embeddings[row], -np.inf)
+    rows, scores = best_rows(catalog, np.array(catalog.embeddings[row]), allowed, k)
     title = catalog.titles[row] or item_id
-    return [ScoredItem(catalog.item_ids[other], round(float(scores[other]), 6), f"similar to {title}")
-            for other in top_k(scores, k)]
+    return [ScoredItem(catalog.item_ids[other], round(float(score), 6), f"similar to {title}")
+            for other, score in zip(rows, scores, strict=True)]
 
 
 def _personal_reasons(catalog: CatalogVersion, user: UserInterest | None, rows: NDArray[Any]) -> list[str]:

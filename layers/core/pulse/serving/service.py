@@ -18,7 +18,7 @@ from pulse.events.behaviour import InvalidEventError, encode_event, normalise_id
 from pulse.interest.model import UserInterest, blend, decay_to
 from pulse.interest.store import InterestStore
 from pulse.serving import api_models
-from pulse.serving.recommend import recommend, scale_vectors, similar_items, top_k
+from pulse.serving.recommend import best_rows, recommend, scale_vectors, similar_items
 from pulse.settings import Settings
 
 
@@ -143,14 +143,14 @@ def _closest(catalog: CatalogVersion | None, vector: NDArray[Any], strength: flo
     """The catalogue items closest to a scale's interest, and the categories they weigh most in."""
     if catalog is None or strength == 0.0 or vector.shape != (catalog.dim,):
         return [], []
-    scores = catalog.embeddings @ (vector / strength).astype(np.float32)
-    rows = top_k(np.where(catalog.available, scores, -np.inf), 20)
+    rows, scores = best_rows(catalog, (vector / strength).astype(np.float32), catalog.available, 20)
     tally: dict[str, float] = {}
-    for row in rows:
+    for row, score in zip(rows, scores, strict=True):
         for name in catalog.categories[row]:
-            tally[name] = tally.get(name, 0.0) + float(scores[row])
+            tally[name] = tally.get(name, 0.0) + float(score)
     return ([api_models.ClosestItem(item_id=catalog.item_ids[row], title=catalog.titles[row],
-                                    score=round(float(scores[row]), 6)) for row in rows[:count]],
+                                    score=round(float(score), 6)) for row, score in zip(rows[:count], scores[:count],
+                                                                                       strict=True)],
             [name for name, _ in sorted(tally.items(), key=lambda p: -p[1])[:3]])
 
 
