@@ -6,6 +6,7 @@ The handlers in functions/ take these builders as the defaults of their factorie
 from __future__ import annotations
 
 import json
+import tempfile
 from typing import TYPE_CHECKING
 
 from pulse import container
@@ -108,7 +109,7 @@ def api_service() -> RecommendationService:
     config.require("bucket")
     catalog = live_catalog()
     assert catalog is not None  # PULSE_BUCKET is set (required above)
-    catalog.prepare_with(prepare_for_serving)
+    catalog.prepare_with(prepare_for_serving, rows_dir=tempfile.gettempdir())
     return RecommendationService(store=interest_store(), catalog=catalog, settings=config,
                                  encoder_fingerprint=encoder_fingerprint())
 

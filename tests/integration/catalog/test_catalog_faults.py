@@ -69,13 +69,18 @@ def bucket(stack, published):
 def reads():
     """Counts the S3 reads of each catalogue key made by the containers' repositories."""
     counts: dict[str, int] = {}
-    real = S3CatalogRepository._get
+    real_get, real_stream = S3CatalogRepository._get, S3CatalogRepository._stream
 
     def counted(self, key):
         counts[key] = counts.get(key, 0) + 1
-        return real(self, key)
+        return real_get(self, key)
 
-    with mock.patch.object(S3CatalogRepository, "_get", counted):
+    def counted_stream(self, key, sink):  # the API streams the rows to a file
+        counts[key] = counts.get(key, 0) + 1
+        return real_stream(self, key, sink)
+
+    with mock.patch.object(S3CatalogRepository, "_get", counted), \
+            mock.patch.object(S3CatalogRepository, "_stream", counted_stream):
         yield counts
 
 

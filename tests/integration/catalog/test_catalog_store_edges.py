@@ -1,7 +1,9 @@
 """The S3 catalogue repository at its edges (moto's S3): what publish writes, in which order (CURRENT last) and
 in which form; what it answers when the version is already there; a prefix given without its slash; a malformed
-CURRENT pointer; S3 answering a bare 403 or not answering at all."""
+CURRENT pointer; S3 answering a bare 403 or not answering at all; the API's load (rows mapped from a file, the
+published int8 codes)."""
 
+import hashlib
 import io
 import json
 import time
@@ -53,13 +55,14 @@ def test_publish_writes_every_file_then_the_manifest_then_current_and_says_it_wr
     before = time.time()
     assert repository.publish(catalog, training_state={"warm": np.array([True, False])}) is True
     base = "catalog/versions/v-new/"
-    assert puts == [base + "embeddings.npy", base + "items.json", base + "text_to_collab.npy",
-                    base + "training.npz", base + "manifest.json", "catalog/CURRENT"]
+    assert puts == [base + "embeddings.npy", base + "codes.npy", base + "scales.npy", base + "items.json",
+                    base + "text_to_collab.npy", base + "training.npz", base + "manifest.json", "catalog/CURRENT"]
     manifest = json.loads(stored(repository, base + "manifest.json"))
     assert manifest["version"] == "v-new" and (manifest["count"], manifest["dim"]) == (2, 6)
     assert manifest["space"] == {"kind": "hybrid", "text_weight": 0.5, "collab_weight": 0.5, "text_dim": 4,
                                  "collab_dim": 2}
-    assert sorted(manifest["sha256"]) == ["embeddings.npy", "items.json", "text_to_collab.npy", "training.npz"]
+    assert sorted(manifest["sha256"]) == ["codes.npy", "embeddings.npy", "items.json", "scales.npy",
+                                          "text_to_collab.npy", "training.npz"]
     current = json.loads(stored(repository, "catalog/CURRENT"))
     assert sorted(current) == ["published_at", "version"] and current["version"] == "v-new"
     assert before <= current["published_at"] <= time.time()
@@ -129,3 +132,87 @@ def test_a_store_that_cannot_be_reached_is_a_store_error_naming_the_key(reposito
         repository.load("v1", "enc-1")
     assert str(error.value) == (f"reading s3://{repository.bucket}/catalog/versions/v1/manifest.json failed: "
                                 'Could not connect to the endpoint URL: "https://s3.example"')
+
+
+def rows_version(version, count=300, dim=24):
+    rng = np.random.default_rng(count)
+    rows = rng.normal(size=(count, dim))
+    return replace(in_memory_catalog([f"i{n}" for n in range(count)], rows / np.linalg.norm(rows, axis=1,
+                                                                                         keepdims=True)),
+                   version=version)
+
+
+def test_the_api_load_maps_the_rows_from_an_unlinked_file_and_takes_the_published_codes(repository, tmp_path,
+                                                                                           monkeypatch):
+    from pulse.catalog.int8 import quantize_rows
+    from pulse.serving import int8_scan
+
+    published = rows_version("v-api")
+    repository.publish(published)
+    loaded = repository.load("v-api", None, rows_dir=str(tmp_path))
+    assert np.array_equal(loaded.embeddings, published.embeddings) and not loaded.embeddings.flags.writeable
+    assert list(tmp_path.iterdir()) == []  # unlinked at once: the mapping holds the space until the version goes
+    codes, scales = quantize_rows(published.embeddings)
+    assert np.array_equal(loaded.quantized[0], codes) and np.array_equal(loaded.quantized[1], scales)
+
+    def not_again(matrix):
+        raise AssertionError("the published codes are used, not recomputed")
+
+    monkeypatch.setattr(int8_scan, "quantize_rows", not_again)
+    served = int8_scan.prepare_for_serving(loaded)
+    assert np.array_equal(served.scan.codes, codes)
+    assert served.quantized is None  # held once, by the scan
+    plain = repository.load("v-api", None)
+    assert plain.quantized is None and plain.embeddings.flags.writeable  # the ingest and the training: as before
+
+
+def test_a_version_published_before_the_codes_is_quantized_when_the_api_loads_it(repository, tmp_path):
+    from pulse.serving.int8_scan import prepare_for_serving
+
+    repository.publish(rows_version("v-old-layout"))
+    base = "catalog/versions/v-old-layout/"
+    manifest = json.loads(stored(repository, base + "manifest.json"))
+    for name in ("codes.npy", "scales.npy"):
+        del manifest["sha256"][name]
+        aws.client("s3").delete_object(Bucket=repository.bucket, Key=base + name)
+    aws.client("s3").put_object(Bucket=repository.bucket, Key=base + "manifest.json", Body=json.dumps(manifest))
+    loaded = repository.load("v-old-layout", None, rows_dir=str(tmp_path))
+    assert loaded.quantized is None and prepare_for_serving(loaded).scan.codes.shape == (300, 24)
+
+
+def test_codes_that_do_not_fit_the_rows_refuse_the_version_by_name(repository, tmp_path):
+    repository.publish(rows_version("v-bad-codes"))
+    base = "catalog/versions/v-bad-codes/"
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros((299, 24), dtype=np.uint8))
+    manifest = json.loads(stored(repository, base + "manifest.json"))
+    manifest["sha256"]["codes.npy"] = hashlib.sha256(buffer.getvalue()).hexdigest()
+    aws.client("s3").put_object(Bucket=repository.bucket, Key=base + "codes.npy", Body=buffer.getvalue())
+    aws.client("s3").put_object(Bucket=repository.bucket, Key=base + "manifest.json", Body=json.dumps(manifest))
+    with pytest.raises(CatalogRefusedError, match=r"codes uint8\(299, 24\) .* do not fit float32\(300, 24\) rows"):
+        repository.load("v-bad-codes", None, rows_dir=str(tmp_path))
+    assert repository.load("v-bad-codes", None).version == "v-bad-codes"  # the ingest never reads the codes
+
+
+def test_streamed_rows_that_do_not_match_their_sha256_refuse_the_version(repository, tmp_path):
+    repository.publish(rows_version("v-altered-rows"))
+    key = "catalog/versions/v-altered-rows/embeddings.npy"
+    body = bytearray(stored(repository, key))
+    body[-1] ^= 1
+    aws.client("s3").put_object(Bucket=repository.bucket, Key=key, Body=bytes(body))
+    with pytest.raises(CatalogRefusedError, match="embeddings.npy does not match its sha256"):
+        repository.load("v-altered-rows", None, rows_dir=str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_without_room_on_the_disk_the_api_reads_the_rows_into_memory(repository, tmp_path, monkeypatch, caplog):
+    from pulse.catalog import store
+
+    class Full:
+        free = 1 << 20
+
+    repository.publish(rows_version("v-full-disk"))
+    monkeypatch.setattr(store.shutil, "disk_usage", lambda folder: Full())
+    loaded = repository.load("v-full-disk", None, rows_dir=str(tmp_path))
+    assert loaded.embeddings.flags.writeable and loaded.quantized is not None
+    assert "has no room" in caplog.text

@@ -233,8 +233,11 @@ def test_a_corrupted_new_version_is_refused_and_the_old_one_keeps_serving(stack,
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=base + "manifest.json")["Body"].read())
     assert api("GET", "/health")[1]["catalog_version"] == published
 
+    names = [entry["Key"].removeprefix(base) for entry in s3.list_objects_v2(Bucket=bucket, Prefix=base)["Contents"]]
+    files = [name for name in names if name != "manifest.json"]  # the rows, the items, the int8 codes and scales
+
     broken = {**manifest, "version": "v-broken", "count": manifest["count"] + 1}  # shapes disagree
-    for name in ("embeddings.npy", "items.json"):
+    for name in files:
         body = s3.get_object(Bucket=bucket, Key=base + name)["Body"].read()
         s3.put_object(Bucket=bucket, Key=f"catalog/versions/v-broken/{name}", Body=body)
     s3.put_object(Bucket=bucket, Key="catalog/versions/v-broken/manifest.json", Body=json.dumps(broken))
@@ -251,7 +254,7 @@ def test_a_corrupted_new_version_is_refused_and_the_old_one_keeps_serving(stack,
 
     def refused(version, manifest_body, embeddings=None):
         """A version whose manifest (or rows) is damaged: refused by name, the old one keeps serving."""
-        for name in ("embeddings.npy", "items.json"):
+        for name in files:
             body = s3.get_object(Bucket=bucket, Key=base + name)["Body"].read()
             s3.put_object(Bucket=bucket, Key=f"catalog/versions/{version}/{name}", Body=body)
         if embeddings is not None:

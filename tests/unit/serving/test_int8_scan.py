@@ -5,18 +5,12 @@ import logging
 import numpy as np
 import pytest
 
+from pulse.catalog.int8 import ZERO_POINT, quantize_query, quantize_rows
 from pulse.catalog.store import LiveCatalog
 from pulse.catalog.version import in_memory_catalog
 from pulse.interest.model import ScaleState, UserInterest
 from pulse.serving import int8_scan
-from pulse.serving.int8_scan import (
-    ZERO_POINT,
-    IntegerMatVec,
-    prepare_for_serving,
-    quantize_query,
-    quantize_rows,
-    shortlist_size,
-)
+from pulse.serving.int8_scan import IntegerMatVec, prepare_for_serving, shortlist_size
 from pulse.serving.recommend import best_rows, recommend, similar_items
 from tests.unit.catalog.test_catalog import MemoryRepository
 

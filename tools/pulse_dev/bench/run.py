@@ -116,15 +116,23 @@ def format_report(report: dict[str, Any]) -> str:
     for row in ingest["dynamodb_writes"]:
         lines.append(f"  {'':<44}{row['batch']:>5} {row['writes_per_1000_events']:>7}"
                      f" {row['write_units_per_1000_events']:>12} {row['mean_item_kb']:>13}")
-    lines += ["", "top-k (k=10, recommend(): mat-vec + filters + block-max prefilter + exact top k), 1 thread",
+    lines += ["", "top-k in float32 (k=10, recommend(): mat-vec + filters + block-max prefilter + exact top k)",
               "      items   matrix MB   p50 ms   p99 ms   bound ms   x bound   faiss p50 ms   x faiss"]
     for row in report["topk"]:
         lines.append(f"  {row['items']:>9} {row['matrix_mb']:>11} {row['p50_ms']:>8} {row['p99_ms']:>8}"
                      f" {row['bound_ms']:>10} {row['pulse_over_bound']:>9} {row.get('faiss_p50_ms', '-'):>14}"
                      f" {row.get('pulse_over_faiss', '-'):>9}")
-    lines += ["", "catalogue load        items   local .npy ms   S3 (moto) ms"]
+    lines += ["", "top-k as the API scores: int8 scan (onnxruntime MatMulInteger) + float32 rescoring of a shortlist",
+              "      items   bytes/item   p50 ms   p99 ms   bound ms   float32 p50 / int8 p50   recall@10   prepare ms"]
+    for row in report["topk"]:
+        int8 = row["int8"]
+        lines.append(f"  {row['items']:>9} {int8['bytes_per_item']:>12} {int8['p50_ms']:>8} {int8['p99_ms']:>8}"
+                     f" {int8['bound_ms']:>10} {int8['float32_over_int8']:>24} {int8['recall_at_10']:>11}"
+                     f" {int8['prepare_ms']:>12}")
+    lines += ["", "catalogue load        items   local .npy ms   S3 (moto) ms   as the API (mapped rows + int8) ms"]
     for row in report["catalog_load"]:
-        lines.append(f"  {'':<16}{row['items']:>9} {row['local_npy_ms']:>15} {row.get('s3_ms', '-'):>14}")
+        lines.append(f"  {'':<16}{row['items']:>9} {row['local_npy_ms']:>15} {row.get('s3_ms', '-'):>14}"
+                     f" {row.get('s3_api_ms', '-'):>36}")
     api = report["api"]
     cold = api["cold_start"]
     lines += ["", f"API GET /users/{{id}}/recommendations, warm, {api['items']} items, through the handler "

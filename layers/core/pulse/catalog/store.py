@@ -2,6 +2,9 @@
 
 Layout under the prefix (default `catalog/`):
   versions/<version>/embeddings.npy   float32 (n, dim), L2-normalised rows
+  versions/<version>/codes.npy        uint8 (n, dim) and scales.npy float32 (n,): the rows quantized for the
+                                      API's int8 scan (pulse.serving.int8_scan); versions published before them
+                                      are quantized when loaded
   versions/<version>/items.json       {"item_ids", "titles", "categories", "available", "popularity", "trending"}
   versions/<version>/manifest.json    version, count, dim, encoder fingerprint, sha256 of both files
   CURRENT                             {"version": ...}: written last, so readers never see half a version
@@ -14,16 +17,19 @@ import hashlib
 import io
 import json
 import logging
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 from numpy.typing import NDArray
 
 from pulse import aws
+from pulse.catalog.int8 import quantize_rows
 from pulse.catalog.version import CatalogVersion
 from pulse.errors import PulseError
 from pulse.interest.model import MAX_POPULARITY_WEIGHT
@@ -63,17 +69,19 @@ class S3CatalogRepository:
         except (ValueError, KeyError, TypeError):
             raise CatalogRefusedError("the CURRENT pointer is not {\"version\": ...}") from None
 
-    def load(self, version: str, expected_fingerprint: str | None) -> CatalogVersion:
+    def load(self, version: str, expected_fingerprint: str | None, rows_dir: str | None = None) -> CatalogVersion:
         """The version, checked whole; any problem (missing or damaged file, shapes, values, another encoder)
-        is a CatalogRefusedError naming it. Errors reaching S3 are a CatalogStoreError (the caller retries later)."""
+        is a CatalogRefusedError naming it. Errors reaching S3 are a CatalogStoreError (the caller retries later).
+        `rows_dir` (the API): the float32 rows go straight from S3 to an unlinked file there and are memory-mapped,
+        and the published int8 codes come along (`CatalogVersion.quantized`)."""
         try:
-            return self._load(version, expected_fingerprint)
+            return self._load(version, expected_fingerprint, rows_dir)
         except (CatalogRefusedError, CatalogStoreError):
             raise
         except (ValueError, KeyError, TypeError, AttributeError, IndexError, OSError, EOFError) as error:
             raise CatalogRefusedError(f"version {version}: cannot be read ({type(error).__name__}: {error})") from None
 
-    def _load(self, version: str, expected_fingerprint: str | None) -> CatalogVersion:
+    def _load(self, version: str, expected_fingerprint: str | None, rows_dir: str | None) -> CatalogVersion:
         base = f"{self.prefix}versions/{version}/"
         manifest_raw = self._get(base + "manifest.json")
         if manifest_raw is None:
@@ -87,19 +95,21 @@ class S3CatalogRepository:
         if expected_fingerprint is not None and manifest.get("encoder_fingerprint") != expected_fingerprint:
             raise CatalogRefusedError(f"version {version} was embedded by encoder {manifest.get('encoder_fingerprint')}"
                                  f", this deployment runs {expected_fingerprint}")
-        files = {}
-        for name in ("embeddings.npy", "items.json"):
-            body = self._get(base + name)
-            if body is None:
-                raise CatalogRefusedError(f"version {version}: {name} is missing")
-            if hashlib.sha256(body).hexdigest() != manifest["sha256"].get(name):
-                raise CatalogRefusedError(f"version {version}: {name} does not match its sha256 in the manifest")
-            files[name] = body
-        embeddings = np.load(io.BytesIO(files["embeddings.npy"]), allow_pickle=False)
-        columns = json.loads(files["items.json"])
-        if embeddings.dtype != np.float32 or embeddings.shape != (manifest["count"], manifest["dim"]):
+        shape = (manifest["count"], manifest["dim"])
+        columns = json.loads(self._checked(base, manifest, "items.json"))
+        mapped = self._mapped_rows(base, manifest, rows_dir) if rows_dir is not None else None
+        embeddings = mapped if mapped is not None else self._array(base, manifest, "embeddings.npy")
+        if embeddings.dtype != np.float32 or embeddings.shape != shape:
             raise CatalogRefusedError(f"version {version}: embeddings are {embeddings.dtype}{embeddings.shape}, the "
                                  f"manifest says float32({manifest['count']}, {manifest['dim']})")
+        quantized = None
+        if rows_dir is not None and "codes.npy" in manifest["sha256"]:
+            codes, scales = self._array(base, manifest, "codes.npy"), self._array(base, manifest, "scales.npy")
+            if codes.dtype != np.uint8 or codes.shape != shape or scales.dtype != np.float32 \
+                    or scales.shape != shape[:1] or not (np.isfinite(scales).all() and (scales > 0).all()):
+                raise CatalogRefusedError(f"version {version}: codes {codes.dtype}{codes.shape} and scales "
+                                          f"{scales.dtype}{scales.shape} do not fit float32{shape} rows")
+            quantized = (codes, scales)
         if len(set(columns["item_ids"])) != len(columns["item_ids"]):
             raise CatalogRefusedError(f"version {version}: item ids repeat")
         space = manifest.get("space") or {}
@@ -124,7 +134,41 @@ class S3CatalogRepository:
             created_at=float(manifest.get("created_at", 0)), text_to_collab=text_to_collab,
             text_weight=float(space.get("text_weight", 1.0)), collab_weight=float(space.get("collab_weight", 0.0)),
             settings=learned, basis=manifest.get("basis") or f"text-{manifest['encoder_fingerprint'][:12]}",
-            trained_until=manifest.get("trained_until"))
+            trained_until=manifest.get("trained_until"), quantized=quantized)
+
+    def _checked(self, base: str, manifest: dict[str, Any], name: str) -> bytes:
+        body = self._get(base + name)
+        if body is None:
+            raise CatalogRefusedError(f"version {manifest['version']}: {name} is missing")
+        if hashlib.sha256(body).hexdigest() != manifest["sha256"].get(name):
+            raise CatalogRefusedError(f"version {manifest['version']}: {name} does not match its sha256 in the "
+                                      "manifest")
+        return body
+
+    def _array(self, base: str, manifest: dict[str, Any], name: str) -> NDArray[Any]:
+        array: NDArray[Any] = np.load(io.BytesIO(self._checked(base, manifest, name)), allow_pickle=False)
+        return np.ascontiguousarray(array)
+
+    def _mapped_rows(self, base: str, manifest: dict[str, Any], rows_dir: str) -> NDArray[Any] | None:
+        """embeddings.npy streamed from S3 into an unlinked file in rows_dir (hashed on the way) and mapped
+        read-only; None when the disk has no room for it (then it is read into memory)."""
+        needed = manifest["count"] * manifest["dim"] * 4
+        if shutil.disk_usage(rows_dir).free < needed + (64 << 20):
+            log.warning("reading the rows into memory: %s has no room for %d MB", rows_dir, needed >> 20)
+            return None
+        with tempfile.NamedTemporaryFile(dir=rows_dir, prefix="pulse-rows-", suffix=".npy") as file:
+            try:
+                digest = self._stream(base + "embeddings.npy", file)
+            except OSError as error:  # the disk, not the version: read it into memory instead
+                log.warning("reading the rows into memory: writing them to %s failed: %s", rows_dir, error)
+                return None
+            if digest is None:
+                raise CatalogRefusedError(f"version {manifest['version']}: embeddings.npy is missing")
+            if digest != manifest["sha256"].get("embeddings.npy"):
+                raise CatalogRefusedError(f"version {manifest['version']}: embeddings.npy does not match its sha256 "
+                                          "in the manifest")
+            rows: NDArray[Any] = np.asarray(np.load(file.name, mmap_mode="r", allow_pickle=False))
+        return rows
 
     def load_training_state(self, version: str) -> dict[str, NDArray[Any]] | None:
         """A hybrid version's text block, collaborative block and warm rows (what the next training aligns to)."""
@@ -140,8 +184,11 @@ class S3CatalogRepository:
         base = f"{self.prefix}versions/{catalog.version}/"
         written = False
         if self._get(base + "manifest.json") is None:
+            codes, scales = quantize_rows(catalog.embeddings)
             files = {
                 "embeddings.npy": _npy(catalog.embeddings),
+                "codes.npy": _npy(codes, np.uint8),
+                "scales.npy": _npy(scales),
                 "items.json": json.dumps({
                     "item_ids": catalog.item_ids, "titles": catalog.titles, "categories": catalog.categories,
                     "available": catalog.available.tolist(), "popularity": catalog.popularity.tolist(),
@@ -187,6 +234,21 @@ class S3CatalogRepository:
         except BotoCoreError as error:
             raise CatalogStoreError(f"reading s3://{self.bucket}/{key} failed: {error}") from error
 
+    def _stream(self, key: str, sink: IO[bytes]) -> str | None:
+        """The object written to `sink` a megabyte at a time, and its sha256; None if there is no such object."""
+        s3 = aws.client("s3")
+        digest = hashlib.sha256()
+        try:
+            for chunk in s3.get_object(Bucket=self.bucket, Key=key)["Body"].iter_chunks(1 << 20):
+                digest.update(chunk)
+                sink.write(chunk)
+        except s3.exceptions.NoSuchKey:
+            return None
+        except (BotoCoreError, ClientError) as error:
+            raise CatalogStoreError(f"reading s3://{self.bucket}/{key} failed: {error}") from error
+        sink.flush()
+        return digest.hexdigest()
+
     def _exists(self, key: str) -> bool:
         try:
             listed = aws.client("s3").list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
@@ -212,9 +274,9 @@ def _check_learned(version: str, learned: Any) -> None:
         raise CatalogRefusedError(f"version {version}: its learned settings are malformed: {learned!r:.200}")
 
 
-def _npy(matrix: NDArray[Any]) -> bytes:
+def _npy(matrix: NDArray[Any], dtype: type[np.generic] = np.float32) -> bytes:
     buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(matrix, dtype=np.float32), allow_pickle=False)
+    np.save(buffer, np.ascontiguousarray(matrix, dtype=dtype), allow_pickle=False)
     return buffer.getvalue()
 
 
@@ -255,12 +317,13 @@ class LiveCatalog:
         self._checked_at: float | None = None
         self._lock = threading.Lock()
         self._prepare: Callable[[CatalogVersion], CatalogVersion] | None = None
+        self._rows_dir: str | None = None
 
-    def prepare_with(self, prepare: Callable[[CatalogVersion], CatalogVersion]) -> None:
+    def prepare_with(self, prepare: Callable[[CatalogVersion], CatalogVersion], rows_dir: str | None = None) -> None:
         """Turn every version into its serving form before it serves (the API: the int8 scan), the one already
-        serving included."""
+        serving included; `rows_dir`: where the repository maps the float32 rows from (see its `load`)."""
         with self._lock:
-            self._prepare = prepare
+            self._prepare, self._rows_dir = prepare, rows_dir
             if self._serving is not None:
                 self._serving = self._prepared(self._serving)
 
@@ -314,7 +377,8 @@ class LiveCatalog:
         if now < attempt_at:
             return
         try:
-            loaded = self.repository.load(version, self.expected_fingerprint)
+            loaded = self.repository.load(version, self.expected_fingerprint,
+                                          **({"rows_dir": self._rows_dir} if self._rows_dir else {}))
         except CatalogRefusedError as error:
             self._deferred.pop(version, None)
             self._refuse(version, str(error))

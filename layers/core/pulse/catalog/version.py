@@ -73,6 +73,8 @@ class CatalogVersion:
     # What users did lately, per item, in [0, 1] (training.space_quality.trending_prior, computed by the
     # training): added to personal scores with the learned popularity_weight. Zero until a training publishes.
     trending: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+    # The rows as published for the int8 scan, (uint8 codes, float32 scales), when the API loaded them.
+    quantized: tuple[NDArray[np.uint8], NDArray[np.float32]] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         count = len(self.item_ids)
@@ -95,7 +97,7 @@ class CatalogVersion:
         object.__setattr__(self, "category_rows", {name: np.array(rows) for name, rows in by_category.items()})
         if self.text_to_collab is not None and not self.text_weight > 0:
             raise ValueError("a hybrid version needs a text block (text_weight > 0)")
-        if not np.isfinite(self.embeddings).all():
+        if not _all_finite(self.embeddings):
             raise ValueError("the embeddings hold non-finite values (NaN or infinity)")
         if len(self.trending) and not (np.isfinite(self.trending).all() and self.trending.min() >= 0
                                        and self.trending.max() <= 1):
@@ -158,6 +160,16 @@ class CatalogVersion:
 
     def learned_settings(self) -> dict[str, Any] | None:
         return self.settings
+
+
+def _all_finite(matrix: NDArray[Any]) -> bool:
+    """A NaN or infinity anywhere makes its row's sum non-finite: one product at memory speed, no boolean copy
+    of the matrix (which took 60 ms at 100k items); a non-finite sum is confirmed element by element."""
+    if matrix.size == 0:
+        return True
+    if np.isfinite(matrix @ np.ones(matrix.shape[1], dtype=matrix.dtype)).all():
+        return True
+    return bool(np.isfinite(matrix).all())
 
 
 def unit_rows(matrix: NDArray[Any]) -> NDArray[np.float64]:

@@ -22,43 +22,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from pulse.catalog.int8 import ZERO_POINT, quantize_query, quantize_rows
+
 if TYPE_CHECKING:
     from pulse.catalog.version import CatalogVersion
 
 log = logging.getLogger(__name__)
 
-ZERO_POINT = 128
-QUANTIZE_CHUNK_ROWS = 32_768  # rows quantized at a time: the float64 temporaries stay a few MB
 SHORTLIST_MIN, SHORTLIST_PER_K = 100, 10
 
 
 def shortlist_size(k: int) -> int:
     """Candidates rescored exactly: 10 per result asked, at least 100 (rows of 1.5 KB: microseconds each)."""
     return max(SHORTLIST_MIN, SHORTLIST_PER_K * k)
-
-
-def quantize_rows(matrix: NDArray[Any]) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
-    """uint8 codes (value / scale + 128) and the per-row scales; a zero row gets scale 1 and codes 128.
-    float32 throughout, a chunk at a time: ~0.1 s per 100k rows of 384."""
-    codes = np.empty(matrix.shape, dtype=np.uint8)
-    scales = np.empty(matrix.shape[0], dtype=np.float32)
-    for start in range(0, matrix.shape[0], QUANTIZE_CHUNK_ROWS):
-        rows = np.asarray(matrix[start:start + QUANTIZE_CHUNK_ROWS], dtype=np.float32)
-        peak = np.maximum(rows.max(axis=1), -rows.min(axis=1)) if rows.shape[1] else np.zeros(len(rows), np.float32)
-        scale = np.where(peak > 0, peak / np.float32(127), np.float32(1)).astype(np.float32)
-        scales[start:start + len(rows)] = scale
-        scaled = rows * (np.float32(1) / scale)[:, None]
-        np.rint(scaled, out=scaled)
-        np.clip(scaled, -127, 127, out=scaled)
-        scaled += ZERO_POINT
-        codes[start:start + len(rows)] = scaled
-    return codes, scales
-
-
-def quantize_query(query: NDArray[Any]) -> tuple[NDArray[np.int8], float]:
-    peak = float(np.abs(query).max()) if query.size else 0.0
-    scale = peak / 127.0 if peak > 0 else 1.0
-    return np.rint(np.asarray(query, dtype=np.float64) / scale).clip(-127, 127).astype(np.int8), scale
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,11 +44,6 @@ class Int8Scan:
     codes: NDArray[np.uint8]  # (n, dim) C-contiguous
     scales: NDArray[np.float32]  # (n,)
     kernel: IntegerMatVec
-
-    @classmethod
-    def of(cls, embeddings: NDArray[Any], kernel: IntegerMatVec) -> Int8Scan:
-        codes, scales = quantize_rows(embeddings)
-        return cls(np.ascontiguousarray(codes), scales, kernel)
 
     @property
     def nbytes(self) -> int:
@@ -127,10 +98,13 @@ def prepare_for_serving(version: CatalogVersion) -> CatalogVersion:
     kernel = integer_kernel(version.dim) if len(version) and version.scan is None else None
     if kernel is None:
         return version
-    object.__setattr__(version, "scan", Int8Scan.of(version.embeddings, kernel))
-    mapped = memory_mapped(version.embeddings)
-    if mapped is not None:
-        object.__setattr__(version, "embeddings", mapped)
+    codes, scales = version.quantized or quantize_rows(version.embeddings)
+    object.__setattr__(version, "scan", Int8Scan(codes, scales, kernel))
+    object.__setattr__(version, "quantized", None)
+    if version.embeddings.flags.writeable:  # in memory, not already mapped by the repository
+        mapped = memory_mapped(version.embeddings)
+        if mapped is not None:
+            object.__setattr__(version, "embeddings", mapped)
     return version
 
 
