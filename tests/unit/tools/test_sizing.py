@@ -8,7 +8,8 @@ from pulse_dev.bench.sizing import PRICES, SECONDS_PER_MONTH, format_sizing, siz
 
 
 def report(item_rate=10_000.0, text_rate=500.0, write_units=70.0, writes=40.0, mean_item_kb=1.4, api_p50=14.0,
-           topk_100k=5.0, topk_1m=50.0):
+           topk_100k=5.0, topk_1m=50.0, int8_1m=40.0):
+    largest = {"items": 1_000_000, "p50_ms": topk_1m, **({"int8": {"p50_ms": int8_1m}} if int8_1m else {})}
     return {
         "ingest": {"batch": 100,
                    "item events (catalogue vectors)": {"events_per_cpu_second": item_rate},
@@ -18,7 +19,7 @@ def report(item_rate=10_000.0, text_rate=500.0, write_units=70.0, writes=40.0, m
                                        {"batch": 100, "write_units_per_1000_events": write_units,
                                         "writes_per_1000_events": writes, "mean_item_kb": mean_item_kb}]},
         "api": {"items": 100_000, "p50_ms": api_p50},
-        "topk": [{"items": 100_000, "p50_ms": topk_100k}, {"items": 1_000_000, "p50_ms": topk_1m}],
+        "topk": [{"items": 100_000, "p50_ms": topk_100k}, largest],
     }
 
 
@@ -67,15 +68,18 @@ def test_a_shard_whose_events_need_more_than_one_vcpu_gets_a_parallelization_fac
 
 def test_catalogues_past_one_lambdas_memory_or_latency_say_what_takes_over():
     rows = {row["items"]: row for row in sizing(report())["requests"]["catalogues"]}
-    assert rows[1_000_000]["verdict"] == "one Lambda" and rows[1_000_000]["matrix_mb"] == 1536
-    # at its peak a container holds three matrices (a load's body and array, the version it replaces) and the ids
-    assert rows[1_000_000]["memory_mb"] >= 3 * 1536 + 250 + 350
-    assert rows[1_000_000]["p50_ms"] == pytest.approx(14.0 - 5.0 + 50.0)
+    assert rows[1_000_000]["verdict"] == "one Lambda" and rows[1_000_000]["scan_mb"] == 388  # 384 codes + a scale
+    # at its peak a container holds three copies of the codes (a load's body and array, the version it replaces),
+    # the ids, and two row files on /tmp
+    assert rows[1_000_000]["memory_mb"] >= 3 * 388 + 250 + 350 and rows[1_000_000]["rows_on_disk_mb"] == 2 * 1536
+    assert rows[1_000_000]["p50_ms"] == pytest.approx(14.0 - 4.0 + 40.0)  # the API's int8 scan, not float32
     assert rows[10_000_000]["memory_mb"] is None
-    assert "shard the catalogue over 5+ functions" in rows[10_000_000]["verdict"]
+    assert "shard the catalogue over 3+ functions" in rows[10_000_000]["verdict"]  # 30.7 GB of rows on /tmp
     assert "OpenSearch" in rows[100_000_000]["verdict"]
-    fast_memory_slow_scoring = sizing(report(topk_1m=150.0))["requests"]["catalogues"][0]
-    assert fast_memory_slow_scoring["verdict"].startswith("fits in memory but exact scoring takes 150 ms")
+    fast_memory_slow_scoring = sizing(report(int8_1m=150.0))["requests"]["catalogues"][0]
+    assert fast_memory_slow_scoring["verdict"].startswith("fits in memory but the scan takes 150 ms")
+    without_int8 = sizing(report(int8_1m=None))["requests"]["catalogues"][0]  # a report from before the scan
+    assert without_int8["p50_ms"] == pytest.approx(14.0 - 5.0 + 50.0)
 
 
 def test_the_printed_table_has_a_row_per_rate_and_catalogue():

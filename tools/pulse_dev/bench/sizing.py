@@ -37,10 +37,14 @@ LAMBDA_MAX_MEMORY_MB = 10_240
 LAMBDA_DEFAULT_CONCURRENCY = 1000  # per account and Region, raisable
 API_LATENCY_BUDGET_MS = 100  # what a synchronous recommendations call can spend on scoring, by our choice
 RUNTIME_OVERHEAD_MB = 350  # the API function's Python, NumPy, Powertools and pydantic, measured resident
-# While a version loads, its S3 body and the array read from it are both alive, and while it replaces another the
-# old one still serves: up to 3 matrices at once. Ids, index and titles cost ~250 bytes of Python objects an item.
-MATRIX_COPIES_AT_PEAK = 3
+# The API holds a version's int8 codes and scales in memory (dim + 4 bytes an item) and maps its float32 rows from
+# /tmp. While a version loads, the codes' S3 body and the array read from it are both alive, and while it replaces
+# another the old one still serves: up to 3 copies of the codes in memory and 2 row files on disk. Ids, index and
+# titles cost ~250 bytes of Python objects an item.
+SCAN_COPIES_AT_PEAK = 3
+ROW_FILES_AT_PEAK = 2
 OBJECT_BYTES_PER_ITEM = 250
+LAMBDA_MAX_EPHEMERAL_MB = 10_240
 EVENT_RATES = (1_000, 10_000, 100_000)
 CATALOGUE_SIZES = (1_000_000, 10_000_000, 100_000_000)
 
@@ -76,7 +80,7 @@ def sizing(report: dict[str, Any], *, text_share: float = 0.1, ingest_memory_mb:
     }
     api = report["api"]
     largest = max(report["topk"], key=lambda row: row["items"])  # scoring time grows with the items read
-    per_item_ms = largest["p50_ms"] / largest["items"]
+    per_item_ms = (largest.get("int8") or largest)["p50_ms"] / largest["items"]  # the API's path: the int8 scan
     base_ms = max(0.0, api["p50_ms"] - per_item_ms * api["items"])
     requests = {
         "handler_ms_without_scoring": round(base_ms, 2),
@@ -118,26 +122,29 @@ def event_rate(rate: int, cpu_per_event: float, usd_per_event: float, write_unit
 
 
 def catalogue_size(items: int, dim: int, base_ms: float, per_item_ms: float, memory_mb: int) -> dict[str, Any]:
-    matrix_mb = items * dim * 4 / 1e6
-    memory_needed = MATRIX_COPIES_AT_PEAK * matrix_mb + items * OBJECT_BYTES_PER_ITEM / 1e6 + RUNTIME_OVERHEAD_MB
+    scan_mb, rows_mb = items * (dim + 4) / 1e6, items * dim * 4 / 1e6
+    memory_needed = SCAN_COPIES_AT_PEAK * scan_mb + items * OBJECT_BYTES_PER_ITEM / 1e6 + RUNTIME_OVERHEAD_MB
+    disk_needed = ROW_FILES_AT_PEAK * rows_mb
     scoring_ms = items * per_item_ms
     request_ms = base_ms + scoring_ms
-    fits = memory_needed <= LAMBDA_MAX_MEMORY_MB
+    fits = memory_needed <= LAMBDA_MAX_MEMORY_MB and disk_needed <= LAMBDA_MAX_EPHEMERAL_MB
     memory = max(memory_mb, math.ceil(memory_needed / 64) * 64) if fits else LAMBDA_MAX_MEMORY_MB
     per_request = (request_ms / 1000 * vcpu_gb(memory) * PRICES["lambda_gb_second"] + PRICES["lambda_request"]
                    + PRICES["http_api_request"] + PRICES["dynamodb_read_unit"])
     if not fits:
-        shards = math.ceil((memory_needed - RUNTIME_OVERHEAD_MB) / (LAMBDA_MAX_MEMORY_MB - RUNTIME_OVERHEAD_MB))
-        verdict = (f"past one Lambda's 10 GB: shard the catalogue over {shards}+ functions (scatter-gather) or "
-                   "serve it from an approximate nearest-neighbour index (Amazon OpenSearch Service k-NN)")
+        shards = math.ceil(max((memory_needed - RUNTIME_OVERHEAD_MB) / (LAMBDA_MAX_MEMORY_MB - RUNTIME_OVERHEAD_MB),
+                               disk_needed / LAMBDA_MAX_EPHEMERAL_MB))
+        verdict = (f"past one Lambda's 10 GB of memory or of /tmp: shard the catalogue over {shards}+ functions "
+                   "(scatter-gather) or serve it from an approximate nearest-neighbour index (Amazon OpenSearch "
+                   "Service k-NN)")
     elif scoring_ms > API_LATENCY_BUDGET_MS:
-        verdict = (f"fits in memory but exact scoring takes {scoring_ms:.0f} ms: shard it over functions in "
+        verdict = (f"fits in memory but the scan takes {scoring_ms:.0f} ms: shard it over functions in "
                    "parallel, or an approximate index (Amazon OpenSearch Service k-NN)")
     else:
         verdict = "one Lambda"
-    return {"items": items, "matrix_mb": round(matrix_mb), "memory_mb": memory if fits else None,
-            "p50_ms": round(request_ms, 1), "usd_per_million_requests": round(per_request * 1e6, 2),
-            "verdict": verdict}
+    return {"items": items, "scan_mb": round(scan_mb), "rows_on_disk_mb": round(disk_needed),
+            "memory_mb": memory if fits else None, "p50_ms": round(request_ms, 1),
+            "usd_per_million_requests": round(per_request * 1e6, 2), "verdict": verdict}
 
 
 def format_sizing(result: dict[str, Any]) -> list[str]:
@@ -154,8 +161,9 @@ def format_sizing(result: dict[str, Any]) -> list[str]:
                      f"{row['parallelization_factor']:>17} {row['ingest_concurrency']:>20} "
                      f"{units['sessions']:>16} {units['interleaved']:>19} {row['usd_per_month']:>20}"
                      + (f"  needs {row['needs']}" if row["needs"] else ""))
-    lines.append("       items   matrix MB   memory MB   p50 ms   $/million requests   verdict")
+    lines.append("       items   int8 scan MB   memory MB   /tmp MB   p50 ms   $/million requests   verdict")
     for row in result["requests"]["catalogues"]:
-        lines.append(f"  {row['items']:>10} {row['matrix_mb']:>11} {row['memory_mb'] or '-':>11} {row['p50_ms']:>8}"
-                     f" {row['usd_per_million_requests']:>20}   {row['verdict']}")
+        lines.append(f"  {row['items']:>10} {row['scan_mb']:>14} {row['memory_mb'] or '-':>11}"
+                     f" {row['rows_on_disk_mb']:>9} {row['p50_ms']:>8} {row['usd_per_million_requests']:>20}"
+                     f"   {row['verdict']}")
     return lines
