@@ -215,16 +215,19 @@ def test_with_listing_limited_to_the_catalogue_prefix_a_missing_key_still_reads_
                                                                                            catalog_function):
     """IAM as deployed: s3:ListBucket only under catalog/*, so S3 answers GetObject of a missing key with
     AccessDenied (not NoSuchKey). A fresh deployment still says 'nothing published' and publishing still works."""
-    s3 = aws.client("s3")
-    real_get = s3.get_object
+    def as_deployed(s3):
+        real_get = s3.get_object
 
-    def get_as_deployed(**request):
-        try:
-            return real_get(**request)
-        except s3.exceptions.NoSuchKey:
-            raise access_denied() from None
+        def get_as_deployed(**request):
+            try:
+                return real_get(**request)
+            except s3.exceptions.NoSuchKey:
+                raise access_denied() from None
 
-    with mock.patch.object(s3, "get_object", side_effect=get_as_deployed):
+        return mock.patch.object(s3, "get_object", side_effect=get_as_deployed)
+
+    # Both clients: the catalogue's reads (checked against the manifest) and every other S3 call.
+    with as_deployed(aws.client("s3")), as_deployed(aws.s3_for_checked_reads()):
         status, answer = api("GET", "/users/u/recommendations")
         assert status == 503 and answer["error"].startswith("no catalogue has been published yet")
         (entry,) = upload_catalog(stack, catalog_function, catalog_lines())["results"]
@@ -379,7 +382,7 @@ def test_a_versions_training_state_is_read_back_as_stored_and_never_unpickled(st
 
 @pytest.fixture
 def s3_calls():
-    """The S3 client the repository uses, its GetObject failing with AccessDenied and its listings recorded."""
+    """The S3 clients the repository uses, its GetObject failing with AccessDenied and its listings recorded."""
     s3, listings = aws.client("s3"), []
     real_list = s3.list_objects_v2
 
@@ -387,7 +390,7 @@ def s3_calls():
         listings.append(request)
         return real_list(**request)
 
-    with mock.patch.object(s3, "get_object", side_effect=access_denied()), \
+    with mock.patch.object(aws.s3_for_checked_reads(), "get_object", side_effect=access_denied()), \
             mock.patch.object(s3, "list_objects_v2", side_effect=listed) as listing:
         yield listings, listing
 

@@ -118,7 +118,7 @@ def forbidden(operation="GetObject"):
 def test_a_denied_read_of_a_missing_key_reads_as_missing_and_of_an_existing_one_is_a_store_error(repository,
                                                                                               denial):
     repository.publish(learned_version("v1", 0.0))
-    s3 = aws.client("s3")
+    s3 = aws.s3_for_checked_reads()
     with mock.patch.object(s3, "get_object", side_effect=denial):
         assert repository.load_training_state("v1") is None
         with pytest.raises(CatalogStoreError, match="^reading s3://[^/]+/catalog/CURRENT failed: An error occurred"):
@@ -127,7 +127,7 @@ def test_a_denied_read_of_a_missing_key_reads_as_missing_and_of_an_existing_one_
 
 def test_a_store_that_cannot_be_reached_is_a_store_error_naming_the_key(repository):
     unreachable = botocore.exceptions.EndpointConnectionError(endpoint_url="https://s3.example")
-    with mock.patch.object(aws.client("s3"), "get_object", side_effect=unreachable), \
+    with mock.patch.object(aws.s3_for_checked_reads(), "get_object", side_effect=unreachable), \
             pytest.raises(CatalogStoreError) as error:
         repository.load("v1", "enc-1")
     assert str(error.value) == (f"reading s3://{repository.bucket}/catalog/versions/v1/manifest.json failed: "
