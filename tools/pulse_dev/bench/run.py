@@ -142,6 +142,9 @@ def format_report(report: dict[str, Any]) -> str:
               f" p99 {api['without_store']['p99_ms']} ms",
               f"API cold start (new process): imports {cold['import_ms']} ms + first request with catalogue load "
               f"{cold['first_request_ms']} ms = {cold['total_ms']} ms"]
+    if local := api.get("cold_start_local_files"):
+        lines.append(f"  with the catalogue from local files (no S3 transfer): imports {local['import_ms']} ms + first "
+                     f"request {local['first_request_ms']} ms = {local['total_ms']} ms")
     if "sizing" in report:
         lines += format_sizing(report["sizing"])
     lines += ["", f"whole run {report['seconds']} s"]
