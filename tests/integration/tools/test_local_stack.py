@@ -161,3 +161,41 @@ def test_function_errors_bisect_the_batch(stack):
     poller.drain()
     assert sizes == [4, 2, 1, 1, 2, 1, 1]
     assert sent == []
+
+
+ALL_TYPES_ITEM = {
+    "k": {"S": "user-1"}, "n": {"N": "-12.5e-3"}, "b": {"B": b"\x00\xffzip"}, "t": {"BOOL": True}, "z": {"NULL": True},
+    "ss": {"SS": ["a", "b"]}, "ns": {"NS": ["1", "2.5"]}, "bs": {"BS": [b"\x01\x02", b"\xfe"]},
+    "m": {"M": {"inner": {"B": b"\x07"}, "list": {"L": [{"N": "3"}, {"S": "x"}, {"BS": [b"\x09"]}]}}},
+}
+
+
+def dynamodb_answers(client) -> list:
+    """What PutItem (ALL_OLD), GetItem and BatchGetItem answer for an item with every attribute type."""
+    client.create_table(TableName="roundtrip", KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+                        AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+                        BillingMode="PAY_PER_REQUEST")
+    client.put_item(TableName="roundtrip", Item=ALL_TYPES_ITEM)
+    answers = [client.put_item(TableName="roundtrip", Item=ALL_TYPES_ITEM, ReturnValues="ALL_OLD",
+                               ReturnConsumedCapacity="TOTAL"),
+               client.get_item(TableName="roundtrip", Key={"k": {"S": "user-1"}}, ConsistentRead=True),
+               client.get_item(TableName="roundtrip", Key={"k": {"S": "nobody"}}),
+               client.batch_get_item(RequestItems={"roundtrip": {"Keys": [{"k": {"S": "user-1"}},
+                                                                          {"k": {"S": "nobody"}}]}})]
+    for answer in answers:
+        answer.pop("ResponseMetadata")
+    return answers
+
+
+def test_the_local_dynamodb_answers_every_attribute_type_as_moto_itself_does(stack, monkeypatch):
+    """The local server dumps DynamoDB's answers directly (pulse_dev.local.moto_process): the same answers as
+    moto's own serializer gives in process, binary values, sets and nesting included."""
+    import boto3
+    from moto import mock_aws
+
+    local = dynamodb_answers(stack.client("dynamodb"))
+    assert local[1]["Item"] == ALL_TYPES_ITEM and local[0]["Attributes"] == ALL_TYPES_ITEM
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # in process: moto intercepts only AWS's own endpoints
+    with mock_aws():
+        reference = dynamodb_answers(boto3.client("dynamodb", region_name="us-east-1"))
+    assert local == reference

@@ -16,6 +16,8 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
@@ -53,10 +55,33 @@ def _patch_kinesis_shard() -> None:
     Shard.get_records = get_records  # type: ignore[method-assign]
 
 
+def _patch_dynamodb_responses() -> None:
+    from moto.core.responses import ActionResult
+    from moto.dynamodb.models.utilities import dynamo_json_dump
+    from moto.dynamodb.responses import DynamoHandler
+
+    class JsonResult(ActionResult):
+        """DynamoDB's JSON protocol is the result as it is: dumped directly (binary values base64-encoded), as
+        moto did before its model-driven serializer, which walks the item shape by shape."""
+
+        def execute_result(self, context: Any) -> tuple[int, dict[str, str], str]:
+            return 200, {"Content-Type": "application/x-amz-json-1.0"}, dynamo_json_dump(self.result)
+
+    def dumped(action: Callable[[DynamoHandler], ActionResult]) -> Callable[[DynamoHandler], ActionResult]:
+        def run(handler: DynamoHandler) -> ActionResult:
+            return JsonResult(action(handler).result)
+
+        return run
+
+    for name in ("get_item", "put_item", "batch_get_item"):  # the ingest's and the API's calls, per event
+        setattr(DynamoHandler, name, dumped(getattr(DynamoHandler, name)))
+
+
 def main() -> None:
     host, port = sys.argv[1], int(sys.argv[2])
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log line per AWS call
     _patch_kinesis_shard()
+    _patch_dynamodb_responses()
     try:
         listener = socket.create_server((host, port))
     except OSError as error:
