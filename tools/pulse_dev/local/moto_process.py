@@ -1,13 +1,15 @@
 """moto's server for the local stack (`python -m pulse_dev.local.moto_process HOST PORT`). It binds the port itself
 (PORT 0: any free one) and writes the bound port, or why it could not bind, as the first line on stdout; nothing
-else goes there. Two fixes that a 100,000-record replay needs:
+else goes there. Three fixes that a 100,000-record replay and the soak's 300 events/s need:
 
 - one request at a time: moto's threaded server lets a PutRecords and a GetRecords on the same shard race (its
   in-memory shard is not thread-safe: "OrderedDict mutated during iteration"); a real endpoint serializes per
   shard, and moto's work holds the GIL anyway;
 - constant-time shard reads and appends: moto finds a shard's last sequence number by listing every key on each
   put, and scans from the first record on each GetRecords, so a replay slows down quadratically. Its sequence
-  numbers are consecutive integers per shard, which allows direct lookups with the same results.
+  numbers are consecutive integers per shard, which allows direct lookups with the same results;
+- DynamoDB answers dumped as JSON directly: moto's model-driven serializer walks every returned item shape by
+  shape (a BatchGetItem of 100 users took 125 ms, 35 ms dumped), which held the local ingest under 300 events/s.
 """
 
 from __future__ import annotations
