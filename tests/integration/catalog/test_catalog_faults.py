@@ -31,6 +31,19 @@ def access_denied(operation="GetObject"):
     return botocore.exceptions.ClientError({"Error": {"Code": "AccessDenied", "Message": AWS_DETAIL}}, operation)
 
 
+def as_deployed(s3):
+    """S3's GetObject as IAM lets the functions see it: a missing key answers AccessDenied, not NoSuchKey."""
+    real_get = s3.get_object
+
+    def get_as_deployed(**request):
+        try:
+            return real_get(**request)
+        except s3.exceptions.NoSuchKey:
+            raise access_denied() from None
+
+    return mock.patch.object(s3, "get_object", side_effect=get_as_deployed)
+
+
 @pytest.fixture
 def published(stack, catalog_function):
     (entry,) = upload_catalog(stack, catalog_function, catalog_lines())["results"]
@@ -215,17 +228,6 @@ def test_with_listing_limited_to_the_catalogue_prefix_a_missing_key_still_reads_
                                                                                            catalog_function):
     """IAM as deployed: s3:ListBucket only under catalog/*, so S3 answers GetObject of a missing key with
     AccessDenied (not NoSuchKey). A fresh deployment still says 'nothing published' and publishing still works."""
-    def as_deployed(s3):
-        real_get = s3.get_object
-
-        def get_as_deployed(**request):
-            try:
-                return real_get(**request)
-            except s3.exceptions.NoSuchKey:
-                raise access_denied() from None
-
-        return mock.patch.object(s3, "get_object", side_effect=get_as_deployed)
-
     # Both clients: the catalogue's reads (checked against the manifest) and every other S3 call.
     with as_deployed(aws.client("s3")), as_deployed(aws.s3_for_checked_reads()):
         status, answer = api("GET", "/users/u/recommendations")

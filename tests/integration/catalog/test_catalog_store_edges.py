@@ -216,3 +216,37 @@ def test_without_room_on_the_disk_the_api_reads_the_rows_into_memory(repository,
     loaded = repository.load("v-full-disk", None, rows_dir=str(tmp_path))
     assert loaded.embeddings.flags.writeable and loaded.quantized is not None
     assert "has no room" in caplog.text
+
+
+def test_a_local_disk_that_fails_reads_the_rows_into_memory_rather_than_refusing_the_version(repository, tmp_path,
+                                                                                            monkeypatch):
+    repository.publish(rows_version("v-bad-disk"))
+    loaded = repository.load("v-bad-disk", None, rows_dir=str(tmp_path / "no-such-folder"))
+    assert loaded.embeddings.flags.writeable and loaded.version == "v-bad-disk"
+
+    def full(self, key, sink):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(S3CatalogRepository, "_stream", full)
+    assert repository.load("v-bad-disk", None, rows_dir=str(tmp_path)).embeddings.flags.writeable
+
+
+def test_missing_rows_answered_with_access_denied_refuse_the_version_when_streamed(repository, tmp_path):
+    """As deployed, S3 answers a missing key with AccessDenied (listing is granted under the prefix only)."""
+    from tests.integration.catalog.test_catalog_faults import as_deployed
+
+    repository.publish(rows_version("v-no-rows"))
+    aws.client("s3").delete_object(Bucket=repository.bucket, Key="catalog/versions/v-no-rows/embeddings.npy")
+    with as_deployed(aws.s3_for_checked_reads()), \
+            pytest.raises(CatalogRefusedError, match="version v-no-rows: embeddings.npy is missing"):
+        repository.load("v-no-rows", None, rows_dir=str(tmp_path))
+
+
+def test_a_refusal_names_the_version_loaded_even_when_its_manifest_names_another(repository, tmp_path):
+    repository.publish(rows_version("v-source"))
+    repository.publish(rows_version("v-copy"))
+    source = stored(repository, "catalog/versions/v-source/manifest.json")
+    aws.client("s3").put_object(Bucket=repository.bucket, Key="catalog/versions/v-copy/manifest.json", Body=source)
+    aws.client("s3").put_object(Bucket=repository.bucket, Key="catalog/versions/v-copy/items.json", Body=b"[]")
+    with pytest.raises(CatalogRefusedError, match="^version v-copy: items.json does not match"):
+        repository.load("v-copy", None, rows_dir=str(tmp_path))

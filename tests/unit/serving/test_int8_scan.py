@@ -111,10 +111,15 @@ def test_a_prior_added_to_the_scores_is_added_to_the_shortlist_too():
     assert np.array_equal(rows_found, plain_rows) and np.array_equal(scores, plain_scores)
 
 
-def test_a_small_catalogue_is_scored_in_float32_whole():
+def test_a_small_catalogue_is_scored_in_float32_whole(monkeypatch):
     catalog = in_memory_catalog([str(n) for n in range(50)], unit_rows(50, 16))
     served = scanned(catalog)
     assert len(served) <= shortlist_size(10)
+
+    def no_scan(self, query):
+        raise AssertionError("a catalogue no larger than the shortlist is not scanned")
+
+    monkeypatch.setattr(int8_scan.Int8Scan, "scores", no_scan)
     allowed = np.ones(50, dtype=bool)
     assert all(np.array_equal(a, b) for a, b in zip(best_rows(served, catalog.embeddings[0], allowed, 10),
                                                      best_rows(catalog, catalog.embeddings[0], allowed, 10),
@@ -170,3 +175,26 @@ def test_the_version_already_serving_is_prepared_when_the_api_asks():
     assert live.current().scan is None
     live.prepare_with(prepare_for_serving)
     assert live.current().scan is not None and repository.loads == 1
+
+
+def test_the_scan_answers_nothing_for_no_k_or_no_direction_and_at_most_the_allowed_rows():
+    rows = unit_rows(2000, 16, seed=7)
+    catalog = in_memory_catalog([str(n) for n in range(2000)], rows)
+    served = scanned(catalog)
+    everything = np.ones(2000, dtype=bool)
+    for version in (catalog, served):
+        for k, query in ((0, rows[0]), (-5, rows[0]), (10, np.full(16, np.nan, dtype=np.float32))):
+            found, scores = best_rows(version, query, everything, k)
+            assert len(found) == 0 and len(scores) == 0
+    three = np.zeros(2000, dtype=bool)
+    three[[5, 500, 1500]] = True
+    found, _ = best_rows(served, rows[0], three, 10)
+    assert sorted(found) == [5, 500, 1500]
+
+
+def test_a_replaced_version_never_carries_codes_over_to_other_rows():
+    from dataclasses import replace
+
+    version = in_memory_catalog([str(n) for n in range(300)], unit_rows(300, 16))
+    object.__setattr__(version, "quantized", quantize_rows(version.embeddings))
+    assert replace(version, embeddings=unit_rows(300, 16, seed=9)).quantized is None

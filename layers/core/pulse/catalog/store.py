@@ -95,6 +95,7 @@ class S3CatalogRepository:
         if expected_fingerprint is not None and manifest.get("encoder_fingerprint") != expected_fingerprint:
             raise CatalogRefusedError(f"version {version} was embedded by encoder {manifest.get('encoder_fingerprint')}"
                                  f", this deployment runs {expected_fingerprint}")
+        manifest = {**manifest, "version": version}  # refusals name the version loaded, whatever the file says
         shape = (manifest["count"], manifest["dim"])
         columns = json.loads(self._checked(base, manifest, "items.json"))
         mapped = self._mapped_rows(base, manifest, rows_dir) if rows_dir is not None else None
@@ -125,7 +126,7 @@ class S3CatalogRepository:
         learned = manifest.get("settings")
         if learned is not None:
             _check_learned(version, learned)
-        return CatalogVersion(
+        loaded = CatalogVersion(
             version=version, item_ids=columns["item_ids"], embeddings=np.ascontiguousarray(embeddings),
             encoder_fingerprint=manifest["encoder_fingerprint"], titles=columns["titles"],
             categories=columns["categories"], available=np.array(columns["available"], dtype=bool),
@@ -134,7 +135,9 @@ class S3CatalogRepository:
             created_at=float(manifest.get("created_at", 0)), text_to_collab=text_to_collab,
             text_weight=float(space.get("text_weight", 1.0)), collab_weight=float(space.get("collab_weight", 0.0)),
             settings=learned, basis=manifest.get("basis") or f"text-{manifest['encoder_fingerprint'][:12]}",
-            trained_until=manifest.get("trained_until"), quantized=quantized)
+            trained_until=manifest.get("trained_until"))
+        object.__setattr__(loaded, "quantized", quantized)  # not an init field: replace() never carries it over
+        return loaded
 
     def _checked(self, base: str, manifest: dict[str, Any], name: str) -> bytes:
         body = self._get(base + name)
@@ -153,21 +156,21 @@ class S3CatalogRepository:
         """embeddings.npy streamed from S3 into an unlinked file in rows_dir (hashed on the way) and mapped
         read-only; None when the disk has no room for it (then it is read into memory)."""
         needed = manifest["count"] * manifest["dim"] * 4
-        if shutil.disk_usage(rows_dir).free < needed + (64 << 20):
-            log.warning("reading the rows into memory: %s has no room for %d MB", rows_dir, needed >> 20)
-            return None
-        with tempfile.NamedTemporaryFile(dir=rows_dir, prefix="pulse-rows-", suffix=".npy") as file:
-            try:
-                digest = self._stream(base + "embeddings.npy", file)
-            except OSError as error:  # the disk, not the version: read it into memory instead
-                log.warning("reading the rows into memory: writing them to %s failed: %s", rows_dir, error)
+        try:
+            if shutil.disk_usage(rows_dir).free < needed + (64 << 20):
+                log.warning("reading the rows into memory: %s has no room for %d MB", rows_dir, needed >> 20)
                 return None
-            if digest is None:
-                raise CatalogRefusedError(f"version {manifest['version']}: embeddings.npy is missing")
-            if digest != manifest["sha256"].get("embeddings.npy"):
-                raise CatalogRefusedError(f"version {manifest['version']}: embeddings.npy does not match its sha256 "
-                                          "in the manifest")
-            rows: NDArray[Any] = np.asarray(np.load(file.name, mmap_mode="r", allow_pickle=False))
+            with tempfile.NamedTemporaryFile(dir=rows_dir, prefix="pulse-rows-", suffix=".npy") as file:
+                digest = self._stream(base + "embeddings.npy", file)
+                if digest is None:
+                    raise CatalogRefusedError(f"version {manifest['version']}: embeddings.npy is missing")
+                if digest != manifest["sha256"].get("embeddings.npy"):
+                    raise CatalogRefusedError(f"version {manifest['version']}: embeddings.npy does not match its "
+                                              "sha256 in the manifest")
+                rows: NDArray[Any] = np.asarray(np.load(file.name, mmap_mode="r", allow_pickle=False))
+        except OSError as error:  # the local disk, not the version: read the rows into memory instead
+            log.warning("reading the rows into memory: mapping them from %s failed: %s", rows_dir, error)
+            return None
         return rows
 
     def load_training_state(self, version: str) -> dict[str, NDArray[Any]] | None:
@@ -239,12 +242,20 @@ class S3CatalogRepository:
         s3 = aws.s3_for_checked_reads()
         digest = hashlib.sha256()
         try:
-            for chunk in s3.get_object(Bucket=self.bucket, Key=key)["Body"].iter_chunks(1 << 20):
-                digest.update(chunk)
-                sink.write(chunk)
+            body = s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+            try:
+                for chunk in body.iter_chunks(1 << 20):
+                    digest.update(chunk)
+                    sink.write(chunk)
+            finally:
+                body.close()  # the connection goes back to the pool, whatever happened
         except s3.exceptions.NoSuchKey:
             return None
-        except (BotoCoreError, ClientError) as error:
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("AccessDenied", "403") and not self._exists(key):
+                return None  # as in _get: a missing key answered with AccessDenied
+            raise CatalogStoreError(f"reading s3://{self.bucket}/{key} failed: {error}") from error
+        except BotoCoreError as error:
             raise CatalogStoreError(f"reading s3://{self.bucket}/{key} failed: {error}") from error
         sink.flush()
         return digest.hexdigest()

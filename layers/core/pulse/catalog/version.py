@@ -73,8 +73,6 @@ class CatalogVersion:
     # What users did lately, per item, in [0, 1] (training.space_quality.trending_prior, computed by the
     # training): added to personal scores with the learned popularity_weight. Zero until a training publishes.
     trending: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
-    # The rows as published for the int8 scan, (uint8 codes, float32 scales), when the API loaded them.
-    quantized: tuple[NDArray[np.uint8], NDArray[np.float32]] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         count = len(self.item_ids)
@@ -110,6 +108,9 @@ class CatalogVersion:
     # The API's int8 codes of the rows (pulse.serving.int8_scan.Int8Scan), attached when it starts serving the
     # version; None: every score is a float32 product over `embeddings`.
     scan: Any = field(default=None, init=False, repr=False)
+    # The rows as published for the int8 scan, (uint8 codes, float32 scales), set by the repository when the API
+    # loads the version (not an init field: dataclasses.replace never carries codes over to other rows).
+    quantized: tuple[NDArray[np.uint8], NDArray[np.float32]] | None = field(default=None, init=False, repr=False)
     trend32: NDArray[np.float32] | None = field(init=False, repr=False)
     category_rows: dict[str, NDArray[Any]] = field(init=False, repr=False)
 

@@ -93,14 +93,15 @@ def _kernel(dim: int) -> IntegerMatVec:
 
 def prepare_for_serving(version: CatalogVersion) -> CatalogVersion:
     """The version as the API serves it: int8 codes in memory for the scan (388 bytes an item at 384
-    dimensions), the float32 rows memory-mapped from an unlinked temporary file, so only the pages of the rows
-    read back (the shortlist, the user's history) take memory. Called once per version, before it serves."""
+    dimensions), the float32 rows memory-mapped from an unlinked temporary file: page cache the kernel can drop,
+    of which a request reads its shortlist and the user's history. Called once per version, before it serves."""
     kernel = integer_kernel(version.dim) if len(version) and version.scan is None else None
+    codes_and_scales = version.quantized
+    object.__setattr__(version, "quantized", None)  # held once: by the scan, or not at all
     if kernel is None:
         return version
-    codes, scales = version.quantized or quantize_rows(version.embeddings)
+    codes, scales = codes_and_scales or quantize_rows(version.embeddings)
     object.__setattr__(version, "scan", Int8Scan(codes, scales, kernel))
-    object.__setattr__(version, "quantized", None)
     if version.embeddings.flags.writeable:  # in memory, not already mapped by the repository
         mapped = memory_mapped(version.embeddings)
         if mapped is not None:

@@ -150,6 +150,8 @@ def best_rows(catalog: CatalogVersion, query: NDArray[np.float32], allowed: NDAr
     """The k allowed rows with the highest float32 `rows . query (+ prior)`, best first (ties: lower row first),
     and those scores. With the version's int8 scan: the approximate scores pick a shortlist, which is rescored
     exactly, so the scores returned are always the float32 ones."""
+    if k <= 0 or not np.isfinite(query).all():
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)  # nothing asked, or no direction
     scan = catalog.scan
     if scan is None or len(catalog) <= shortlist_size(k):
         scores = catalog.embeddings @ query
