@@ -73,8 +73,13 @@ TESTS = {
     ],
     "serving.recommend": [
         "tests/unit/serving/test_recommend.py",
+        "tests/unit/serving/test_int8_scan.py",
         "tests/unit/ingest/test_ingest_pipeline.py",
         "tests/integration/serving/test_api.py",
+    ],
+    "serving.int8_scan": [
+        "tests/unit/serving/test_int8_scan.py",
+        "tests/integration/catalog/test_catalog_store_edges.py",
     ],
 }
 # Fixed order (mutmut's timing stats assume it), never a slow test, one process (mutmut forks one per mutant).
