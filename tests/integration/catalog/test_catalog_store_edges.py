@@ -180,15 +180,20 @@ def test_a_version_published_before_the_codes_is_quantized_when_the_api_loads_it
     assert loaded.quantized is None and prepare_for_serving(loaded).scan.codes.shape == (300, 24)
 
 
-def test_codes_that_do_not_fit_the_rows_refuse_the_version_by_name(repository, tmp_path):
-    repository.publish(rows_version("v-bad-codes"))
-    base = "catalog/versions/v-bad-codes/"
+def replace_codes(repository, version, codes):
+    """The version's codes.npy rewritten, its manifest's sha256 with it (so only the check on the codes can object)."""
+    base = f"catalog/versions/{version}/"
     buffer = io.BytesIO()
-    np.save(buffer, np.zeros((299, 24), dtype=np.uint8))
+    np.save(buffer, codes)
     manifest = json.loads(stored(repository, base + "manifest.json"))
     manifest["sha256"]["codes.npy"] = hashlib.sha256(buffer.getvalue()).hexdigest()
     aws.client("s3").put_object(Bucket=repository.bucket, Key=base + "codes.npy", Body=buffer.getvalue())
     aws.client("s3").put_object(Bucket=repository.bucket, Key=base + "manifest.json", Body=json.dumps(manifest))
+
+
+def test_codes_that_do_not_fit_the_rows_refuse_the_version_by_name(repository, tmp_path):
+    repository.publish(rows_version("v-bad-codes"))
+    replace_codes(repository, "v-bad-codes", np.zeros((299, 24), dtype=np.uint8))
     with pytest.raises(CatalogRefusedError, match=r"codes uint8\(299, 24\) .* do not fit float32\(300, 24\) rows"):
         repository.load("v-bad-codes", None, rows_dir=str(tmp_path))
     assert repository.load("v-bad-codes", None).version == "v-bad-codes"  # the ingest never reads the codes
@@ -250,3 +255,13 @@ def test_a_refusal_names_the_version_loaded_even_when_its_manifest_names_another
     aws.client("s3").put_object(Bucket=repository.bucket, Key="catalog/versions/v-copy/items.json", Body=b"[]")
     with pytest.raises(CatalogRefusedError, match="^version v-copy: items.json does not match"):
         repository.load("v-copy", None, rows_dir=str(tmp_path))
+
+
+def test_codes_that_are_not_the_rows_refuse_the_version_naming_a_row(repository, tmp_path):
+    from pulse.catalog.int8 import quantize_rows
+
+    published = rows_version("v-foreign-codes")
+    repository.publish(published)
+    replace_codes(repository, "v-foreign-codes", quantize_rows(published.embeddings[::-1])[0])  # of other rows
+    with pytest.raises(CatalogRefusedError, match=r"codes.npy does not match the rows \(row \d+ and \d+ more"):
+        repository.load("v-foreign-codes", None, rows_dir=str(tmp_path))
