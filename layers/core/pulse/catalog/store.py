@@ -110,7 +110,6 @@ class S3CatalogRepository:
                     or scales.shape != shape[:1] or not (np.isfinite(scales).all() and (scales > 0).all()):
                 raise CatalogRefusedError(f"version {version}: codes {codes.dtype}{codes.shape} and scales "
                                           f"{scales.dtype}{scales.shape} do not fit float32{shape} rows")
-            _check_codes_sample(version, embeddings, codes, scales)
             quantized = (codes, scales)
         if len(set(columns["item_ids"])) != len(columns["item_ids"]):
             raise CatalogRefusedError(f"version {version}: item ids repeat")
@@ -137,6 +136,8 @@ class S3CatalogRepository:
             text_weight=float(space.get("text_weight", 1.0)), collab_weight=float(space.get("collab_weight", 0.0)),
             settings=learned, basis=manifest.get("basis") or f"text-{manifest['encoder_fingerprint'][:12]}",
             trained_until=manifest.get("trained_until"))
+        if quantized is not None:  # after the version's own checks: a NaN row is refused as non-finite
+            _check_codes_sample(version, loaded.embeddings, *quantized)
         object.__setattr__(loaded, "quantized", quantized)  # not an init field: replace() never carries it over
         return loaded
 
